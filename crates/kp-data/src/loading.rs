@@ -1,0 +1,218 @@
+//! Reading images: header sizes, grayscale decoding to [`GrayF32`], resizing faces with their
+//! keypoints, and a parallel loader.
+//!
+//! Resizing maps coordinates with the pixel-centre rule `x' = (x + 0.5) * W' / W - 0.5`
+//! (same for `y`), which is also the sampling grid `image`'s resize filters use.
+
+use std::path::Path;
+
+use image::imageops::{self, FilterType};
+use image::ImageReader;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::face::Face;
+use crate::geometry::Point;
+use crate::gray::{gray_from_u8, GrayF32};
+
+fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+    ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// The `(width, height)` of an image, read from its header without decoding the pixels.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    open(path)?
+        .into_dimensions()
+        .map_err(|e| Error::image(path, e))
+}
+
+/// Decodes an image file to grayscale [`GrayF32`] (`luma / 255 - 0.5`).
+pub fn load_gray(path: &Path) -> Result<GrayF32> {
+    let img = open(path)?.decode().map_err(|e| Error::image(path, e))?;
+    Ok(gray_from_u8(&img.into_luma8()))
+}
+
+/// Maps points from an image of size `from` to the same image resized to `to`
+/// (`(width, height)` pairs) with the pixel-centre rule.
+pub fn scale_points(points: &[Point], from: (u32, u32), to: (u32, u32)) -> Vec<Point> {
+    let sx = to.0 as f32 / from.0 as f32;
+    let sy = to.1 as f32 / from.1 as f32;
+    points
+        .iter()
+        .map(|p| Point::new((p.x + 0.5) * sx - 0.5, (p.y + 0.5) * sy - 0.5))
+        .collect()
+}
+
+/// Resizes a grayscale image to `width` x `height` with a triangle (bilinear, antialiased) filter.
+///
+/// `image`'s float resize clamps to `[0, 1]`, so pixels are shifted by `+0.5` around it.
+pub fn resize_gray(img: &GrayF32, width: u32, height: u32) -> GrayF32 {
+    if img.dimensions() == (width, height) {
+        return img.clone();
+    }
+    let mut shifted = img.clone();
+    shifted.iter_mut().for_each(|v| *v += 0.5);
+    let mut out = imageops::resize(&shifted, width, height, FilterType::Triangle);
+    out.iter_mut().for_each(|v| *v -= 0.5);
+    out
+}
+
+/// Loads a face's whole image as grayscale, resized to `width` x `height`, with its keypoints
+/// mapped into the resized image.
+pub fn load_face_resized(face: &Face, width: u32, height: u32) -> Result<(GrayF32, Vec<Point>)> {
+    if width == 0 || height == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "cannot resize {} to {width}x{height}",
+            face.image.display()
+        )));
+    }
+    let img = load_gray(&face.image)?;
+    let from = img.dimensions();
+    if let Some(size) = face.image_size.filter(|&s| s != from) {
+        tracing::warn!(
+            "{}: annotation says {}x{}, image is {}x{}",
+            face.image.display(),
+            size.0,
+            size.1,
+            from.0,
+            from.1
+        );
+    }
+    let points = scale_points(&face.keypoints, from, (width, height));
+    Ok((resize_gray(&img, width, height), points))
+}
+
+/// [`load_face_resized`] for many faces, in parallel (rayon), in the order given.
+pub fn load_faces_resized(
+    faces: &[Face],
+    width: u32,
+    height: u32,
+) -> Result<Vec<(GrayF32, Vec<Point>)>> {
+    faces
+        .par_iter()
+        .map(|f| load_face_resized(f, width, height))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    /// A black RGB image with a white 3x3 square centred on `(cx, cy)`.
+    fn dot_image(w: u32, h: u32, cx: u32, cy: u32) -> RgbImage {
+        let mut img = RgbImage::new(w, h);
+        for y in cy - 1..=cy + 1 {
+            for x in cx - 1..=cx + 1 {
+                img.put_pixel(x, y, Rgb([255, 255, 255]));
+            }
+        }
+        img
+    }
+
+    fn brightest_centroid(img: &GrayF32) -> Point {
+        let (mut sx, mut sy, mut sw) = (0.0, 0.0, 0.0);
+        for (x, y, p) in img.enumerate_pixels() {
+            let w = p.0[0] + 0.5;
+            sx += w * x as f32;
+            sy += w * y as f32;
+            sw += w;
+        }
+        Point::new(sx / sw, sy / sw)
+    }
+
+    #[test]
+    fn gray_range_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        dot_image(20, 10, 5, 5).save(&p).unwrap();
+        assert_eq!(image_dimensions(&p).unwrap(), (20, 10));
+        let g = load_gray(&p).unwrap();
+        assert_eq!(g.dimensions(), (20, 10));
+        assert_eq!(g.get_pixel(0, 0).0[0], -0.5);
+        assert_eq!(g.get_pixel(5, 5).0[0], 0.5);
+    }
+
+    #[test]
+    fn resize_keeps_the_dot_on_its_mapped_keypoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        dot_image(64, 48, 40, 12).save(&p).unwrap();
+        let face = Face::new(&p, vec![Point::new(40.0, 12.0)]);
+        for (w, h) in [(32, 24), (16, 12), (128, 96), (64, 48)] {
+            let (img, pts) = load_face_resized(&face, w, h).unwrap();
+            assert_eq!(img.dimensions(), (w, h));
+            let c = brightest_centroid(&img);
+            assert!(
+                c.distance(pts[0]) < 0.15,
+                "{w}x{h}: dot {c:?} vs keypoint {:?}",
+                pts[0]
+            );
+        }
+    }
+
+    #[test]
+    fn scale_points_is_pixel_centre_exact() {
+        let p = scale_points(
+            &[Point::new(-0.5, -0.5), Point::new(9.5, 4.5)],
+            (10, 5),
+            (20, 20),
+        );
+        assert_eq!(p[0], Point::new(-0.5, -0.5));
+        assert_eq!(p[1], Point::new(19.5, 19.5));
+    }
+
+    #[test]
+    fn parallel_loader_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let faces: Vec<Face> = (0..6u8)
+            .map(|i| {
+                let p = dir.path().join(format!("{i}.png"));
+                GrayImage::from_pixel(4, 4, Luma([i * 40]))
+                    .save(&p)
+                    .unwrap();
+                Face::new(p, vec![])
+            })
+            .collect();
+        let out = load_faces_resized(&faces, 2, 2).unwrap();
+        for (i, (img, _)) in out.iter().enumerate() {
+            let want = (i as f32 * 40.0) / 255.0 - 0.5;
+            assert!((img.get_pixel(1, 1).0[0] - want).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn bad_images_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.jpg");
+        let e = load_gray(&missing).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(e.to_string().contains("missing.jpg"), "{e}");
+
+        let good = dir.path().join("good.jpg");
+        dot_image(64, 48, 10, 10).save(&good).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        for (name, cut) in [("header.jpg", 40), ("half.jpg", bytes.len() / 2)] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let e = load_gray(&p).unwrap_err();
+            assert!(matches!(e, Error::Image { .. }), "{name}: {e}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        let text = dir.path().join("text.jpg");
+        std::fs::write(&text, "not an image").unwrap();
+        let e = image_dimensions(&text).unwrap_err();
+        assert!(e.to_string().contains("text.jpg"), "{e}");
+    }
+
+    #[test]
+    fn zero_size_is_rejected() {
+        let face = Face::new("x.png", vec![]);
+        assert!(matches!(
+            load_face_resized(&face, 0, 10),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
