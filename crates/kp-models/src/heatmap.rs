@@ -1,0 +1,432 @@
+//! Heatmap regression: a ResNet18 backbone, an upsampling head giving one heatmap per keypoint
+//! at a quarter of the input resolution (56x56 for 224x224), a differentiable soft-argmax
+//! decoder (integral regression) and Gaussian target heatmaps.
+//!
+//! Coordinates are normalised like the rest of the workspace: `u = x / W`, `v = y / H` with
+//! `x, y` in input pixels, pixel centres at integers. Heatmap cell `j` of a `w`-cell-wide map
+//! over a `W`-pixel input is centred on input pixel `(j + 0.5) * W / w - 0.5`
+//! ([`HeatmapGrid`]).
+
+use candle_core::{DType, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::batchnorm::{BatchNorm2d, BatchNormConfig};
+use crate::conv::{Conv2d, Conv2dConfig, ConvInit};
+use crate::error::{Error, Result};
+use crate::resnet::{ResNet18, ResNet18Config};
+use crate::sequential::Sequential;
+use crate::summary::{Describe, ModuleNode};
+use crate::upsample::Upsample;
+
+/// The geometry linking a heatmap to the network input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeatmapGrid {
+    /// Heatmap `(width, height)` in cells.
+    pub heatmap: (usize, usize),
+    /// Input `(width, height)` in pixels.
+    pub input: (usize, usize),
+}
+
+impl HeatmapGrid {
+    /// A grid of `heatmap` cells over an `input`-pixel image, both `(width, height)`.
+    pub fn new(heatmap: (usize, usize), input: (usize, usize)) -> Self {
+        Self { heatmap, input }
+    }
+
+    /// Normalised coordinate of the centre of cell `j` along an axis of `cells` cells over
+    /// `pixels` input pixels.
+    fn cell_to_norm(j: f64, cells: usize, pixels: usize) -> f64 {
+        ((j + 0.5) * pixels as f64 / cells as f64 - 0.5) / pixels as f64
+    }
+
+    /// Cell coordinate (fractional) of normalised coordinate `u`.
+    fn norm_to_cell(u: f64, cells: usize, pixels: usize) -> f64 {
+        (u * pixels as f64 + 0.5) * cells as f64 / pixels as f64 - 0.5
+    }
+
+    /// Normalised `(u, v)` of the centre of heatmap cell `(col, row)`.
+    pub fn cell_center(&self, col: f64, row: f64) -> (f64, f64) {
+        (
+            Self::cell_to_norm(col, self.heatmap.0, self.input.0),
+            Self::cell_to_norm(row, self.heatmap.1, self.input.1),
+        )
+    }
+
+    /// Fractional heatmap `(col, row)` of normalised `(u, v)`.
+    pub fn to_cells(&self, u: f64, v: f64) -> (f64, f64) {
+        (
+            Self::norm_to_cell(u, self.heatmap.0, self.input.0),
+            Self::norm_to_cell(v, self.heatmap.1, self.input.1),
+        )
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.heatmap.0 == 0 || self.heatmap.1 == 0 || self.input.0 == 0 || self.input.1 == 0 {
+            return Err(Error::Config(format!("empty heatmap grid {self:?}")));
+        }
+        Ok(())
+    }
+
+    /// Normalised coordinate of every cell centre along x `(w)` and y `(h)`.
+    fn axes(&self, dtype: DType, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        let (w, h) = self.heatmap;
+        let xs: Vec<f64> = (0..w)
+            .map(|j| Self::cell_to_norm(j as f64, w, self.input.0))
+            .collect();
+        let ys: Vec<f64> = (0..h)
+            .map(|i| Self::cell_to_norm(i as f64, h, self.input.1))
+            .collect();
+        Ok((
+            Tensor::from_vec(xs, w, device)?.to_dtype(dtype)?,
+            Tensor::from_vec(ys, h, device)?.to_dtype(dtype)?,
+        ))
+    }
+}
+
+/// Soft-argmax (integral regression): `softmax(beta * heatmap)` over each map, then the
+/// expected normalised coordinates. `heatmaps` is `(B, K, h, w)`; the result is `(B, 2K)` in the
+/// order `x0, y0, x1, y1, ...`. Differentiable; `grid.heatmap` must equal `(w, h)`.
+pub fn soft_argmax(heatmaps: &Tensor, beta: f64, grid: HeatmapGrid) -> Result<Tensor> {
+    grid.check()?;
+    let (b, k, h, w) = heatmaps.dims4()?;
+    if (w, h) != grid.heatmap {
+        return Err(Error::Shape(format!(
+            "soft-argmax: heatmaps are {w}x{h}, the grid says {:?}",
+            grid.heatmap
+        )));
+    }
+    let logits = (heatmaps.reshape((b, k, h * w))? * beta)?;
+    let p = candle_nn::ops::softmax(&logits, D::Minus1)?.reshape((b, k, h, w))?;
+    let (xs, ys) = grid.axes(p.dtype(), p.device())?;
+    let px = p.sum(2)?; // (B, K, w)
+    let py = p.sum(3)?; // (B, K, h)
+    let x = px.broadcast_mul(&xs.reshape((1, 1, w))?)?.sum_keepdim(2)?;
+    let y = py.broadcast_mul(&ys.reshape((1, 1, h))?)?.sum_keepdim(2)?;
+    Ok(Tensor::cat(&[x, y], 2)?.reshape((b, 2 * k))?)
+}
+
+/// Gaussian target heatmaps `(B, K, h, w)` for normalised points `(B, 2K)` (`x0, y0, ...`) or
+/// `(B, K, 2)`: `exp(-d^2 / (2 sigma^2))` with `d` in heatmap cells, peak 1 at the point.
+pub fn gaussian_heatmaps(points: &Tensor, grid: HeatmapGrid, sigma: f64) -> Result<Tensor> {
+    grid.check()?;
+    if sigma <= 0.0 {
+        return Err(Error::Config(format!(
+            "gaussian sigma must be positive, got {sigma}"
+        )));
+    }
+    let pts = match points.rank() {
+        2 => {
+            let (b, n) = points.dims2()?;
+            if n % 2 != 0 {
+                return Err(Error::Shape(format!("points (B, 2K) has odd width {n}")));
+            }
+            points.reshape((b, n / 2, 2))?
+        }
+        3 if points.dim(2)? == 2 => points.clone(),
+        _ => {
+            return Err(Error::Shape(format!(
+                "points must be (B, 2K) or (B, K, 2), got {:?}",
+                points.dims()
+            )))
+        }
+    };
+    let (b, k, _) = pts.dims3()?;
+    let (w, h) = grid.heatmap;
+    let (wi, hi) = grid.input;
+    let dtype = pts.dtype();
+    let dev = pts.device();
+    // Cell coordinate = (u * W + 0.5) * w / W - 0.5 = u * w + (0.5 * w / W - 0.5).
+    let (ax, cx) = (w as f64, 0.5 * w as f64 / wi as f64 - 0.5);
+    let (ay, cy) = (h as f64, 0.5 * h as f64 / hi as f64 - 0.5);
+    let px = pts.narrow(2, 0, 1)?.affine(ax, cx)?.reshape((b, k, 1, 1))?;
+    let py = pts.narrow(2, 1, 1)?.affine(ay, cy)?.reshape((b, k, 1, 1))?;
+    let cols = Tensor::arange(0u32, w as u32, dev)?
+        .to_dtype(dtype)?
+        .reshape((1, 1, 1, w))?;
+    let rows = Tensor::arange(0u32, h as u32, dev)?
+        .to_dtype(dtype)?
+        .reshape((1, 1, h, 1))?;
+    let dx2 = cols.broadcast_sub(&px)?.sqr()?; // (B, K, 1, w)
+    let dy2 = rows.broadcast_sub(&py)?.sqr()?; // (B, K, h, 1)
+    let d2 = dx2.broadcast_add(&dy2)?;
+    Ok((d2 * (-0.5 / (sigma * sigma)))?.exp()?)
+}
+
+/// Sizes of a [`HeatmapNet`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeatmapConfig {
+    /// Input channels (1).
+    pub in_channels: usize,
+    /// Keypoints, one heatmap each (68).
+    pub num_keypoints: usize,
+    /// Input width (224).
+    pub width: usize,
+    /// Input height (224).
+    pub height: usize,
+    /// ResNet18 stages used as the backbone (3: stride 16, or 4: stride 32).
+    pub backbone_stages: usize,
+    /// Channels of each upsampling stage.
+    pub head_channels: usize,
+    /// Softmax sharpness of the soft-argmax decoder.
+    pub beta: f64,
+}
+
+impl Default for HeatmapConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 1,
+            num_keypoints: 68,
+            width: 224,
+            height: 224,
+            backbone_stages: 3,
+            head_channels: 128,
+            beta: 1.0,
+        }
+    }
+}
+
+impl HeatmapConfig {
+    /// Heatmap `(width, height)`: a quarter of the input.
+    pub fn heatmap_size(&self) -> (usize, usize) {
+        (self.width / 4, self.height / 4)
+    }
+
+    /// The grid used to decode and to make targets.
+    pub fn grid(&self) -> HeatmapGrid {
+        HeatmapGrid::new(self.heatmap_size(), (self.width, self.height))
+    }
+}
+
+/// ResNet18 backbone + (Upsample x2, 3x3 Conv, BN, ReLU) stages up to stride 4 + a 1x1 conv
+/// to one heatmap per keypoint.
+#[derive(Debug, Clone)]
+pub struct HeatmapNet {
+    config: HeatmapConfig,
+    backbone: ResNet18,
+    head: Sequential,
+    final_layer: Conv2d,
+}
+
+impl HeatmapNet {
+    /// Builds the network under `vb` (`backbone.*`, `head.*`, `final_layer.*`).
+    pub fn new(vb: VarBuilder, config: HeatmapConfig) -> Result<Self> {
+        if !(2..=4).contains(&config.backbone_stages)
+            || config.num_keypoints == 0
+            || config.head_channels == 0
+        {
+            return Err(Error::Config(format!(
+                "heatmap net needs 2..=4 backbone stages, keypoints and head channels ({config:?})"
+            )));
+        }
+        let stride = 2usize << config.backbone_stages;
+        if config.width % stride != 0 || config.height % stride != 0 || config.width < stride {
+            return Err(Error::Config(format!(
+                "heatmap net input {}x{} must be a positive multiple of {stride}",
+                config.width, config.height
+            )));
+        }
+        let bcfg = ResNet18Config {
+            in_channels: config.in_channels,
+            num_outputs: 0,
+            stages: config.backbone_stages,
+            head: false,
+        };
+        let backbone = ResNet18::new(vb.pp("backbone"), bcfg)?;
+        let vh = vb.pp("head");
+        let mut head = Sequential::new();
+        let mut c = bcfg.feature_channels();
+        for _ in 0..config.backbone_stages - 1 {
+            head.push(Upsample { scale: 2 });
+            let conv_cfg = Conv2dConfig {
+                stride: 1,
+                padding: 1,
+                bias: false,
+            };
+            head.push(Conv2d::new(
+                vh.pp(head.next_index()),
+                c,
+                config.head_channels,
+                3,
+                conv_cfg,
+                ConvInit::KaimingNormalFanOut,
+            )?);
+            head.push(BatchNorm2d::new(
+                vh.pp(head.next_index()),
+                config.head_channels,
+                BatchNormConfig::default(),
+            )?);
+            head.push_relu(true);
+            c = config.head_channels;
+        }
+        let final_layer = Conv2d::new(
+            vb.pp("final_layer"),
+            c,
+            config.num_keypoints,
+            1,
+            Conv2dConfig::default(),
+            ConvInit::TorchDefault,
+        )?;
+        Ok(Self {
+            config,
+            backbone,
+            head,
+            final_layer,
+        })
+    }
+
+    /// The sizes.
+    pub fn config(&self) -> &HeatmapConfig {
+        &self.config
+    }
+
+    /// Heatmap logits `(B, K, H/4, W/4)`.
+    pub fn forward_heatmaps(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        if (w, h) != (self.config.width, self.config.height) {
+            return Err(Error::Shape(format!(
+                "heatmap net expects {}x{} inputs, got {w}x{h}",
+                self.config.width, self.config.height
+            )));
+        }
+        let f = self.backbone.features(x, train)?;
+        let f = self.head.forward(&f, train)?;
+        self.final_layer.forward(&f)
+    }
+
+    /// Normalised coordinates `(B, 2K)` decoded with [`soft_argmax`].
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let hm = self.forward_heatmaps(x, train)?;
+        soft_argmax(&hm, self.config.beta, self.config.grid())
+    }
+}
+
+impl Describe for HeatmapNet {
+    fn describe(&self) -> ModuleNode {
+        ModuleNode::container(
+            "HeatmapNet",
+            vec![
+                ("backbone".into(), self.backbone.describe()),
+                ("head".into(), self.head.describe()),
+                ("final_layer".into(), self.final_layer.describe()),
+            ],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn grid_round_trip_and_centres() {
+        let g = HeatmapGrid::new((56, 56), (224, 224));
+        // Cell 0 covers input pixels 0..=3, centred on 1.5.
+        let (u, v) = g.cell_center(0.0, 10.0);
+        assert!((u - 1.5 / 224.0).abs() < 1e-12);
+        assert!((v - 41.5 / 224.0).abs() < 1e-12);
+        let (c, r) = g.to_cells(u, v);
+        assert!((c - 0.0).abs() < 1e-12 && (r - 10.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gaussian_peaks_where_soft_argmax_decodes() {
+        let dev = Device::Cpu;
+        let g = HeatmapGrid::new((32, 24), (128, 96));
+        let pts = Tensor::new(&[[0.3f64, 0.6, 0.75, 0.45]], &dev).unwrap();
+        let hm = gaussian_heatmaps(&pts, g, 1.5).unwrap();
+        assert_eq!(hm.dims(), [1, 2, 24, 32]);
+        // Peak cell of keypoint 0 is the rounded cell coordinate.
+        let (c, r) = g.to_cells(0.3, 0.6);
+        let v = hm.get(0).unwrap().get(0).unwrap().to_vec2::<f64>().unwrap();
+        let (mut best, mut bi) = (f64::MIN, (0, 0));
+        for (i, row) in v.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                if x > best {
+                    best = x;
+                    bi = (i, j);
+                }
+            }
+        }
+        assert_eq!(bi, (r.round() as usize, c.round() as usize));
+        // A sharp softmax of log-heatmaps recovers the points (symmetric Gaussians, away from
+        // the borders).
+        let logits = hm.clamp(1e-300, 1.0).unwrap().log().unwrap();
+        let dec = soft_argmax(&logits, 1.0, g)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        for (a, b) in dec[0].iter().zip([0.3, 0.6, 0.75, 0.45]) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn soft_argmax_uniform_is_centre_and_differentiable() {
+        let dev = Device::Cpu;
+        let g = HeatmapGrid::new((8, 8), (32, 32));
+        let hm = Var::zeros((1, 1, 8, 8), DType::F32, &dev).unwrap();
+        let c = soft_argmax(hm.as_tensor(), 1.0, g).unwrap();
+        let v = c.to_vec2::<f32>().unwrap();
+        let centre = 15.5 / 32.0;
+        assert!((v[0][0] - centre).abs() < 1e-6 && (v[0][1] - centre).abs() < 1e-6);
+        let grads = c
+            .narrow(1, 0, 1)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gx = grads
+            .get(hm.as_tensor())
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let gx = gx.to_vec2::<f32>().unwrap();
+        // Raising a right-hand cell moves x to the right, a left-hand cell to the left.
+        assert!(gx[3][7] > 0.0 && gx[3][0] < 0.0);
+        assert!(soft_argmax(hm.as_tensor(), 1.0, HeatmapGrid::new((4, 4), (32, 32))).is_err());
+    }
+
+    #[test]
+    fn net_shapes_and_names() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let cfg = HeatmapConfig {
+            width: 64,
+            height: 48,
+            num_keypoints: 5,
+            head_channels: 16,
+            ..Default::default()
+        };
+        let net = HeatmapNet::new(vb, cfg).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 48, 64), &Device::Cpu).unwrap();
+        assert_eq!(
+            net.forward_heatmaps(&x, true).unwrap().dims(),
+            [2, 5, 12, 16]
+        );
+        let y = net.forward(&x, false).unwrap();
+        assert_eq!(y.dims(), [2, 10]);
+        let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(y.iter().all(|v| (0.0..=1.0).contains(v)));
+        let data = vm.data().lock().unwrap();
+        for name in [
+            "backbone.conv1.weight",
+            "backbone.layer3.1.bn2.running_var",
+            "head.1.weight",
+            "head.2.running_mean",
+            "head.5.weight",
+            "final_layer.weight",
+            "final_layer.bias",
+        ] {
+            assert!(data.contains_key(name), "{name}");
+        }
+        assert!(!data.keys().any(|k| k.contains("layer4")));
+        assert_eq!(HeatmapConfig::default().heatmap_size(), (56, 56));
+    }
+}

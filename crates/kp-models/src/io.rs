@@ -1,0 +1,274 @@
+//! Saving and loading model variables as safetensors.
+//!
+//! [`save_varmap`] writes `<path>.tmp` and renames it over `path`, so a crash never leaves a
+//! half-written checkpoint. Names are the PyTorch state-dict names, so the file loads with
+//! `model.load_state_dict(safetensors.torch.load_file(path))`. [`load_varmap`] copies tensors
+//! into the existing variables by name, converting dtype and device.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::error::{Error, Result};
+use crate::init::seeded_var_builder;
+use crate::registry::{build_model, KeypointModel, ModelConfig};
+
+/// The temporary file a save goes through: `path` with `.tmp` appended.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes every variable of `varmap` to `path` (safetensors, `format: pt` metadata), atomically.
+pub fn save_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let tensors: Vec<(String, Tensor)> = {
+        let data = varmap.data().lock().expect("VarMap lock poisoned");
+        let mut v = Vec::with_capacity(data.len());
+        for (name, var) in data.iter() {
+            let t = var.as_tensor().to_device(&Device::Cpu)?.contiguous()?;
+            v.push((name.clone(), t));
+        }
+        v
+    };
+    save_tensors(&tensors, path)
+}
+
+/// Writes named tensors to `path` atomically (via `<path>.tmp`).
+pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| -> Result<()> {
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        let data = tensors.iter().map(|(n, t)| (n.as_str(), t));
+        safetensors::tensor::serialize_to_file(data, Some(metadata), &tmp)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What [`load_varmap`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoadReport {
+    /// Variables set from the file.
+    pub loaded: usize,
+    /// Tensors in the file that the model does not have (sorted).
+    pub unexpected: Vec<String>,
+}
+
+/// Sets every variable of `varmap` from the tensor of the same name in `path`. Fails when one
+/// is missing or has another shape (nothing is changed then); extra tensors are reported.
+pub fn load_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    let file = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let data = varmap.data().lock().expect("VarMap lock poisoned");
+    // Check everything first so a failed load leaves the model untouched.
+    let mut staged = Vec::with_capacity(data.len());
+    for (name, var) in data.iter() {
+        let t = file.get(name).ok_or_else(|| Error::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+        })?;
+        if t.dims() != var.dims() {
+            return Err(Error::TensorShape {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                expected: var.dims().to_vec(),
+                found: t.dims().to_vec(),
+            });
+        }
+        let t = t.to_dtype(var.dtype())?.to_device(var.device())?;
+        staged.push((var.clone(), t));
+    }
+    for (var, t) in &staged {
+        var.set(t)?;
+    }
+    let mut unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !data.contains_key(*k))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    Ok(LoadReport {
+        loaded: staged.len(),
+        unexpected,
+    })
+}
+
+/// Builds the model `name` and loads its variables from `path`.
+pub fn load_model(
+    path: impl AsRef<Path>,
+    name: &str,
+    cfg: &ModelConfig,
+    dtype: DType,
+    device: &Device,
+) -> Result<(VarMap, Box<dyn KeypointModel>)> {
+    let varmap = VarMap::new();
+    let vb: VarBuilder = seeded_var_builder(&varmap, 0, dtype, device);
+    let model = build_model(name, vb, cfg)?;
+    load_varmap(&varmap, path)?;
+    Ok((varmap, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::seeded_var_builder;
+    use crate::nose::{NoseTipNet, NoseTipNetConfig};
+    use crate::resnet::{ResNet18, ResNet18Config};
+
+    fn nose(seed: u64) -> (VarMap, NoseTipNet) {
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu);
+        let net = NoseTipNet::new(vb, NoseTipNetConfig::default()).unwrap();
+        (vm, net)
+    }
+
+    #[test]
+    fn save_then_load_reproduces_outputs_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 60, 80), &Device::Cpu).unwrap();
+        let (vm_a, a) = nose(1);
+        let (vm_b, b) = nose(2);
+        let ya = a
+            .forward(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let yb = b
+            .forward(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_ne!(ya, yb);
+        save_varmap(&vm_a, &path).unwrap();
+        assert!(path.exists() && !tmp_path(&path).exists());
+        let report = load_varmap(&vm_b, &path).unwrap();
+        assert_eq!(report.loaded, 10);
+        assert!(report.unexpected.is_empty());
+        let yb = b
+            .forward(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(ya, yb);
+        // Overwriting an existing file works (rename over it).
+        save_varmap(&vm_b, &path).unwrap();
+    }
+
+    #[test]
+    fn batch_norm_buffers_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resnet.safetensors");
+        let cfg = ResNet18Config {
+            num_outputs: 4,
+            ..Default::default()
+        };
+        let build = |seed| {
+            let vm = VarMap::new();
+            let vb = seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu);
+            let net = ResNet18::new(vb, cfg).unwrap();
+            (vm, net)
+        };
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 32, 32), &Device::Cpu).unwrap();
+        let (vm_a, a) = build(3);
+        a.forward(&x, true).unwrap(); // moves the running statistics
+        a.forward(&x, true).unwrap();
+        save_varmap(&vm_a, &path).unwrap();
+        let (vm_b, b) = build(4);
+        load_varmap(&vm_b, &path).unwrap();
+        let ya = a.forward(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        let yb = b.forward(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(ya, yb);
+        let st = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let nbt = &st["layer2.0.downsample.1.num_batches_tracked"];
+        assert_eq!(
+            (nbt.dtype(), nbt.to_scalar::<i64>().unwrap()),
+            (DType::I64, 2)
+        );
+        assert_eq!(st.len(), 122);
+    }
+
+    #[test]
+    fn load_errors_leave_the_model_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.safetensors");
+        let other = VarMap::new();
+        let vb = seeded_var_builder(&other, 0, DType::F32, &Device::Cpu);
+        let cfg = NoseTipNetConfig {
+            hidden: 8,
+            ..Default::default()
+        };
+        NoseTipNet::new(vb, cfg).unwrap();
+        save_varmap(&other, &path).unwrap();
+        let (vm, _) = nose(5);
+        let before = vm.data().lock().unwrap()["conv.0.weight"]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let err = load_varmap(&vm, &path).unwrap_err();
+        assert!(matches!(err, Error::TensorShape { .. }), "{err}");
+        let after = vm.data().lock().unwrap()["conv.0.weight"]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(before, after);
+        assert!(load_varmap(&vm, dir.path().join("missing.safetensors")).is_err());
+        // A file lacking a variable.
+        let partial = dir.path().join("partial.safetensors");
+        let t = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+        save_tensors(&[("x".to_string(), t)], &partial).unwrap();
+        assert!(matches!(
+            load_varmap(&vm, &partial).unwrap_err(),
+            Error::MissingTensor { .. }
+        ));
+    }
+
+    #[test]
+    fn load_model_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let (vm, net) = nose(9);
+        save_varmap(&vm, &path).unwrap();
+        let cfg = ModelConfig::for_model("nosetipnet").unwrap();
+        let (_, model) = load_model(&path, "nosetipnet", &cfg, DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::ones((1, 1, 60, 80), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(
+            net.forward(&x, false).unwrap().to_vec2::<f32>().unwrap(),
+            model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()
+        );
+    }
+}

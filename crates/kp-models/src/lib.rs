@@ -1,0 +1,79 @@
+//! Facial keypoint networks on [candle](https://github.com/huggingface/candle).
+//!
+//! * [`NoseTipNet`] and [`FaceKeypointNet`]: the small regressors of the seed study, layer for
+//!   layer (Conv2d, ReLU, max-pool, Linear), PyTorch-default initialisation.
+//! * [`ResNet18`]: torchvision's layout with a configurable number of input channels and
+//!   outputs, trainable [`BatchNorm2d`] (running statistics saved with the weights), and
+//!   [`ResNet18::features`] for dense heads.
+//! * [`HeatmapNet`]: ResNet18 backbone + upsampling head to per-keypoint heatmaps, decoded by a
+//!   differentiable [`soft_argmax`]; [`gaussian_heatmaps`] makes targets.
+//! * [`MaxPool2d`]: a max-pool with the correct gradient (candle's own `max_pool2d` backward is
+//!   wrong), padding and PyTorch's output sizes.
+//! * [`build_model`] / [`list_models`]: models by name behind the [`KeypointModel`] trait.
+//! * [`summary`] prints a module tree like PyTorch's `repr` with parameter counts;
+//!   [`save_varmap`] / [`load_varmap`] store variables as safetensors under PyTorch's
+//!   state-dict names; [`check_gradients`] verifies autograd against finite differences.
+//!
+//! Coordinates predicted by every model are `(B, 2K)`, ordered `x0, y0, x1, y1, ...`.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::VarMap;
+//! use kp_models::{build_model, seeded_var_builder, ModelConfig};
+//!
+//! # fn main() -> kp_models::Result<()> {
+//! let cfg = ModelConfig::for_model("nosetipnet")?; // 1 channel, 80x60, 1 keypoint
+//! let varmap = VarMap::new();
+//! let vb = seeded_var_builder(&varmap, 42, DType::F32, &Device::Cpu);
+//! let model = build_model("nosetipnet", vb, &cfg)?;
+//!
+//! let (w, h) = model.input_size();
+//! let x = Tensor::zeros((4, 1, h, w), DType::F32, &Device::Cpu)?;
+//! let y = model.forward(&x, true)?;
+//! assert_eq!(y.dims(), [4, 2]);
+//!
+//! let tree = model.describe();
+//! assert!(tree.torch_repr().contains("Linear(in_features=1280, out_features=512, bias=True)"));
+//! assert_eq!(tree.total_params(), 670_946);
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod batchnorm;
+pub mod conv;
+pub mod convmlp;
+pub mod error;
+pub mod face;
+pub mod gradcheck;
+pub mod heatmap;
+pub mod init;
+pub mod io;
+pub mod linear;
+pub mod maxpool;
+pub mod nose;
+pub mod params;
+pub mod registry;
+pub mod resnet;
+pub mod sequential;
+pub mod summary;
+pub mod upsample;
+
+pub use batchnorm::{BatchNorm2d, BatchNormConfig};
+pub use conv::{Conv2d, Conv2dConfig, ConvInit};
+pub use error::{Error, Result};
+pub use face::{FaceKeypointNet, FaceKeypointNetConfig};
+pub use gradcheck::{check_gradients, GradCheckConfig, GradCheckReport};
+pub use heatmap::{gaussian_heatmaps, soft_argmax, HeatmapConfig, HeatmapGrid, HeatmapNet};
+pub use init::{seeded_var_builder, torch_default};
+pub use io::{load_model, load_varmap, save_varmap, LoadReport};
+pub use linear::Linear;
+pub use maxpool::MaxPool2d;
+pub use nose::{NoseTipNet, NoseTipNetConfig};
+pub use params::{count_trainable, is_buffer, trainable_vars};
+pub use registry::{build_model, list_models, KeypointModel, ModelConfig};
+pub use resnet::{BasicBlock, ResNet18, ResNet18Config};
+pub use sequential::{Layer, Sequential};
+pub use summary::{summary, Describe, ModuleNode};
+pub use upsample::Upsample;

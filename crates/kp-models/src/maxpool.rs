@@ -1,0 +1,609 @@
+//! 2-D max pooling with a correct backward pass.
+//!
+//! candle's built-in `max_pool2d` has a wrong gradient (it divides the gradient by the window
+//! size and misaligns windows on odd sizes), has no padding and cannot differentiate when the
+//! kernel and the stride differ. [`MaxPool2d`] replaces it: on the CPU it runs as a candle
+//! [`CustomOp1`] whose backward routes each output gradient to the arg-max of its window, exactly
+//! like PyTorch (first maximum in scan order wins; NaN propagates): the forward records the
+//! arg-max indices and the backward scatters the output gradient there. On other devices it falls
+//! back to [`MaxPool2d::forward_composite`], built from differentiable candle ops.
+//!
+//! Padding acts as `-inf`; output sizes follow PyTorch's floor (or ceil) mode.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::summary::{Describe, ModuleNode};
+
+/// A 2-D max-pool layer over NCHW tensors (square kernel, stride and padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// Window size.
+    pub kernel: usize,
+    /// Step between windows.
+    pub stride: usize,
+    /// Implicit `-inf` border on each side (at most `kernel / 2`, as in PyTorch).
+    pub padding: usize,
+    /// Round the output size up instead of down (PyTorch's `ceil_mode`).
+    pub ceil_mode: bool,
+}
+
+impl Default for MaxPool2d {
+    /// 2x2 windows with stride 2, as in the seed networks.
+    fn default() -> Self {
+        Self::new(2, 2, 0)
+    }
+}
+
+impl MaxPool2d {
+    /// A floor-mode max-pool with the given kernel, stride and padding.
+    pub const fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            ceil_mode: false,
+        }
+    }
+
+    /// Checks the parameters (kernel and stride positive, padding at most half the kernel).
+    pub fn validate(&self) -> Result<()> {
+        if self.kernel == 0 || self.stride == 0 {
+            return Err(Error::Config(format!(
+                "max-pool kernel and stride must be positive ({self:?})"
+            )));
+        }
+        if self.padding > self.kernel / 2 {
+            return Err(Error::Config(format!(
+                "max-pool padding must be at most half the kernel size ({self:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Output size along one axis of length `len`, as PyTorch computes it.
+    pub fn output_len(&self, len: usize) -> Result<usize> {
+        self.validate()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if len + 2 * p < k {
+            return Err(Error::Shape(format!(
+                "max-pool input length {len} (+2x{p} padding) is smaller than the kernel {k}"
+            )));
+        }
+        let span = len + 2 * p - k;
+        let mut out = if self.ceil_mode {
+            span.div_ceil(s) + 1
+        } else {
+            span / s + 1
+        };
+        // PyTorch: the last window must start inside the input or the left padding.
+        if self.ceil_mode && (out - 1) * s >= len + p {
+            out -= 1;
+        }
+        Ok(out)
+    }
+
+    /// Output `(height, width)` for an input of `(height, width)`.
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        Ok((self.output_len(h)?, self.output_len(w)?))
+    }
+
+    fn geometry(&self, x: &Tensor) -> Result<Geometry> {
+        let (n, c, h, w) = x.dims4()?;
+        if h == 0 || w == 0 {
+            return Err(Error::Shape(format!(
+                "max-pool input {:?} is empty",
+                x.dims()
+            )));
+        }
+        let (oh, ow) = self.output_size(h, w)?;
+        Ok(Geometry {
+            planes: n * c,
+            h,
+            w,
+            oh,
+            ow,
+            k: self.kernel,
+            s: self.stride,
+            p: self.padding,
+        })
+    }
+
+    /// Pools an NCHW float tensor: the custom op on the CPU (f32/f64), the composite fallback
+    /// elsewhere.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.dtype().is_float() {
+            return Err(Error::Config(format!(
+                "max-pool needs a float tensor, got {:?}",
+                x.dtype()
+            )));
+        }
+        if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            self.forward_cpu(x)
+        } else {
+            self.forward_composite(x)
+        }
+    }
+
+    /// Pools with the CPU custom op (f32 or f64); its backward routes gradients to the arg-max.
+    pub fn forward_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        let geometry = self.geometry(x)?;
+        if geometry.h * geometry.w > u32::MAX as usize {
+            return Err(Error::Shape(format!(
+                "max-pool plane {:?} is too large",
+                x.dims()
+            )));
+        }
+        let x = x.contiguous()?;
+        Ok(x.apply_op1(MaxPoolOp {
+            geometry,
+            indices: Mutex::new(None),
+        })?)
+    }
+
+    /// Pools with ordinary candle ops (pad with `-inf`, strided window views, element-wise
+    /// maximum), so it runs and differentiates on any device. Ties split the gradient, which
+    /// differs from PyTorch only when a window holds several equal maxima.
+    pub fn forward_composite(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.geometry(x)?;
+        let (n, c, _, _) = x.dims4()?;
+        // Enough rows/columns that every (offset, output) pair maps to a row of a
+        // (out, stride) reshape: k - 1 + out * s.
+        let need_h = g.k - 1 + g.oh * g.s;
+        let need_w = g.k - 1 + g.ow * g.s;
+        let xp = pad_neg_inf(x, 2, g.p, need_h)?;
+        let xp = pad_neg_inf(&xp, 3, g.p, need_w)?;
+        let mut acc: Option<Tensor> = None;
+        for di in 0..g.k {
+            let rows = xp
+                .narrow(2, di, g.oh * g.s)?
+                .reshape((n, c, g.oh, g.s, need_w))?
+                .narrow(3, 0, 1)?
+                .squeeze(3)?;
+            for dj in 0..g.k {
+                let win = rows
+                    .narrow(3, dj, g.ow * g.s)?
+                    .reshape((n, c, g.oh, g.ow, g.s))?
+                    .narrow(4, 0, 1)?
+                    .squeeze(4)?;
+                acc = Some(match acc {
+                    None => win,
+                    Some(a) => a.maximum(&win)?,
+                });
+            }
+        }
+        acc.ok_or_else(|| Error::Config("max-pool kernel must be positive".into()))
+    }
+}
+
+impl Describe for MaxPool2d {
+    fn describe(&self) -> ModuleNode {
+        let py_bool = if self.ceil_mode { "True" } else { "False" };
+        ModuleNode::leaf(
+            "MaxPool2d",
+            format!(
+                "kernel_size={}, stride={}, padding={}, dilation=1, ceil_mode={py_bool}",
+                self.kernel, self.stride, self.padding
+            ),
+            0,
+        )
+    }
+}
+
+/// Pads `dim` with `before` rows of `-inf`, then pads or trims the end so the length is `total`.
+fn pad_neg_inf(x: &Tensor, dim: usize, before: usize, total: usize) -> Result<Tensor> {
+    let neg = |len: usize| -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        dims[dim] = len;
+        Ok(Tensor::full(f64::NEG_INFINITY, dims, x.device())?.to_dtype(x.dtype())?)
+    };
+    let len = x.dim(dim)?;
+    let mut parts = Vec::with_capacity(3);
+    if before > 0 {
+        parts.push(neg(before)?);
+    }
+    let have = before + len;
+    if have >= total {
+        parts.push(x.narrow(dim, 0, total - before)?);
+    } else {
+        parts.push(x.clone());
+        parts.push(neg(total - have)?);
+    }
+    Ok(Tensor::cat(&parts, dim)?)
+}
+
+/// Sizes of one pooling call.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+}
+
+/// Element types of the CPU kernels.
+trait PoolElem: Copy + PartialOrd + Send + Sync + std::ops::AddAssign {
+    const ZERO: Self;
+    fn is_nan(self) -> bool;
+}
+
+impl PoolElem for f32 {
+    const ZERO: Self = 0.0;
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl PoolElem for f64 {
+    const ZERO: Self = 0.0;
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+impl Geometry {
+    /// Index (within the plane) of the maximum of window `(oy, ox)`.
+    /// PyTorch's rule: the first maximum in row-major order wins, NaN wins over numbers.
+    #[inline]
+    fn argmax<T: PoolElem>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
+        let y0 = (oy * self.s).saturating_sub(self.p);
+        let y1 = (oy * self.s + self.k - self.p).min(self.h);
+        let x0 = (ox * self.s).saturating_sub(self.p);
+        let x1 = (ox * self.s + self.k - self.p).min(self.w);
+        let mut best = y0 * self.w + x0;
+        let mut best_v = plane[best];
+        for y in y0..y1 {
+            let start = y * self.w + x0;
+            for (i, &v) in plane[start..start + (x1 - x0)].iter().enumerate() {
+                if v > best_v || (v.is_nan() && !best_v.is_nan()) {
+                    best = start + i;
+                    best_v = v;
+                }
+            }
+        }
+        best
+    }
+
+    /// Pooled values and, for each output, the arg-max index within its input plane.
+    fn forward<T: PoolElem>(&self, x: &[T]) -> (Vec<T>, Vec<u32>) {
+        let (in_plane, out_plane) = (self.h * self.w, self.oh * self.ow);
+        let mut out = vec![T::ZERO; self.planes * out_plane];
+        let mut idx = vec![0u32; self.planes * out_plane];
+        out.par_chunks_mut(out_plane)
+            .zip(idx.par_chunks_mut(out_plane))
+            .zip(x.par_chunks(in_plane))
+            .for_each(|((o, ix), plane)| {
+                for oy in 0..self.oh {
+                    for ox in 0..self.ow {
+                        let i = self.argmax(plane, oy, ox);
+                        o[oy * self.ow + ox] = plane[i];
+                        ix[oy * self.ow + ox] = i as u32;
+                    }
+                }
+            });
+        (out, idx)
+    }
+
+    /// Scatters output gradients to the recorded arg-max positions (summing overlaps).
+    fn backward<T: PoolElem>(&self, grad_out: &[T], idx: &[u32]) -> Vec<T> {
+        let (in_plane, out_plane) = (self.h * self.w, self.oh * self.ow);
+        let mut grad = vec![T::ZERO; self.planes * in_plane];
+        grad.par_chunks_mut(in_plane)
+            .zip(
+                grad_out
+                    .par_chunks(out_plane)
+                    .zip(idx.par_chunks(out_plane)),
+            )
+            .for_each(|(gi, (go, ix))| {
+                for (&g, &i) in go.iter().zip(ix) {
+                    gi[i as usize] += g;
+                }
+            });
+        grad
+    }
+}
+
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("max_pool2d: {what} must be contiguous"),
+    }
+}
+
+/// The forward custom op; it records the arg-max of every window for its backward.
+struct MaxPoolOp {
+    geometry: Geometry,
+    indices: Mutex<Option<Arc<Vec<u32>>>>,
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "kp-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let (n, c, _, _) = l.shape().dims4()?;
+        let shape = Shape::from((n, c, g.oh, g.ow));
+        let (out, idx) = match s {
+            CpuStorage::F32(v) => {
+                let (o, i) = g.forward(contiguous(v, l, "input")?);
+                (CpuStorage::F32(o), i)
+            }
+            CpuStorage::F64(v) => {
+                let (o, i) = g.forward(contiguous(v, l, "input")?);
+                (CpuStorage::F64(o), i)
+            }
+            other => candle_core::bail!("max_pool2d: unsupported dtype {:?}", other.dtype()),
+        };
+        *self.indices.lock().expect("max-pool index lock poisoned") = Some(Arc::new(idx));
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let indices = self
+            .indices
+            .lock()
+            .expect("max-pool index lock poisoned")
+            .clone();
+        let Some(indices) = indices else {
+            candle_core::bail!("max_pool2d backward: the forward pass recorded no indices")
+        };
+        let grad_res = grad_res.contiguous()?;
+        let grad = grad_res.apply_op1_no_bwd(&MaxPoolScatterOp {
+            geometry: self.geometry,
+            indices,
+        })?;
+        Ok(Some(grad))
+    }
+}
+
+/// The backward custom op on `grad_output`: adds each output gradient at its window's arg-max.
+struct MaxPoolScatterOp {
+    geometry: Geometry,
+    indices: Arc<Vec<u32>>,
+}
+
+impl CustomOp1 for MaxPoolScatterOp {
+    fn name(&self) -> &'static str {
+        "kp-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let (n, c, _, _) = l.shape().dims4()?;
+        let shape = Shape::from((n, c, g.h, g.w));
+        let out = match s {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(g.backward(contiguous(v, l, "gradient")?, &self.indices))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(g.backward(contiguous(v, l, "gradient")?, &self.indices))
+            }
+            other => {
+                candle_core::bail!("max_pool2d backward: unsupported dtype {:?}", other.dtype())
+            }
+        };
+        Ok((out, shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn t(data: &[f32], shape: (usize, usize, usize, usize)) -> Tensor {
+        Tensor::from_slice(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Random (hence distinct) values, reproducible.
+    fn random_values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::init::SplitMix64::new(seed);
+        (0..n).map(|_| rng.next_normal() as f32).collect()
+    }
+
+    #[test]
+    fn two_by_two_gradient_goes_to_the_max() {
+        let x = Var::from_tensor(&t(&[1., 2., 3., 4.], (1, 1, 2, 2))).unwrap();
+        let y = MaxPool2d::new(2, 2, 0).forward(x.as_tensor()).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [4.0]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap();
+        assert_eq!(
+            g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0., 0., 0., 1.]
+        );
+    }
+
+    #[test]
+    fn candle_builtin_is_still_wrong() {
+        // Documents why this module exists; if candle fixes it this test tells us.
+        let x = Var::from_tensor(&t(&[1., 2., 3., 4.], (1, 1, 2, 2))).unwrap();
+        let y = x.as_tensor().max_pool2d(2).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_ne!(g, [0., 0., 0., 1.]);
+    }
+
+    #[test]
+    fn odd_sizes_floor_mode() {
+        // 5x5 input, 2x2/2: windows start at 0 and 2; row/column 4 is dropped.
+        let data: Vec<f32> = (0..25).map(|v| v as f32).collect();
+        let x = t(&data, (1, 1, 5, 5));
+        let y = MaxPool2d::new(2, 2, 0).forward(&x).unwrap();
+        assert_eq!(y.dims(), [1, 1, 2, 2]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [6., 8., 16., 18.]
+        );
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = MaxPool2d::new(2, 2, 0).forward(xv.as_tensor()).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g.get(xv.as_tensor()).unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut want = vec![0f32; 25];
+        for i in [6, 8, 16, 18] {
+            want[i] = 1.0;
+        }
+        assert_eq!(g, want);
+    }
+
+    #[test]
+    fn three_by_three_stride_two_pad_one() {
+        // 4x4 input 0..16: windows centred on (0,0),(0,2),(2,0),(2,2) with -inf padding.
+        let data: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let x = Var::from_tensor(&t(&data, (1, 1, 4, 4))).unwrap();
+        let pool = MaxPool2d::new(3, 2, 1);
+        let y = pool.forward(x.as_tensor()).unwrap();
+        assert_eq!(y.dims(), [1, 1, 2, 2]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [5., 7., 13., 15.]
+        );
+        // Negative inputs: padding must act as -inf, not 0.
+        let neg: Vec<f32> = (0..16).map(|v| -(v as f32) - 1.0).collect();
+        let y = pool.forward(&t(&neg, (1, 1, 4, 4))).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [-1., -2., -5., -6.]
+        );
+        // Gradient of a weighted sum goes to the arg-max with the weight.
+        let w = t(&[1., 2., 3., 4.], (1, 1, 2, 2));
+        let y = pool.forward(x.as_tensor()).unwrap();
+        let g = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = g.get(x.as_tensor()).unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut want = vec![0f32; 16];
+        want[5] = 1.;
+        want[7] = 2.;
+        want[13] = 3.;
+        want[15] = 4.;
+        assert_eq!(g, want);
+    }
+
+    #[test]
+    fn overlapping_windows_accumulate() {
+        // 3x3 kernel, stride 1 on a 3x4 input whose maximum is shared by both windows.
+        let x = Var::from_tensor(&t(
+            &[0., 1., 2., 0., 3., 9., 4., 0., 0., 5., 6., 0.],
+            (1, 1, 3, 4),
+        ))
+        .unwrap();
+        let y = MaxPool2d::new(3, 1, 0).forward(x.as_tensor()).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [9., 9.]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g.get(x.as_tensor()).unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(g[5], 2.0);
+        assert_eq!(g.iter().sum::<f32>(), 2.0);
+    }
+
+    #[test]
+    fn output_sizes_match_pytorch() {
+        let p = MaxPool2d::new(2, 2, 0);
+        assert_eq!(p.output_size(58, 78).unwrap(), (29, 39));
+        assert_eq!(p.output_size(27, 37).unwrap(), (13, 18));
+        let p = MaxPool2d::new(3, 2, 1);
+        assert_eq!(p.output_size(112, 112).unwrap(), (56, 56));
+        assert_eq!(p.output_size(7, 6).unwrap(), (4, 3));
+        let mut c = MaxPool2d::new(2, 2, 0);
+        c.ceil_mode = true;
+        assert_eq!(c.output_len(5).unwrap(), 3);
+        let mut c = MaxPool2d::new(3, 2, 1);
+        c.ceil_mode = true;
+        assert_eq!(c.output_len(6).unwrap(), 4);
+        let mut c = MaxPool2d::new(2, 3, 1);
+        c.ceil_mode = true;
+        // PyTorch: ceil((5+2-2)/3)+1 = 3, but the last window would start in the right
+        // padding (at 6 >= 5 + 1), so 2.
+        assert_eq!(c.output_len(5).unwrap(), 2);
+        assert!(MaxPool2d::new(2, 2, 2).validate().is_err());
+        assert!(MaxPool2d::new(3, 1, 0).output_len(2).is_err());
+    }
+
+    #[test]
+    fn composite_matches_custom_op() {
+        for (pool, h, w) in [
+            (MaxPool2d::new(2, 2, 0), 7, 9),
+            (MaxPool2d::new(3, 2, 1), 9, 8),
+            (MaxPool2d::new(3, 1, 1), 5, 6),
+            (MaxPool2d::new(2, 1, 0), 4, 5),
+            (
+                MaxPool2d {
+                    kernel: 3,
+                    stride: 2,
+                    padding: 1,
+                    ceil_mode: true,
+                },
+                6,
+                7,
+            ),
+        ] {
+            let n = 2 * 3 * h * w;
+            let data = random_values(n, (h * w) as u64);
+            let x = Var::from_tensor(&t(&data, (2, 3, h, w))).unwrap();
+            let weights = Tensor::from_vec(random_values(6, 99), (2, 3), &Device::Cpu).unwrap();
+            let run = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+                let y = f(x.as_tensor()).unwrap();
+                let wt = weights
+                    .reshape((2, 3, 1, 1))
+                    .unwrap()
+                    .broadcast_as(y.shape())
+                    .unwrap();
+                let loss = (y.clone() * wt).unwrap().sum_all().unwrap();
+                let g = loss.backward().unwrap();
+                let g = g.get(x.as_tensor()).unwrap().clone();
+                (
+                    y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            };
+            let (ya, ga) = run(&|x| pool.forward_cpu(x));
+            let (yb, gb) = run(&|x| pool.forward_composite(x));
+            assert_eq!(ya, yb, "{pool:?} {h}x{w}");
+            // Same routing; only the summation order of overlapping windows differs.
+            for (a, b) in ga.iter().zip(&gb) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "{pool:?} {h}x{w}: {a} vs {b}"
+                );
+            }
+            assert!(ga.iter().filter(|v| **v == 0.0).count() > 0);
+        }
+    }
+
+    #[test]
+    fn nan_propagates() {
+        let x = t(&[1., f32::NAN, 3., 4.], (1, 1, 2, 2));
+        let y = MaxPool2d::new(2, 2, 0).forward(&x).unwrap();
+        assert!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn other_dtypes() {
+        let x = Tensor::zeros((1, 1, 2, 2), DType::U8, &Device::Cpu).unwrap();
+        assert!(MaxPool2d::new(2, 2, 0).forward(&x).is_err());
+        // Half precision goes through the composite path.
+        let x = t(&[1., 5., 3., 4.], (1, 1, 2, 2))
+            .to_dtype(DType::F16)
+            .unwrap();
+        let y = MaxPool2d::new(2, 2, 0).forward(&x).unwrap();
+        let y = y.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), [5.0]);
+    }
+}

@@ -1,0 +1,292 @@
+//! Models by name: the [`KeypointModel`] trait, [`ModelConfig`] and [`build_model`].
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::face::{FaceKeypointNet, FaceKeypointNetConfig};
+use crate::heatmap::{HeatmapConfig, HeatmapNet};
+use crate::nose::{NoseTipNet, NoseTipNetConfig};
+use crate::resnet::{ResNet18, ResNet18Config};
+use crate::summary::{Describe, ModuleNode};
+
+/// A network mapping a `(B, C, H, W)` batch to keypoint coordinates `(B, 2K)` ordered
+/// `x0, y0, x1, y1, ...`.
+pub trait KeypointModel: Send + Sync {
+    /// Predicts coordinates; `train` selects batch statistics (and updates running statistics)
+    /// in batch-norm layers.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// Keypoints `K` predicted.
+    fn num_keypoints(&self) -> usize;
+    /// Expected input `(width, height)`.
+    fn input_size(&self) -> (usize, usize);
+    /// The registry name (`"resnet18"`, ...).
+    fn name(&self) -> &str;
+    /// The module tree, for printing.
+    fn describe(&self) -> ModuleNode;
+}
+
+/// The generic sizes every registered model is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Keypoints predicted.
+    pub num_keypoints: usize,
+    /// Input width in pixels.
+    pub width: usize,
+    /// Input height in pixels.
+    pub height: usize,
+}
+
+impl Default for ModelConfig {
+    /// The ResNet18 setting: 1 channel, 68 keypoints, 224x224.
+    fn default() -> Self {
+        Self {
+            in_channels: 1,
+            num_keypoints: 68,
+            width: 224,
+            height: 224,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The seed's sizes for a registered model (`nosetipnet`: 1 keypoint at 80x60,
+    /// `facekeypointnet`: 58 at 160x120, the ResNets: 68 at 224x224).
+    pub fn for_model(name: &str) -> Result<Self> {
+        let cfg = match canonical(name)? {
+            NOSETIPNET => {
+                let c = NoseTipNetConfig::default();
+                Self {
+                    in_channels: c.in_channels,
+                    num_keypoints: c.num_keypoints,
+                    width: c.width,
+                    height: c.height,
+                }
+            }
+            FACEKEYPOINTNET => {
+                let c = FaceKeypointNetConfig::default();
+                Self {
+                    in_channels: c.in_channels,
+                    num_keypoints: c.num_keypoints,
+                    width: c.width,
+                    height: c.height,
+                }
+            }
+            _ => Self::default(),
+        };
+        Ok(cfg)
+    }
+}
+
+const NOSETIPNET: &str = "nosetipnet";
+const FACEKEYPOINTNET: &str = "facekeypointnet";
+const RESNET18: &str = "resnet18";
+const HEATMAP_RESNET18: &str = "heatmap-resnet18";
+
+/// Registered model names.
+pub fn list_models() -> &'static [&'static str] {
+    &[NOSETIPNET, FACEKEYPOINTNET, RESNET18, HEATMAP_RESNET18]
+}
+
+/// The registered name matching `name` (case-insensitive).
+fn canonical(name: &str) -> Result<&'static str> {
+    let lower = name.trim().to_ascii_lowercase();
+    list_models()
+        .iter()
+        .copied()
+        .find(|n| *n == lower)
+        .ok_or_else(|| Error::UnknownModel {
+            name: name.to_string(),
+            known: list_models().join(", "),
+        })
+}
+
+/// Builds the model called `name` with its variables under `vb`.
+pub fn build_model(
+    name: &str,
+    vb: VarBuilder,
+    cfg: &ModelConfig,
+) -> Result<Box<dyn KeypointModel>> {
+    if cfg.in_channels == 0 || cfg.num_keypoints == 0 || cfg.width == 0 || cfg.height == 0 {
+        return Err(Error::Config(format!(
+            "model config has a zero size: {cfg:?}"
+        )));
+    }
+    let model: Box<dyn KeypointModel> = match canonical(name)? {
+        NOSETIPNET => {
+            let c = NoseTipNetConfig {
+                in_channels: cfg.in_channels,
+                width: cfg.width,
+                height: cfg.height,
+                num_keypoints: cfg.num_keypoints,
+                ..Default::default()
+            };
+            Box::new(NoseTipNet::new(vb, c)?)
+        }
+        FACEKEYPOINTNET => {
+            let c = FaceKeypointNetConfig {
+                in_channels: cfg.in_channels,
+                width: cfg.width,
+                height: cfg.height,
+                num_keypoints: cfg.num_keypoints,
+                ..Default::default()
+            };
+            Box::new(FaceKeypointNet::new(vb, c)?)
+        }
+        RESNET18 => {
+            let c = ResNet18Config {
+                in_channels: cfg.in_channels,
+                num_outputs: 2 * cfg.num_keypoints,
+                ..Default::default()
+            };
+            Box::new(SizedResNet18 {
+                net: ResNet18::new(vb, c)?,
+                input: (cfg.width, cfg.height),
+            })
+        }
+        _ => {
+            let c = HeatmapConfig {
+                in_channels: cfg.in_channels,
+                num_keypoints: cfg.num_keypoints,
+                width: cfg.width,
+                height: cfg.height,
+                ..Default::default()
+            };
+            Box::new(HeatmapNet::new(vb, c)?)
+        }
+    };
+    Ok(model)
+}
+
+impl KeypointModel for NoseTipNet {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        NoseTipNet::forward(self, x, train)
+    }
+    fn num_keypoints(&self) -> usize {
+        self.config().num_keypoints
+    }
+    fn input_size(&self) -> (usize, usize) {
+        (self.config().width, self.config().height)
+    }
+    fn name(&self) -> &str {
+        NOSETIPNET
+    }
+    fn describe(&self) -> ModuleNode {
+        Describe::describe(self)
+    }
+}
+
+impl KeypointModel for FaceKeypointNet {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        FaceKeypointNet::forward(self, x, train)
+    }
+    fn num_keypoints(&self) -> usize {
+        self.config().num_keypoints
+    }
+    fn input_size(&self) -> (usize, usize) {
+        (self.config().width, self.config().height)
+    }
+    fn name(&self) -> &str {
+        FACEKEYPOINTNET
+    }
+    fn describe(&self) -> ModuleNode {
+        Describe::describe(self)
+    }
+}
+
+/// A ResNet18 with the input size it is meant for (the network itself accepts any size).
+struct SizedResNet18 {
+    net: ResNet18,
+    input: (usize, usize),
+}
+
+impl KeypointModel for SizedResNet18 {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.net.forward(x, train)
+    }
+    fn num_keypoints(&self) -> usize {
+        self.net.config().num_outputs / 2
+    }
+    fn input_size(&self) -> (usize, usize) {
+        self.input
+    }
+    fn name(&self) -> &str {
+        RESNET18
+    }
+    fn describe(&self) -> ModuleNode {
+        self.net.describe()
+    }
+}
+
+impl KeypointModel for HeatmapNet {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        HeatmapNet::forward(self, x, train)
+    }
+    fn num_keypoints(&self) -> usize {
+        self.config().num_keypoints
+    }
+    fn input_size(&self) -> (usize, usize) {
+        (self.config().width, self.config().height)
+    }
+    fn name(&self) -> &str {
+        HEATMAP_RESNET18
+    }
+    fn describe(&self) -> ModuleNode {
+        Describe::describe(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn builds_every_registered_model() {
+        for &name in list_models() {
+            let mut cfg = ModelConfig::for_model(name).unwrap();
+            if name.contains("resnet") {
+                // Keep the test fast: a smaller input (the ResNets accept any multiple of 32).
+                cfg.width = 32;
+                cfg.height = 32;
+            }
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let model = build_model(name, vb, &cfg).unwrap();
+            assert_eq!(model.name(), name);
+            assert_eq!(model.input_size(), (cfg.width, cfg.height));
+            assert_eq!(model.num_keypoints(), cfg.num_keypoints);
+            let (w, h) = model.input_size();
+            let x = Tensor::zeros((2, cfg.in_channels, h, w), DType::F32, &Device::Cpu).unwrap();
+            let y = model.forward(&x, false).unwrap();
+            assert_eq!(y.dims(), [2, 2 * cfg.num_keypoints], "{name}");
+            assert!(model.describe().total_params() > 0);
+        }
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_unknown_names_fail() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let cfg = ModelConfig::for_model("NoseTipNet").unwrap();
+        assert_eq!((cfg.width, cfg.height, cfg.num_keypoints), (80, 60, 1));
+        assert!(build_model("NoseTipNet", vb.clone(), &cfg).is_ok());
+        let err = build_model("vgg16", vb, &cfg).err().unwrap();
+        assert!(err.to_string().contains("heatmap-resnet18"), "{err}");
+    }
+
+    #[test]
+    fn config_serde_round_trip_and_defaults() {
+        let cfg = ModelConfig::for_model("facekeypointnet").unwrap();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), cfg);
+        let partial: ModelConfig = serde_json::from_str(r#"{"num_keypoints": 5}"#).unwrap();
+        assert_eq!(partial.num_keypoints, 5);
+        assert_eq!(partial.width, 224);
+    }
+}

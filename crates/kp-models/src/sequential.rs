@@ -1,0 +1,159 @@
+//! An ordered container of layers, like PyTorch's `nn.Sequential`.
+//!
+//! Children are named by their index, so a layer pushed third is built under `vb.pp("2")` and
+//! its parameters are saved as `<prefix>.2.weight`, as in a PyTorch state dict.
+
+use candle_core::Tensor;
+
+use crate::batchnorm::BatchNorm2d;
+use crate::conv::Conv2d;
+use crate::error::Result;
+use crate::linear::Linear;
+use crate::maxpool::MaxPool2d;
+use crate::summary::{py_bool, Describe, ModuleNode};
+use crate::upsample::Upsample;
+
+/// One layer of a [`Sequential`].
+#[derive(Debug, Clone)]
+pub enum Layer {
+    /// A convolution.
+    Conv2d(Conv2d),
+    /// A fully connected layer.
+    Linear(Linear),
+    /// Batch normalisation.
+    BatchNorm2d(BatchNorm2d),
+    /// Max pooling (with the correct backward).
+    MaxPool2d(MaxPool2d),
+    /// Nearest-neighbour upsampling.
+    Upsample(Upsample),
+    /// Rectified linear unit; `inplace` only affects the printed repr.
+    ReLU {
+        /// Printed as `ReLU(inplace=True)` when set.
+        inplace: bool,
+    },
+}
+
+impl Layer {
+    /// Applies the layer; `train` matters for batch norm only.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Layer::Conv2d(l) => l.forward(x),
+            Layer::Linear(l) => l.forward(x),
+            Layer::BatchNorm2d(l) => l.forward(x, train),
+            Layer::MaxPool2d(l) => l.forward(x),
+            Layer::Upsample(l) => l.forward(x),
+            Layer::ReLU { .. } => Ok(x.relu()?),
+        }
+    }
+}
+
+impl Describe for Layer {
+    fn describe(&self) -> ModuleNode {
+        match self {
+            Layer::Conv2d(l) => l.describe(),
+            Layer::Linear(l) => l.describe(),
+            Layer::BatchNorm2d(l) => l.describe(),
+            Layer::MaxPool2d(l) => l.describe(),
+            Layer::Upsample(l) => l.describe(),
+            Layer::ReLU { inplace } => relu_node(*inplace),
+        }
+    }
+}
+
+/// The repr node of a ReLU.
+pub fn relu_node(inplace: bool) -> ModuleNode {
+    let extra = if inplace {
+        format!("inplace={}", py_bool(true))
+    } else {
+        String::new()
+    };
+    ModuleNode::leaf("ReLU", extra, 0)
+}
+
+impl From<Conv2d> for Layer {
+    fn from(l: Conv2d) -> Self {
+        Layer::Conv2d(l)
+    }
+}
+
+impl From<Linear> for Layer {
+    fn from(l: Linear) -> Self {
+        Layer::Linear(l)
+    }
+}
+
+impl From<BatchNorm2d> for Layer {
+    fn from(l: BatchNorm2d) -> Self {
+        Layer::BatchNorm2d(l)
+    }
+}
+
+impl From<MaxPool2d> for Layer {
+    fn from(l: MaxPool2d) -> Self {
+        Layer::MaxPool2d(l)
+    }
+}
+
+impl From<Upsample> for Layer {
+    fn from(l: Upsample) -> Self {
+        Layer::Upsample(l)
+    }
+}
+
+/// Layers applied in order.
+#[derive(Debug, Clone, Default)]
+pub struct Sequential {
+    layers: Vec<Layer>,
+}
+
+impl Sequential {
+    /// An empty container.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index (and so the state-dict name) the next pushed layer will get.
+    pub fn next_index(&self) -> String {
+        self.layers.len().to_string()
+    }
+
+    /// Appends a layer.
+    pub fn push(&mut self, layer: impl Into<Layer>) {
+        self.layers.push(layer.into());
+    }
+
+    /// Appends a ReLU.
+    pub fn push_relu(&mut self, inplace: bool) {
+        self.layers.push(Layer::ReLU { inplace });
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// True when there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Applies every layer in order.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x, train)?;
+        }
+        Ok(x)
+    }
+}
+
+impl Describe for Sequential {
+    fn describe(&self) -> ModuleNode {
+        ModuleNode::sequential(self.layers.iter().map(|l| l.describe()).collect())
+    }
+}

@@ -1,0 +1,95 @@
+//! Nearest-neighbour upsampling by an integer factor, built from broadcasts.
+//!
+//! candle's `upsample_nearest2d` backward overwrites (rather than adds to) the input gradient
+//! and uses a grouped convolution; a broadcast + reshape has an exact, cheap backward (a sum).
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::summary::{py_float, Describe, ModuleNode};
+
+/// `nn.Upsample(scale_factor=s, mode="nearest")` for an integer `s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upsample {
+    /// Integer scale factor on both axes.
+    pub scale: usize,
+}
+
+impl Default for Upsample {
+    /// Doubling.
+    fn default() -> Self {
+        Self { scale: 2 }
+    }
+}
+
+impl Upsample {
+    /// Upsamples an NCHW tensor to `(H * s, W * s)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = self.scale;
+        if s == 0 {
+            return Err(Error::Config("upsample scale must be positive".into()));
+        }
+        if s == 1 {
+            return Ok(x.clone());
+        }
+        let (n, c, h, w) = x.dims4()?;
+        Ok(x.reshape((n, c, h, 1, w, 1))?
+            .broadcast_as((n, c, h, s, w, s))?
+            .reshape((n, c, h * s, w * s))?)
+    }
+}
+
+impl Describe for Upsample {
+    fn describe(&self) -> ModuleNode {
+        ModuleNode::leaf(
+            "Upsample",
+            format!(
+                "scale_factor={}, mode='nearest'",
+                py_float(self.scale as f64)
+            ),
+            0,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn repeats_pixels_and_sums_gradients() {
+        let x = Var::from_tensor(&Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu).unwrap())
+            .unwrap();
+        let y = Upsample { scale: 2 }.forward(x.as_tensor()).unwrap();
+        assert_eq!(
+            y.squeeze(0)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap(),
+            [
+                [1., 1., 2., 2.],
+                [1., 1., 2., 2.],
+                [3., 3., 4., 4.],
+                [3., 3., 4., 4.]
+            ]
+        );
+        let w = Tensor::arange(0f32, 16., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 4, 4))
+            .unwrap();
+        let g = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = g.get(x.as_tensor()).unwrap();
+        // Top-left block holds 0, 1, 4, 5.
+        assert_eq!(
+            g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [10., 18., 42., 50.]
+        );
+        assert_eq!(
+            Upsample { scale: 2 }.describe().torch_repr(),
+            "Upsample(scale_factor=2.0, mode='nearest')"
+        );
+    }
+}
