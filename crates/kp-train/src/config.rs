@@ -1,0 +1,262 @@
+//! Training configuration: the seed study's three recipes and everything needed to rerun a run.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The three experiments of the seed study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Nose tip (IMM point 52) with NoseTipNet at 80x60.
+    Nose,
+    /// All 58 IMM points with FaceKeypointNet at 160x120.
+    Face,
+    /// 68 iBUG points on 300-W faces with ResNet18 at 224x224.
+    Ibug,
+}
+
+impl Task {
+    /// Parses `nose`, `face` or `ibug`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "nose" => Ok(Task::Nose),
+            "face" => Ok(Task::Face),
+            "ibug" => Ok(Task::Ibug),
+            _ => Err(Error::Config(format!(
+                "unknown task `{s}` (expected nose, face or ibug)"
+            ))),
+        }
+    }
+
+    /// The task's name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Nose => "nose",
+            Task::Face => "face",
+            Task::Ibug => "ibug",
+        }
+    }
+
+    /// Where the task's dataset lives inside a datasets folder (as laid out by `cargo xtask fetch`).
+    pub fn default_dataset(self) -> &'static str {
+        match self {
+            Task::Nose | Task::Face => "imm_face_db",
+            Task::Ibug => "ibug_300w_train_crops/labels_ibug_300W_train_crops.xml",
+        }
+    }
+}
+
+/// How faces are split into training and validation sets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum SplitKind {
+    /// IMM persons 1-32 train, 33-40 validation.
+    ImmStandard,
+    /// A seeded random split by face.
+    Random {
+        /// Fraction of faces for validation.
+        val_fraction: f64,
+    },
+}
+
+/// Everything a training run needs; saved as `config.json` in the run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The experiment.
+    pub task: Task,
+    /// Model name in the kp-models registry.
+    pub model: String,
+    /// Dataset path: an IMM folder, a dlib XML file, a folder of `.pts`.
+    pub data: PathBuf,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Augmentation used for training: a kp-augment preset name or a TOML/JSON file.
+    pub augment: String,
+    /// Deterministic preprocessing for validation, evaluation and prediction (preset or file).
+    pub eval_augment: String,
+    /// Seed for initialisation, shuffling and augmentation.
+    pub seed: u64,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// Train and validate on the first N faces only (smoke runs).
+    pub limit: Option<usize>,
+    /// Network input width.
+    pub width: usize,
+    /// Network input height.
+    pub height: usize,
+    /// Which of the dataset's points the model predicts (`None` = all).
+    pub keypoints: Option<Vec<usize>>,
+    /// Train/validation split.
+    pub split: SplitKind,
+    /// Points per face the model predicts (filled in when training starts).
+    #[serde(default)]
+    pub num_keypoints: Option<usize>,
+}
+
+impl TrainConfig {
+    /// The seed study's recipe for `task`, reading data from `data`.
+    ///
+    /// nose: 25 epochs, batch 1, lr 1e-3, 80x60, no augmentation;
+    /// face: 30 epochs, batch 2, lr 3e-4, 160x120, ±10 px shift;
+    /// ibug: 10 epochs, batch 16, lr 3e-4, 224x224, 80/20 split.
+    pub fn recipe(task: Task, data: impl Into<PathBuf>) -> Self {
+        let data = data.into();
+        match task {
+            Task::Nose => Self {
+                task,
+                model: "nosetipnet".into(),
+                data,
+                epochs: 25,
+                batch_size: 1,
+                lr: 1e-3,
+                augment: "none".into(),
+                eval_augment: "none".into(),
+                seed: 0,
+                device: "cpu".into(),
+                limit: None,
+                width: 80,
+                height: 60,
+                keypoints: Some(vec![kp_data::scheme::IMM58.nose_tip]),
+                split: SplitKind::ImmStandard,
+                num_keypoints: None,
+            },
+            Task::Face => Self {
+                task,
+                model: "facekeypointnet".into(),
+                data,
+                epochs: 30,
+                batch_size: 2,
+                lr: 3e-4,
+                augment: "seed-shift".into(),
+                eval_augment: "none".into(),
+                seed: 0,
+                device: "cpu".into(),
+                limit: None,
+                width: 160,
+                height: 120,
+                keypoints: None,
+                split: SplitKind::ImmStandard,
+                num_keypoints: None,
+            },
+            Task::Ibug => Self {
+                task,
+                model: "resnet18".into(),
+                data,
+                epochs: 10,
+                batch_size: 16,
+                lr: 3e-4,
+                augment: "ibug".into(),
+                eval_augment: "ibug-eval".into(),
+                seed: 0,
+                device: "cpu".into(),
+                limit: None,
+                width: 224,
+                height: 224,
+                keypoints: None,
+                split: SplitKind::Random { val_fraction: 0.2 },
+                num_keypoints: None,
+            },
+        }
+    }
+
+    /// Resolves `data` when it is a datasets folder rather than a dataset: a folder that holds
+    /// the task's default dataset (e.g. `../shared/datasets` → `../shared/datasets/imm_face_db`).
+    pub fn resolve_data(&mut self) {
+        let inner = self.data.join(self.task.default_dataset());
+        if inner.exists() {
+            self.data = inner;
+        }
+    }
+
+    /// Checks the values make sense.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("learning rate must be positive, got {}", self.lr));
+        }
+        if self.width == 0 || self.height == 0 {
+            return bad("input size must be positive".into());
+        }
+        if let SplitKind::Random { val_fraction } = self.split {
+            if !(0.0..1.0).contains(&val_fraction) {
+                return bad(format!(
+                    "val fraction must be in [0, 1), got {val_fraction}"
+                ));
+            }
+        }
+        if self.device != "cpu" && self.device != "cuda" {
+            return bad(format!("device must be cpu or cuda, got `{}`", self.device));
+        }
+        Ok(())
+    }
+
+    /// Reads a `config.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        crate::atomic::read_json(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_follow_the_seed() {
+        let n = TrainConfig::recipe(Task::Nose, "d");
+        assert_eq!(
+            (n.epochs, n.batch_size, n.lr, n.width, n.height),
+            (25, 1, 1e-3, 80, 60)
+        );
+        assert_eq!(n.keypoints, Some(vec![52]));
+        let f = TrainConfig::recipe(Task::Face, "d");
+        assert_eq!(
+            (f.epochs, f.batch_size, f.lr, f.width, f.height),
+            (30, 2, 3e-4, 160, 120)
+        );
+        let i = TrainConfig::recipe(Task::Ibug, "d");
+        assert_eq!(
+            (i.epochs, i.batch_size, i.lr, i.width, i.height),
+            (10, 16, 3e-4, 224, 224)
+        );
+        assert_eq!(i.split, SplitKind::Random { val_fraction: 0.2 });
+        for c in [n, f, i] {
+            c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let mut c = TrainConfig::recipe(Task::Nose, "d");
+        c.lr = f64::NAN;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("learning rate"));
+        let mut c = TrainConfig::recipe(Task::Nose, "d");
+        c.batch_size = 0;
+        assert!(c.validate().is_err());
+        assert!(Task::parse("nosee").is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let c = TrainConfig::recipe(Task::Ibug, "x/y.xml");
+        let s = serde_json::to_string(&c).unwrap();
+        let back: TrainConfig = serde_json::from_str(&s).unwrap();
+        assert_eq!(c, back);
+    }
+}

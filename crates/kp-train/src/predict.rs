@@ -1,0 +1,166 @@
+//! Using a trained run folder: predict keypoints on new photos, evaluate on any dataset.
+
+use std::path::Path;
+
+use kp_augment::Pipeline;
+use kp_data::{BBox, Face, GrayF32, Point};
+use rayon::prelude::*;
+
+use crate::config::{Task, TrainConfig};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, predict_samples, Evaluation};
+use crate::model::{device, LoadedModel};
+use crate::prep::{cache_decoded, load_pipeline, prepare, to_original, CachedFace};
+use crate::run::RunDir;
+use crate::trainer::PreparedData;
+
+/// Which faces of a dataset to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalSplit {
+    /// The training faces of the run's split.
+    Train,
+    /// The validation faces of the run's split.
+    Val,
+    /// Every labelled face.
+    All,
+}
+
+impl EvalSplit {
+    /// Parses `train`, `val` or `all`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "train" => Ok(Self::Train),
+            "val" => Ok(Self::Val),
+            "all" => Ok(Self::All),
+            _ => Err(Error::Config(format!(
+                "unknown split `{s}` (expected train, val or all)"
+            ))),
+        }
+    }
+}
+
+/// A trained model ready to predict, with the preprocessing it was trained with.
+pub struct Predictor {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// The model with its trained weights.
+    pub model: LoadedModel,
+    pipeline: Pipeline,
+}
+
+impl Predictor {
+    /// Opens a run folder (`device`: `None` = the run's own device).
+    pub fn open(run: &Path, device_name: Option<&str>) -> Result<Self> {
+        let dir = RunDir::open(run)?;
+        let mut config = TrainConfig::load(&dir.config_path())?;
+        if let Some(d) = device_name {
+            config.device = d.to_string();
+        }
+        let k = config.num_keypoints.ok_or_else(|| Error::Run {
+            path: dir.config_path(),
+            msg: "no num_keypoints (training never started?)".into(),
+        })?;
+        let mut model = LoadedModel::build(&config, k, &device(&config.device)?)?;
+        let weights = dir.model_path();
+        if !weights.is_file() {
+            return Err(Error::Run {
+                path: weights,
+                msg: "no trained weights yet".into(),
+            });
+        }
+        model.load(&weights)?;
+        let pipeline = load_pipeline(&config.eval_augment, config.width, config.height)?;
+        Ok(Self {
+            config,
+            model,
+            pipeline,
+        })
+    }
+
+    /// The face box used when none is given: the whole image for box-based models.
+    fn default_box(&self, image: &GrayF32, bbox: Option<BBox>) -> Option<BBox> {
+        match (bbox, self.config.task) {
+            (Some(b), _) => Some(b),
+            (None, Task::Ibug) => Some(BBox::new(
+                0.0,
+                0.0,
+                image.width() as f32,
+                image.height() as f32,
+            )),
+            (None, _) => None,
+        }
+    }
+
+    fn cached(&self, image: &GrayF32, bbox: Option<BBox>) -> CachedFace {
+        let mut face = Face::new("", Vec::new());
+        face.bbox = self.default_box(image, bbox);
+        cache_decoded(image, &face, None, self.config.width, self.config.height)
+    }
+
+    /// Predicts keypoints on decoded images (with optional face boxes), in original pixels.
+    pub fn predict_images(&self, items: &[(GrayF32, Option<BBox>)]) -> Result<Vec<Vec<Point>>> {
+        let samples = items
+            .par_iter()
+            .map(|(img, b)| prepare(&self.pipeline, &self.cached(img, *b), 0))
+            .collect::<Result<Vec<_>>>()?;
+        let pred = predict_samples(&self.model, &samples)?;
+        samples
+            .iter()
+            .zip(&pred)
+            .map(|(s, p)| to_original(&s.to_input, p))
+            .collect()
+    }
+
+    /// Predicts keypoints for faces (decoding their images), in original pixels.
+    pub fn predict_faces(&self, faces: &[Face]) -> Result<Vec<Vec<Point>>> {
+        let mut out = Vec::with_capacity(faces.len());
+        for chunk in faces.chunks(64) {
+            let items = chunk
+                .par_iter()
+                .map(|f| Ok((kp_data::loading::load_gray(&f.image)?, f.bbox)))
+                .collect::<Result<Vec<_>>>()?;
+            out.extend(self.predict_images(&items)?);
+        }
+        Ok(out)
+    }
+
+    /// Evaluates the model on a dataset (its labelled faces), using the run's split rules.
+    pub fn evaluate_dataset(&self, data: &Path, split: EvalSplit) -> Result<Evaluation> {
+        let prepared = self.prepare(data)?;
+        self.evaluate_prepared(&prepared, split)
+    }
+
+    /// Loads and caches a dataset with the run's settings (limit, split, keypoint subset).
+    pub fn prepare(&self, data: &Path) -> Result<PreparedData> {
+        let mut cfg = self.config.clone();
+        cfg.data = data.to_path_buf();
+        cfg.resolve_data();
+        crate::trainer::prepare_data(&cfg)
+    }
+
+    /// Evaluates the model on one split of already prepared data.
+    pub fn evaluate_prepared(
+        &self,
+        prepared: &PreparedData,
+        split: EvalSplit,
+    ) -> Result<Evaluation> {
+        evaluate(
+            &self.model,
+            &prepared.cache,
+            &split.indices(prepared),
+            &self.pipeline,
+            prepared.eye_corners,
+        )
+    }
+}
+
+impl EvalSplit {
+    /// The face indices of this split.
+    pub fn indices(self, prepared: &PreparedData) -> Vec<usize> {
+        match self {
+            EvalSplit::Train => prepared.train.clone(),
+            EvalSplit::Val => prepared.val.clone(),
+            EvalSplit::All => (0..prepared.cache.len()).collect(),
+        }
+    }
+}

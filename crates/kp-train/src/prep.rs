@@ -1,0 +1,156 @@
+//! Turning dataset faces into network inputs: a per-run cache of decoded, pre-scaled images,
+//! and the augmentation step that maps each face (and its keypoints) to the input size.
+
+use std::path::Path;
+
+use kp_augment::{Affine, Pipeline, PipelineConfig};
+use kp_data::{BBox, Face, GrayF32, Point};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// A face decoded once per run, scaled so that it is not much larger than the network input.
+#[derive(Debug, Clone)]
+pub struct CachedFace {
+    /// Grayscale image at the cache scale.
+    pub image: GrayF32,
+    /// Keypoints (the selected subset) at the cache scale.
+    pub keypoints: Vec<Point>,
+    /// Face box at the cache scale, when the face has one.
+    pub bbox: Option<BBox>,
+    /// Map from original image pixels to cache pixels.
+    pub to_cache: Affine,
+    /// Keypoints (the selected subset) in original image pixels.
+    pub original: Vec<Point>,
+}
+
+/// One prepared sample at the network's input size.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The input image (width x height of the network).
+    pub image: GrayF32,
+    /// Keypoints in input pixels.
+    pub keypoints: Vec<Point>,
+    /// Map from original image pixels to input pixels.
+    pub to_input: Affine,
+}
+
+/// Selects the keypoint subset (`None` = all).
+pub fn select(points: &[Point], subset: Option<&[usize]>) -> Vec<Point> {
+    match subset {
+        None => points.to_vec(),
+        Some(idx) => idx.iter().filter_map(|&i| points.get(i).copied()).collect(),
+    }
+}
+
+/// Decodes and pre-scales an image for a network of `width`x`height`.
+///
+/// With a face box, the image is shrunk (never enlarged) so the box side is at most the input
+/// side; without one, the whole image is resized to the input size (the seed's IMM recipe).
+pub fn cache_image(
+    image: &GrayF32,
+    bbox: Option<BBox>,
+    width: usize,
+    height: usize,
+) -> (GrayF32, Affine) {
+    let (w0, h0) = (image.width() as f64, image.height() as f64);
+    let (w1, h1) = match bbox {
+        Some(b) => {
+            let side = b.width.max(b.height).max(1.0) as f64;
+            let s = (width.max(height) as f64 / side).min(1.0);
+            (
+                ((w0 * s).round() as u32).max(1),
+                ((h0 * s).round() as u32).max(1),
+            )
+        }
+        None => (width as u32, height as u32),
+    };
+    if w1 as f64 == w0 && h1 as f64 == h0 {
+        return (image.clone(), Affine::IDENTITY);
+    }
+    let resized = image::imageops::resize(image, w1, h1, image::imageops::FilterType::Triangle);
+    (resized, Affine::resize(w0, h0, w1 as f64, h1 as f64))
+}
+
+/// Decodes one face into a [`CachedFace`].
+pub fn cache_face(
+    face: &Face,
+    subset: Option<&[usize]>,
+    width: usize,
+    height: usize,
+) -> Result<CachedFace> {
+    let full = kp_data::loading::load_gray(&face.image)?;
+    Ok(cache_decoded(&full, face, subset, width, height))
+}
+
+/// Builds a [`CachedFace`] from an already decoded image of `face`.
+pub fn cache_decoded(
+    full: &GrayF32,
+    face: &Face,
+    subset: Option<&[usize]>,
+    width: usize,
+    height: usize,
+) -> CachedFace {
+    let (image, to_cache) = cache_image(full, face.bbox, width, height);
+    let original = select(&face.keypoints, subset);
+    CachedFace {
+        keypoints: to_cache.apply_all(&original),
+        bbox: face.bbox.map(|b| to_cache.apply_bbox(b)),
+        image,
+        to_cache,
+        original,
+    }
+}
+
+/// Decodes all faces in parallel.
+pub fn cache_faces(
+    faces: &[Face],
+    subset: Option<&[usize]>,
+    width: usize,
+    height: usize,
+) -> Result<Vec<CachedFace>> {
+    faces
+        .par_iter()
+        .map(|f| cache_face(f, subset, width, height))
+        .collect()
+}
+
+/// Loads a pipeline from a preset name or a TOML/JSON file, with its output set to the input size.
+pub fn load_pipeline(spec: &str, width: usize, height: usize) -> Result<Pipeline> {
+    let mut cfg = if Path::new(spec).is_file() {
+        PipelineConfig::from_file(spec)?
+    } else {
+        PipelineConfig::preset(spec)?
+    };
+    cfg.width = width as u32;
+    cfg.height = height as u32;
+    Ok(Pipeline::new(cfg)?)
+}
+
+/// Applies `pipeline` to a cached face with a per-sample seed.
+pub fn prepare(pipeline: &Pipeline, face: &CachedFace, seed: u64) -> Result<Sample> {
+    let out = pipeline.apply(&face.image, &face.keypoints, face.bbox, seed)?;
+    Ok(Sample {
+        to_input: face.to_cache.then(out.transform),
+        image: out.image,
+        keypoints: out.keypoints,
+    })
+}
+
+/// Maps points from input pixels back to original image pixels.
+pub fn to_original(sample_to_input: &Affine, points: &[Point]) -> Result<Vec<Point>> {
+    let inv = sample_to_input
+        .inverse()
+        .ok_or_else(|| Error::Config("degenerate input transform".into()))?;
+    Ok(inv.apply_all(points))
+}
+
+/// A per-sample seed from the run seed, the epoch and the face index (SplitMix64 mixing).
+pub fn sample_seed(seed: u64, epoch: usize, index: usize) -> u64 {
+    let mut z = seed
+        ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,288 @@
+//! The run folder: configuration, metrics, summary, checkpoints and the final model.
+//!
+//! ```text
+//! RUN_DIR/
+//!   config.json          everything needed to rerun (TrainConfig)
+//!   metrics.csv          step,epoch,split,loss (train loss per step, val loss per epoch)
+//!   summary.json         final metrics (deterministic: same seed, same numbers)
+//!   timing.json          wall time, images/s, peak memory (varies between runs)
+//!   model.safetensors    the latest weights, PyTorch state_dict names
+//!   state.json           which checkpoint a resume continues from
+//!   checkpoint/epoch-N/  model + optimizer state after epoch N
+//! ```
+//! Every file is written atomically (temp file + rename); a checkpoint folder is complete before
+//! `state.json` points at it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{read_json, write_atomic};
+use crate::error::{Error, Result};
+use crate::metrics::{FaceErrors, Metrics};
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    /// Global gradient step (1-based) at which the value was recorded.
+    pub step: usize,
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// `train` or `val`.
+    pub split: String,
+    /// MSE loss on normalised coordinates.
+    pub loss: f64,
+}
+
+/// What a resume needs: the last complete checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Gradient steps done.
+    pub steps_done: usize,
+    /// Checkpoint folder, relative to the run folder.
+    pub checkpoint: String,
+    /// Training seconds spent so far (excluding evaluation).
+    pub train_seconds: f64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// All epochs ran.
+    Finished,
+    /// The loss became NaN/inf; the last good checkpoint was kept.
+    Diverged,
+}
+
+/// The final, deterministic results of a run (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// How the run ended.
+    pub status: RunStatus,
+    /// Task name.
+    pub task: String,
+    /// Model name.
+    pub model: String,
+    /// Epochs finished.
+    pub epochs: usize,
+    /// Gradient steps done.
+    pub steps: usize,
+    /// Training faces.
+    pub train_faces: usize,
+    /// Validation faces.
+    pub val_faces: usize,
+    /// Mean training loss of the last epoch.
+    pub final_train_loss: Option<f64>,
+    /// Validation loss after the last epoch.
+    pub final_val_loss: Option<f64>,
+    /// Step at which the loss became non-finite, for diverged runs.
+    pub diverged_at_step: Option<usize>,
+    /// Validation metrics of the final (or last good) model.
+    pub val: Option<Metrics>,
+    /// Per-face validation errors (for CED curves and worst-face grids).
+    pub val_errors: Option<FaceErrors>,
+}
+
+/// Time and memory figures of a run (`timing.json`); they vary between runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Seconds spent in training epochs (all sessions of a resumed run).
+    pub train_seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+    /// Peak resident memory of the process in MiB (Linux `VmHWM`), when known.
+    pub peak_rss_mib: Option<f64>,
+    /// Device used.
+    pub device: String,
+}
+
+/// A run folder on disk.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates (or reuses) a run folder and checks it is writable.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        let probe = root.join(".write-test");
+        std::fs::write(&probe, b"ok").map_err(|e| Error::Run {
+            path: root.clone(),
+            msg: format!("not writable: {e}"),
+        })?;
+        let _ = std::fs::remove_file(probe);
+        Ok(Self { root })
+    }
+
+    /// Opens an existing run folder (it must hold `config.json`).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        if !root.join("config.json").is_file() {
+            return Err(Error::Run {
+                path: root,
+                msg: "no config.json (not a kp run folder?)".into(),
+            });
+        }
+        Ok(Self { root })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    /// `metrics.csv`.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.csv")
+    }
+
+    /// `summary.json`.
+    pub fn summary_path(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+
+    /// `timing.json`.
+    pub fn timing_path(&self) -> PathBuf {
+        self.root.join("timing.json")
+    }
+
+    /// `model.safetensors`.
+    pub fn model_path(&self) -> PathBuf {
+        self.root.join("model.safetensors")
+    }
+
+    /// `state.json`.
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    /// The checkpoint folder name for an epoch (relative).
+    pub fn checkpoint_name(epoch: usize) -> String {
+        format!("checkpoint/epoch-{epoch}")
+    }
+
+    /// Reads `state.json`, if present.
+    pub fn read_state(&self) -> Result<Option<RunState>> {
+        let p = self.state_path();
+        if !p.exists() {
+            return Ok(None);
+        }
+        read_json(&p).map(Some)
+    }
+
+    /// Reads `summary.json`.
+    pub fn read_summary(&self) -> Result<Summary> {
+        read_json(&self.summary_path())
+    }
+
+    /// Reads `timing.json`.
+    pub fn read_timing(&self) -> Result<Timing> {
+        read_json(&self.timing_path())
+    }
+
+    /// Reads `metrics.csv`.
+    pub fn read_metrics(&self) -> Result<Vec<MetricRow>> {
+        read_metrics_csv(&self.metrics_path())
+    }
+}
+
+/// Writes `metrics.csv` atomically.
+pub fn write_metrics_csv(path: &Path, rows: &[MetricRow]) -> Result<()> {
+    let mut s = String::from("step,epoch,split,loss\n");
+    for r in rows {
+        // `{:?}` on f64 prints the shortest string that parses back to the same value.
+        s.push_str(&format!(
+            "{},{},{},{:?}\n",
+            r.step, r.epoch, r.split, r.loss
+        ));
+    }
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a `metrics.csv` written by [`write_metrics_csv`].
+pub fn read_metrics_csv(path: &Path) -> Result<Vec<MetricRow>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bad = |line: usize, msg: &str| Error::Run {
+        path: path.to_path_buf(),
+        msg: format!("line {line}: {msg}"),
+    };
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 4 {
+            return Err(bad(i + 1, "expected 4 fields: step,epoch,split,loss"));
+        }
+        rows.push(MetricRow {
+            step: f[0].parse().map_err(|_| bad(i + 1, "bad step"))?,
+            epoch: f[1].parse().map_err(|_| bad(i + 1, "bad epoch"))?,
+            split: f[2].to_string(),
+            loss: f[3].parse().map_err(|_| bad(i + 1, "bad loss"))?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Peak resident memory of this process in MiB (Linux only).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_csv_round_trip_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.csv");
+        let rows = vec![
+            MetricRow {
+                step: 1,
+                epoch: 1,
+                split: "train".into(),
+                loss: 0.1 + 0.2,
+            },
+            MetricRow {
+                step: 1,
+                epoch: 1,
+                split: "val".into(),
+                loss: 1e-7 / 3.0,
+            },
+        ];
+        write_metrics_csv(&p, &rows).unwrap();
+        assert_eq!(read_metrics_csv(&p).unwrap(), rows);
+    }
+
+    #[test]
+    fn bad_metrics_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.csv");
+        std::fs::write(&p, "step,epoch,split,loss\n1,1,train,abc\n").unwrap();
+        let e = read_metrics_csv(&p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("metrics.csv"), "{e}");
+    }
+
+    #[test]
+    fn open_requires_config() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(RunDir::open(dir.path()).is_err());
+        let r = RunDir::create(dir.path().join("run")).unwrap();
+        assert!(r.path().is_dir());
+    }
+}

@@ -1,0 +1,385 @@
+//! The training loop: data, model, Adam, per-step train loss, per-epoch validation loss,
+//! checkpoints after every epoch, resume, divergence detection, final evaluation.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use kp_data::Dataset;
+
+use crate::atomic::write_json;
+use crate::config::{SplitKind, TrainConfig};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, Evaluation};
+use crate::loader::{epoch_order, for_each_batch};
+use crate::model::{device, LoadedModel};
+use crate::optim::{Adam, AdamConfig};
+use crate::prep::{cache_faces, load_pipeline, CachedFace};
+use crate::run::{
+    peak_rss_mib, write_metrics_csv, MetricRow, RunDir, RunState, RunStatus, Summary, Timing,
+};
+
+/// Batches prepared ahead of the model.
+const PREFETCH: usize = 4;
+/// Batch size for validation and evaluation.
+pub const EVAL_BATCH: usize = 32;
+
+/// How to run the training (what does not change the numbers).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue a stopped run from its last checkpoint.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Stop after this many epochs in this session (for tests of resume); `None` = all.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// A dataset split into cached training and validation faces.
+pub struct PreparedData {
+    /// The dataset (after `--limit`).
+    pub dataset: Dataset,
+    /// Training face indices.
+    pub train: Vec<usize>,
+    /// Validation face indices.
+    pub val: Vec<usize>,
+    /// Every face, decoded and pre-scaled.
+    pub cache: Vec<CachedFace>,
+    /// Points per face the model predicts.
+    pub num_keypoints: usize,
+    /// Outer eye corners for NME, when the full scheme is predicted.
+    pub eye_corners: Option<(usize, usize)>,
+}
+
+/// Loads, limits, splits and caches the dataset of `cfg`.
+pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
+    let mut dataset = kp_data::format::load_dataset(&cfg.data)?;
+    dataset.faces.retain(|f| f.is_labelled() && !f.ignore);
+    if let Some(n) = cfg.limit {
+        dataset.truncate(n);
+    }
+    if dataset.is_empty() {
+        return Err(Error::Config(format!(
+            "no labelled faces in {}",
+            cfg.data.display()
+        )));
+    }
+    let split = match cfg.split {
+        SplitKind::ImmStandard => kp_data::split::Split::imm_standard(&dataset)?,
+        SplitKind::Random { val_fraction } => {
+            kp_data::split::Split::random(dataset.len(), val_fraction, cfg.seed)?
+        }
+    };
+    let (train, mut val) = (split.train, split.val);
+    if train.is_empty() {
+        return Err(Error::Config(
+            "the split left no training faces (raise --limit?)".into(),
+        ));
+    }
+    if val.is_empty() {
+        // Tiny smoke runs: validate on the training faces rather than on nothing.
+        val = train.clone();
+    }
+    let subset = cfg.keypoints.as_deref();
+    let cache = cache_faces(&dataset.faces, subset, cfg.width, cfg.height)?;
+    let num_keypoints = cache[0].keypoints.len();
+    if let Some(bad) = cache
+        .iter()
+        .position(|c| c.keypoints.len() != num_keypoints)
+    {
+        return Err(Error::Config(format!(
+            "{}: {} points, expected {num_keypoints}",
+            dataset.faces[bad].image.display(),
+            cache[bad].keypoints.len()
+        )));
+    }
+    let eye_corners = match (&cfg.keypoints, dataset.scheme) {
+        (None, Some(s)) => Some(s.outer_eye_corners),
+        _ => None,
+    };
+    Ok(PreparedData {
+        dataset,
+        train,
+        val,
+        cache,
+        num_keypoints,
+        eye_corners,
+    })
+}
+
+/// Trains `cfg` into the run folder `out` and returns the summary.
+///
+/// A finished run folder is left with `config.json`, `metrics.csv`, `summary.json`,
+/// `timing.json`, `model.safetensors` and the last checkpoint. When the loss becomes NaN/inf the
+/// run stops with [`Error::Diverged`] after writing a summary with status `diverged` computed
+/// from the last good checkpoint.
+pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summary> {
+    let run = RunDir::create(out)?;
+    let state = run.read_state()?;
+    let mut cfg = cfg;
+    if opts.resume {
+        if run.config_path().exists() {
+            cfg = TrainConfig::load(&run.config_path())?;
+        }
+    } else if state.is_some() {
+        return Err(Error::Run {
+            path: out.to_path_buf(),
+            msg: "already holds a run; pass --resume to continue it or choose another folder"
+                .into(),
+        });
+    }
+    cfg.validate()?;
+    let dev = device(&cfg.device)?;
+    let data = prepare_data(&cfg)?;
+    cfg.num_keypoints = Some(data.num_keypoints);
+    write_json(&run.config_path(), &cfg)?;
+    let (w, h) = (cfg.width, cfg.height);
+    let train_pipe = load_pipeline(&cfg.augment, w, h)?;
+    let eval_pipe = load_pipeline(&cfg.eval_augment, w, h)?;
+
+    let mut model = LoadedModel::build(&cfg, data.num_keypoints, &dev)?;
+    let mut opt = Adam::new(
+        model.named_vars(),
+        AdamConfig {
+            lr: cfg.lr,
+            ..Default::default()
+        },
+    )?;
+
+    let mut rows: Vec<MetricRow> = Vec::new();
+    let (mut epoch0, mut step, mut train_seconds) = (0usize, 0usize, 0.0f64);
+    if let (true, Some(st)) = (opts.resume, &state) {
+        let ck = run.path().join(&st.checkpoint);
+        model.load(&ck.join("model.safetensors"))?;
+        opt.load(&ck.join("optimizer.safetensors"))?;
+        rows = run.read_metrics()?;
+        rows.retain(|r| r.epoch <= st.epochs_done);
+        epoch0 = st.epochs_done;
+        step = st.steps_done;
+        train_seconds = st.train_seconds;
+        tracing::info!(epoch = epoch0, step, "resuming");
+    }
+
+    let steps_per_epoch = data.train.len().div_ceil(cfg.batch_size);
+    let total_steps = (steps_per_epoch * cfg.epochs) as u64;
+    let bar = progress_bar(opts.progress, total_steps, step as u64);
+    let last_epoch = match opts.stop_after_epochs {
+        Some(n) => (epoch0 + n).min(cfg.epochs),
+        None => cfg.epochs,
+    };
+    tracing::info!(
+        task = cfg.task.name(),
+        model = %cfg.model,
+        train = data.train.len(),
+        val = data.val.len(),
+        epochs = cfg.epochs,
+        "training"
+    );
+
+    for epoch in epoch0 + 1..=last_epoch {
+        let started = Instant::now();
+        let order = epoch_order(&data.train, cfg.seed, epoch);
+        let mut diverged: Option<(usize, f32)> = None;
+        for_each_batch(
+            &data.cache,
+            &train_pipe,
+            &order,
+            cfg.batch_size,
+            cfg.seed,
+            epoch,
+            (w, h),
+            PREFETCH,
+            |batch| {
+                if diverged.is_some() {
+                    return Ok(());
+                }
+                let b = batch.len();
+                let x = Tensor::from_slice(&batch.images, (b, 1, h, w), &dev)?;
+                let t = Tensor::from_slice(&batch.targets, (b, batch.targets.len() / b), &dev)?;
+                let y = model.model.forward(&x, true)?;
+                let loss = (y - t)?.sqr()?.mean_all()?;
+                let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+                step += 1;
+                if !value.is_finite() {
+                    diverged = Some((step, value));
+                    return Ok(());
+                }
+                opt.backward_step(&loss)?;
+                rows.push(MetricRow {
+                    step,
+                    epoch,
+                    split: "train".into(),
+                    loss: value as f64,
+                });
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                    bar.set_message(format!("epoch {epoch}/{} loss {value:.5}", cfg.epochs));
+                }
+                Ok(())
+            },
+        )?;
+        train_seconds += started.elapsed().as_secs_f64();
+        if let Some((at, loss)) = diverged {
+            if let Some(bar) = &bar {
+                bar.abandon_with_message(format!("diverged at step {at}"));
+            }
+            finish_diverged(&run, &cfg, &mut model, &data, &eval_pipe, epoch, at)?;
+            return Err(Error::Diverged {
+                step: at,
+                epoch,
+                loss,
+            });
+        }
+        let ev = evaluate(&model, &data.cache, &data.val, &eval_pipe, data.eye_corners)?;
+        rows.push(MetricRow {
+            step,
+            epoch,
+            split: "val".into(),
+            loss: ev.metrics.mse,
+        });
+        tracing::info!(
+            epoch,
+            val_loss = ev.metrics.mse,
+            val_px = ev.metrics.mean_px_error_input,
+            "epoch done"
+        );
+        save_checkpoint(&run, &model, &opt, &rows, epoch, step, train_seconds)?;
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if last_epoch < cfg.epochs {
+        return Err(Error::Run {
+            path: out.to_path_buf(),
+            msg: format!(
+                "stopped after epoch {last_epoch} of {} as asked",
+                cfg.epochs
+            ),
+        });
+    }
+
+    let ev = evaluate(&model, &data.cache, &data.val, &eval_pipe, data.eye_corners)?;
+    let summary = make_summary(&cfg, &data, &rows, step, RunStatus::Finished, None, ev);
+    write_json(&run.summary_path(), &summary)?;
+    let images = rows.iter().filter(|r| r.split == "train").count() as f64 * cfg.batch_size as f64;
+    write_json(
+        &run.timing_path(),
+        &Timing {
+            train_seconds,
+            images_per_second: if train_seconds > 0.0 {
+                images.min((data.train.len() * cfg.epochs) as f64) / train_seconds
+            } else {
+                0.0
+            },
+            peak_rss_mib: peak_rss_mib(),
+            device: cfg.device.clone(),
+        },
+    )?;
+    Ok(summary)
+}
+
+fn progress_bar(show: bool, total: u64, done: u64) -> Option<ProgressBar> {
+    if !show {
+        return None;
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(done);
+    Some(bar)
+}
+
+fn save_checkpoint(
+    run: &RunDir,
+    model: &LoadedModel,
+    opt: &Adam,
+    rows: &[MetricRow],
+    epoch: usize,
+    step: usize,
+    train_seconds: f64,
+) -> Result<()> {
+    let name = RunDir::checkpoint_name(epoch);
+    let dir = run.path().join(&name);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    model.save(&dir.join("model.safetensors"))?;
+    opt.save(&dir.join("optimizer.safetensors"))?;
+    write_metrics_csv(&run.metrics_path(), rows)?;
+    model.save(&run.model_path())?;
+    write_json(
+        &run.state_path(),
+        &RunState {
+            epochs_done: epoch,
+            steps_done: step,
+            checkpoint: name.clone(),
+            train_seconds,
+        },
+    )?;
+    // Older checkpoints are no longer needed once state.json points at the new one.
+    if epoch > 1 {
+        let old: PathBuf = run.path().join(RunDir::checkpoint_name(epoch - 1));
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}
+
+fn make_summary(
+    cfg: &TrainConfig,
+    data: &PreparedData,
+    rows: &[MetricRow],
+    step: usize,
+    status: RunStatus,
+    diverged_at_step: Option<usize>,
+    ev: Evaluation,
+) -> Summary {
+    let epochs = rows.iter().filter(|r| r.split == "val").count();
+    let last_train: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.split == "train" && r.epoch == epochs)
+        .map(|r| r.loss)
+        .collect();
+    Summary {
+        status,
+        task: cfg.task.name().into(),
+        model: cfg.model.clone(),
+        epochs,
+        steps: step,
+        train_faces: data.train.len(),
+        val_faces: data.val.len(),
+        final_train_loss: (!last_train.is_empty())
+            .then(|| last_train.iter().sum::<f64>() / last_train.len() as f64),
+        final_val_loss: rows.iter().rev().find(|r| r.split == "val").map(|r| r.loss),
+        diverged_at_step,
+        val: Some(ev.metrics),
+        val_errors: Some(ev.errors),
+    }
+}
+
+fn finish_diverged(
+    run: &RunDir,
+    cfg: &TrainConfig,
+    model: &mut LoadedModel,
+    data: &PreparedData,
+    eval_pipe: &kp_augment::Pipeline,
+    epoch: usize,
+    at: usize,
+) -> Result<()> {
+    tracing::warn!(step = at, epoch, "loss is not finite: stopping");
+    let rows = if let Some(st) = run.read_state()? {
+        model.load(&run.path().join(&st.checkpoint).join("model.safetensors"))?;
+        run.read_metrics()?
+    } else {
+        // Diverged in the first epoch: the initial weights are the last good model.
+        *model = LoadedModel::build(cfg, data.num_keypoints, &model.device.clone())?;
+        model.save(&run.model_path())?;
+        Vec::new()
+    };
+    let ev = evaluate(model, &data.cache, &data.val, eval_pipe, data.eye_corners)?;
+    let summary = make_summary(cfg, data, &rows, at, RunStatus::Diverged, Some(at), ev);
+    write_json(&run.summary_path(), &summary)
+}
