@@ -1,0 +1,148 @@
+//! `kp train` and `kp eval`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kp_train::config::{Task, TrainConfig};
+use kp_train::predict::{EvalSplit, Predictor};
+use kp_train::trainer::{train as run_training, TrainOptions};
+
+/// Arguments of `kp train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Which experiment: nose, face or ibug (sets the seed study's recipe as defaults).
+    #[arg(long)]
+    task: String,
+    /// Dataset (IMM folder, dlib XML, .pts folder) or a datasets folder holding the task's one.
+    #[arg(long, env = "KP_DATA_DIR")]
+    data: PathBuf,
+    /// Run folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Augmentation: a kp-augment preset name or a TOML/JSON file.
+    #[arg(long)]
+    augment: Option<String>,
+    /// Model name from the registry (default: the task's).
+    #[arg(long)]
+    model: Option<String>,
+    /// Seed for initialisation, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Continue a stopped run from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Use only the first N faces.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Arguments of `kp eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run folder written by `kp train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Dataset to evaluate on (default: the run's own).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// train, val or all.
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// cpu or cuda (default: the run's device).
+    #[arg(long)]
+    device: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let task = Task::parse(&a.task)?;
+    let mut cfg = TrainConfig::recipe(task, a.data);
+    cfg.resolve_data();
+    if let Some(v) = a.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = a.batch_size {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.lr = v;
+    }
+    if let Some(v) = a.augment {
+        cfg.augment = v;
+    }
+    if let Some(v) = a.model {
+        cfg.model = v;
+    }
+    cfg.seed = a.seed;
+    cfg.device = a.device;
+    cfg.limit = a.limit;
+    let opts = TrainOptions {
+        resume: a.resume,
+        progress: !a.quiet,
+        stop_after_epochs: None,
+    };
+    let out = a.out.clone();
+    let summary = run_training(cfg, &a.out, &opts)
+        .with_context(|| format!("training into {}", out.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if let Some(m) = &summary.val {
+        println!(
+            "{}: {} epochs, val mean error {:.3} px (input) / {:.3} px (original), MAE {:.3} px{}",
+            out.display(),
+            summary.epochs,
+            m.mean_px_error_input,
+            m.mean_px_error,
+            m.mae,
+            m.nme
+                .map(|n| format!(", NME {:.2}%", n * 100.0))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let predictor = Predictor::open(&a.run, a.device.as_deref())
+        .with_context(|| format!("opening run {}", a.run.display()))?;
+    let data = a.data.unwrap_or_else(|| predictor.config.data.clone());
+    let split = EvalSplit::parse(&a.split)?;
+    let ev = predictor.evaluate_dataset(&data, split)?;
+    let m = &ev.metrics;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+    } else {
+        println!("faces              {}", m.faces);
+        println!("mse (normalised)   {:.6}", m.mse);
+        println!("mean error (input) {:.3} px", m.mean_px_error_input);
+        println!("mean error         {:.3} px", m.mean_px_error);
+        println!("MAE per coordinate {:.3} px", m.mae);
+        if let (Some(n), Some(fr), Some(auc)) = (m.nme, m.failure_rate, m.auc) {
+            println!("NME (inter-ocular) {:.3}%", n * 100.0);
+            println!("failure rate @8%   {:.2}%", fr * 100.0);
+            println!("AUC @8%            {:.4}", auc);
+        }
+    }
+    Ok(())
+}
