@@ -1,0 +1,252 @@
+//! `cargo xtask reproduce`: train the study's whole experiment matrix and write the report.
+
+mod figures;
+mod matrix;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kp_train::run::{RunDir, RunStatus, Summary, Timing};
+use kp_train::trainer::{train, TrainOptions};
+use serde::Serialize;
+
+pub use matrix::RunSpec;
+
+/// Arguments of `cargo xtask reproduce`.
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// Datasets folder (default: KP_DATA_DIR, ../shared/datasets, or data/ — fetched when missing).
+    #[arg(long, env = "KP_DATA_DIR")]
+    pub data: Option<PathBuf>,
+    /// Output folder: runs/ and report/ go there.
+    #[arg(long, default_value = "reproduce")]
+    pub out: PathBuf,
+    /// The same matrix on a few faces and epochs (a few minutes on 2 cores).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these experiments (nose, face, ibug) or runs (e.g. nose-bs4-lr1e-3).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Retrain runs that already finished.
+    #[arg(long)]
+    pub force: bool,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// One row of `results.csv` / `results.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultRow {
+    /// Experiment (`nose`, `face`, `ibug`).
+    pub experiment: String,
+    /// Run name.
+    pub run: String,
+    /// Human label.
+    pub label: String,
+    /// Model name.
+    pub model: String,
+    /// Epochs run.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Augmentation preset.
+    pub augment: String,
+    /// `finished`, `diverged` or `failed`.
+    pub status: String,
+    /// Validation faces.
+    pub val_faces: usize,
+    /// Validation mean point error in network-input pixels.
+    pub val_px_input: Option<f64>,
+    /// Validation mean point error in original pixels.
+    pub val_px: Option<f64>,
+    /// Validation per-coordinate MAE in original pixels.
+    pub val_mae: Option<f64>,
+    /// Validation NME (68 points).
+    pub val_nme: Option<f64>,
+    /// Failure rate at NME 8%.
+    pub val_failure_rate: Option<f64>,
+    /// AUC at NME 8%.
+    pub val_auc: Option<f64>,
+    /// Final validation loss (MSE on normalised coordinates).
+    pub val_loss: Option<f64>,
+    /// Training wall time in seconds.
+    pub train_seconds: Option<f64>,
+    /// Training images per second.
+    pub images_per_second: Option<f64>,
+    /// Error message of a failed run.
+    pub error: Option<String>,
+}
+
+/// Finds the datasets folder, fetching from the internet when nothing is there.
+fn data_dir(args: &ReproduceArgs) -> Result<PathBuf> {
+    if let Some(d) = &args.data {
+        if !d.is_dir() {
+            bail!("--data {}: not a folder", d.display());
+        }
+        return Ok(d.clone());
+    }
+    if let Some(d) = kp_data::find_data_dir().filter(|d| d.is_dir()) {
+        return Ok(d);
+    }
+    eprintln!("no datasets found: running `cargo xtask fetch` first");
+    crate::fetch::fetch_all_default().context("fetching the datasets")?;
+    Ok(crate::fetch::workspace_root().join("data"))
+}
+
+/// True when `dir` holds a finished (or diverged) run of exactly `spec`'s configuration.
+fn is_done(dir: &Path, spec: &RunSpec) -> bool {
+    let Ok(run) = RunDir::open(dir) else {
+        return false;
+    };
+    let Ok(mut saved) = kp_train::config::TrainConfig::load(&run.config_path()) else {
+        return false;
+    };
+    saved.num_keypoints = None;
+    saved == spec.config && run.read_summary().is_ok()
+}
+
+/// Runs the matrix and writes the report.
+pub fn run(args: ReproduceArgs) -> Result<()> {
+    let data = data_dir(&args)?;
+    let started = Instant::now();
+    let mut specs = matrix::select(matrix::study(&data, args.quick), &args.only);
+    if specs.is_empty() {
+        bail!("--only {:?} matches no experiment or run", args.only);
+    }
+    for s in specs.iter_mut() {
+        s.config.device = args.device.clone();
+    }
+    let runs_dir = args.out.join("runs");
+    std::fs::create_dir_all(&runs_dir)
+        .with_context(|| format!("creating {}", runs_dir.display()))?;
+    let n = specs.len();
+    let mut rows = Vec::with_capacity(n);
+    for (i, spec) in specs.iter().enumerate() {
+        let dir = runs_dir.join(&spec.name);
+        let t0 = Instant::now();
+        let skipped = !args.force && is_done(&dir, spec);
+        if !skipped && dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        eprintln!(
+            "[{}/{n}] {} ({}){}",
+            i + 1,
+            spec.name,
+            spec.label,
+            if skipped {
+                ": done before, skipped"
+            } else {
+                ""
+            }
+        );
+        let error = if skipped {
+            None
+        } else {
+            let opts = TrainOptions {
+                progress: true,
+                ..Default::default()
+            };
+            match train(spec.config.clone(), &dir, &opts) {
+                Ok(_) => None,
+                Err(e @ kp_train::Error::Diverged { .. }) => {
+                    eprintln!("      {e}");
+                    None
+                }
+                Err(e) => {
+                    eprintln!("      failed: {e}");
+                    Some(e.to_string())
+                }
+            }
+        };
+        let row = result_row(spec, &dir, error);
+        eprintln!(
+            "      {} in {:.1}s: val error {} px (input), {} px (original)",
+            row.status,
+            t0.elapsed().as_secs_f64(),
+            fmt_opt(row.val_px_input, 3),
+            fmt_opt(row.val_px, 3)
+        );
+        rows.push(row);
+    }
+    let report_dir = args.out.join("report");
+    report::write(&report_dir, &data, &specs, &rows, &runs_dir, args.quick)?;
+    print_table(&rows);
+    eprintln!(
+        "report: {} ({:.1} min)",
+        report_dir.join("index.html").display(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    if failed > 0 {
+        bail!("{failed} of {n} runs failed (see the report)");
+    }
+    Ok(())
+}
+
+fn result_row(spec: &RunSpec, dir: &Path, error: Option<String>) -> ResultRow {
+    let c = &spec.config;
+    let summary: Option<Summary> = RunDir::open(dir).ok().and_then(|r| r.read_summary().ok());
+    let timing: Option<Timing> = RunDir::open(dir).ok().and_then(|r| r.read_timing().ok());
+    let m = summary.as_ref().and_then(|s| s.val.clone());
+    let status = match (&error, summary.as_ref().map(|s| s.status)) {
+        (Some(_), _) | (None, None) => "failed",
+        (None, Some(RunStatus::Finished)) => "finished",
+        (None, Some(RunStatus::Diverged)) => "diverged",
+    };
+    ResultRow {
+        experiment: spec.experiment.into(),
+        run: spec.name.clone(),
+        label: spec.label.clone(),
+        model: c.model.clone(),
+        epochs: summary.as_ref().map(|s| s.epochs).unwrap_or(0),
+        batch_size: c.batch_size,
+        lr: c.lr,
+        augment: c.augment.clone(),
+        status: status.into(),
+        val_faces: summary.as_ref().map(|s| s.val_faces).unwrap_or(0),
+        val_px_input: m.as_ref().map(|m| m.mean_px_error_input),
+        val_px: m.as_ref().map(|m| m.mean_px_error),
+        val_mae: m.as_ref().map(|m| m.mae),
+        val_nme: m.as_ref().and_then(|m| m.nme),
+        val_failure_rate: m.as_ref().and_then(|m| m.failure_rate),
+        val_auc: m.as_ref().and_then(|m| m.auc),
+        val_loss: summary.as_ref().and_then(|s| s.final_val_loss),
+        train_seconds: timing.as_ref().map(|t| t.train_seconds),
+        images_per_second: timing.as_ref().map(|t| t.images_per_second),
+        error: error
+            .or_else(|| (status == "failed").then(|| "no summary.json was written".to_string())),
+    }
+}
+
+/// Formats an optional number with `digits` decimals, `-` when absent or not finite.
+pub fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "-".into(),
+    }
+}
+
+fn print_table(rows: &[ResultRow]) {
+    println!(
+        "{:<26} {:>9} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "run", "status", "px(input)", "px(orig)", "NME%", "time s", "img/s"
+    );
+    for r in rows {
+        println!(
+            "{:<26} {:>9} {:>10} {:>10} {:>8} {:>8} {:>9}",
+            r.run,
+            r.status,
+            fmt_opt(r.val_px_input, 3),
+            fmt_opt(r.val_px, 3),
+            fmt_opt(r.val_nme.map(|v| v * 100.0), 2),
+            fmt_opt(r.train_seconds, 1),
+            fmt_opt(r.images_per_second, 1)
+        );
+    }
+}
