@@ -1,0 +1,124 @@
+//! The `kp` binary end to end on real data: summaries, a short training run, evaluation,
+//! prediction, and one-line errors with a non-zero exit code on bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kp"))
+        .args(args)
+        .output()
+        .expect("run kp")
+}
+
+fn data() -> PathBuf {
+    kp_data::test_data_dir()
+}
+
+fn stdout_json(o: &Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "kp failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn data_summary_of_imm_reports_240_faces_with_58_points() {
+    let imm = data().join("imm_face_db");
+    let v = stdout_json(&kp(&["data", "summary", imm.to_str().unwrap(), "--json"]));
+    assert_eq!(v["images"], 240);
+    assert_eq!(v["faces"], 240);
+    assert_eq!(v["points_per_face"], 58);
+    assert_eq!(v["split"]["train"], 192);
+    assert_eq!(v["split"]["val"], 48);
+}
+
+#[test]
+fn data_summary_of_the_300w_crops_and_kaggle_xml() {
+    let crops = data().join("ibug_300w_train_crops/labels_ibug_300W_train_crops.xml");
+    let v = stdout_json(&kp(&["data", "summary", crops.to_str().unwrap(), "--json"]));
+    assert_eq!(v["faces"], 1326);
+    assert_eq!(v["points_per_face"], 68);
+    let kaggle =
+        data().join("ibug_300W_large_face_landmark_dataset/labels_ibug_300W_test_parsed.xml");
+    let v = stdout_json(&kp(&[
+        "data",
+        "summary",
+        kaggle.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(v["faces"], 1008);
+    assert_eq!(v["labelled_faces"], 0);
+}
+
+#[test]
+fn train_eval_predict_on_a_few_faces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let d = data();
+    let o = kp(&[
+        "train",
+        "--task",
+        "face",
+        "--data",
+        d.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--limit",
+        "8",
+        "--quiet",
+        "--json",
+    ]);
+    let summary = stdout_json(&o);
+    assert_eq!(summary["status"], "finished");
+    assert_eq!(summary["epochs"], 1);
+    let ev = stdout_json(&kp(&["eval", "--run", run.to_str().unwrap(), "--json"]));
+    assert!(ev["mean_px_error"].as_f64().unwrap().is_finite());
+    assert!(ev["mae"].as_f64().unwrap().is_finite());
+    assert_eq!(ev["mean_px_error"], summary["val"]["mean_px_error"]);
+
+    let photo = d.join("imm_face_db/40-1m.jpg");
+    let png = tmp.path().join("pred.png");
+    let v = stdout_json(&kp(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--image",
+        photo.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(v["keypoints"].as_array().unwrap().len(), 58);
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (640, 480));
+}
+
+#[test]
+fn bad_input_gives_one_line_error_and_nonzero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let asf = tmp.path().join("01-1m.asf");
+    std::fs::write(&asf, "# truncated\n58\n0 4 0.1 0.2 0 0 1\n").unwrap();
+    let o = kp(&["data", "summary", tmp.path().to_str().unwrap(), "--json"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("error:") && lines[0].contains("01-1m"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let o = kp(&["train", "--task", "nosee", "--data", ".", "--out", "x"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown task"));
+
+    let o = kp(&["eval", "--run", tmp.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
+}
