@@ -1,7 +1,7 @@
 //! 2-D convolution layer (PyTorch `nn.Conv2d` semantics, square kernels, no groups/dilation).
 //!
-//! The forward pass is one call to [`Conv2d::forward`], so a faster convolution (im2col/GEMM
-//! custom op) can be swapped in here without touching the networks.
+//! On the CPU the convolution runs as unfold + GEMM ([`crate::im2col`]), whose backward is much
+//! faster than candle's; on other devices it uses candle's `conv2d`.
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -168,13 +168,28 @@ impl Conv2d {
 
     /// Convolves an NCHW tensor.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, c, h, w) = x.dims4()?;
+        let (_, c, _, _) = x.dims4()?;
         if c != self.in_channels {
             return Err(Error::Shape(format!(
                 "conv2d expects {} input channels, got {c}",
                 self.in_channels
             )));
         }
+        let (s, p) = (self.config.stride, self.config.padding);
+        if x.device().is_cpu() {
+            return crate::im2col::conv2d_unfold(x, &self.weight, self.bias.as_ref(), s, p);
+        }
+        let y = self.forward_candle(x)?;
+        match &self.bias {
+            Some(b) => Ok(y.broadcast_add(&b.reshape((1, self.out_channels, 1, 1))?)?),
+            None => Ok(y),
+        }
+    }
+
+    /// The convolution (without bias) through candle's own `conv2d`: the path on GPUs, and the
+    /// reference the CPU path is tested against.
+    pub fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
         let (s, p) = (self.config.stride, self.config.padding);
         // candle's conv2d backward derives one `output_padding` from the height and applies it
         // to both axes; when the leftover rows and columns differ (stride > 1), pad explicitly
@@ -191,10 +206,7 @@ impl Conv2d {
         } else {
             x.conv2d(&self.weight, p, s, 1, 1)?
         };
-        match &self.bias {
-            Some(b) => Ok(y.broadcast_add(&b.reshape((1, self.out_channels, 1, 1))?)?),
-            None => Ok(y),
-        }
+        Ok(y)
     }
 
     /// Trainable parameter count.

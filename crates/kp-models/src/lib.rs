@@ -48,6 +48,7 @@ pub mod error;
 pub mod face;
 pub mod gradcheck;
 pub mod heatmap;
+pub mod im2col;
 pub mod init;
 pub mod io;
 pub mod linear;
