@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
+mod bench;
 mod fetch;
 mod reproduce;
 
@@ -24,6 +25,8 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Train the study's whole experiment matrix and write report/index.html.
     Reproduce(reproduce::ReproduceArgs),
+    /// Time training steps, inference and data loading (optionally against PyTorch).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -39,6 +42,7 @@ fn main() {
     let result = match Cli::parse().command {
         Command::Fetch(args) => fetch::run(args),
         Command::Reproduce(args) => reproduce::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         // `{:#}`: the whole cause chain on one line, without a backtrace.

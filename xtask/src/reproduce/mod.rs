@@ -115,12 +115,13 @@ fn is_done(dir: &Path, spec: &RunSpec) -> bool {
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let data = data_dir(&args)?;
     let started = Instant::now();
-    let mut specs = matrix::select(matrix::study(&data, args.quick), &args.only);
+    let mut all = matrix::study(&data, args.quick);
+    for s in all.iter_mut() {
+        s.config.device = args.device.clone();
+    }
+    let specs = matrix::select(all.clone(), &args.only);
     if specs.is_empty() {
         bail!("--only {:?} matches no experiment or run", args.only);
-    }
-    for s in specs.iter_mut() {
-        s.config.device = args.device.clone();
     }
     let runs_dir = args.out.join("runs");
     std::fs::create_dir_all(&runs_dir)
@@ -174,9 +175,28 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         );
         rows.push(row);
     }
+    // The report covers the whole matrix: runs outside `--only` that finished earlier count too.
+    let mut report_specs = Vec::with_capacity(all.len());
+    let mut report_rows = Vec::with_capacity(all.len());
+    for spec in all {
+        if let Some(i) = specs.iter().position(|s| s.name == spec.name) {
+            report_rows.push(rows[i].clone());
+            report_specs.push(spec);
+        } else if is_done(&runs_dir.join(&spec.name), &spec) {
+            report_rows.push(result_row(&spec, &runs_dir.join(&spec.name), None));
+            report_specs.push(spec);
+        }
+    }
     let report_dir = args.out.join("report");
-    report::write(&report_dir, &data, &specs, &rows, &runs_dir, args.quick)?;
-    print_table(&rows);
+    report::write(
+        &report_dir,
+        &data,
+        &report_specs,
+        &report_rows,
+        &runs_dir,
+        args.quick,
+    )?;
+    print_table(&report_rows);
     eprintln!(
         "report: {} ({:.1} min)",
         report_dir.join("index.html").display(),

@@ -1,0 +1,402 @@
+//! `cargo xtask bench`: training-step and inference timings of the study's models, data loading
+//! and augmentation throughput, optionally side by side with PyTorch in the same invocation.
+//!
+//! A training step is forward + MSE loss + backward + Adam update on a fixed random batch (the
+//! same definition as `xtask/bench/torch_bench.py`); inference is one forward pass in eval mode.
+//! Each case reports the median over its iterations after warm-up.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use clap::Args;
+use kp_models::{build_model, seeded_var_builder, trainable_vars, ModelConfig};
+use kp_train::optim::{Adam, AdamConfig};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Also time the same cases in PyTorch (CPU wheel from PyPI, installed into a venv on demand).
+    #[arg(long)]
+    against_torch: bool,
+    /// Write DIR/bench.csv (case,kp_ms,torch_ms,ratio) and DIR/bench.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only cases whose name contains one of these (comma separated), e.g. `nosetipnet_train_b1`.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Fewer iterations per case (a smoke run, as in CI).
+    #[arg(long)]
+    quick: bool,
+    /// Threads for both kp (rayon) and PyTorch.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Python with torch installed (default: a venv under ~/.cache/kp-torch-venv, made on demand).
+    #[arg(long, env = "KP_TORCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Datasets folder for the data-loading cases (default: KP_DATA_DIR or ../shared/datasets).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// What a case times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Forward + loss + backward + Adam.
+    Train,
+    /// Forward pass in eval mode.
+    Infer,
+    /// Decode + resize + augment one image of a dataset with a kp-augment preset.
+    Load,
+}
+
+/// One benchmark case.
+#[derive(Debug, Clone)]
+struct Case {
+    model: &'static str,
+    batch: usize,
+    kind: Kind,
+    iters: usize,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        match self.kind {
+            Kind::Train => format!("{}_train_b{}", self.model, self.batch),
+            Kind::Infer => format!("{}_infer_b{}", self.model, self.batch),
+            Kind::Load => format!("load_augment_{}", self.model),
+        }
+    }
+
+    /// The PyTorch script's case spec, for model cases.
+    fn torch_spec(&self) -> Option<String> {
+        let mode = match self.kind {
+            Kind::Train => "train",
+            Kind::Infer => "infer",
+            Kind::Load => return None,
+        };
+        Some(format!(
+            "{}:{}:{mode}:{}",
+            self.model, self.batch, self.iters
+        ))
+    }
+}
+
+/// The study's models at its batch sizes, inference, and data loading.
+fn cases(quick: bool) -> Vec<Case> {
+    let it = |full: usize| if quick { 2 } else { full };
+    let c = |model, batch, kind, iters| Case {
+        model,
+        batch,
+        kind,
+        iters: it(iters),
+    };
+    vec![
+        c("nosetipnet", 1, Kind::Train, 50),
+        c("nosetipnet", 4, Kind::Train, 30),
+        c("nosetipnet", 32, Kind::Train, 15),
+        c("facekeypointnet", 2, Kind::Train, 15),
+        c("resnet18", 16, Kind::Train, 4),
+        c("nosetipnet", 1, Kind::Infer, 50),
+        c("facekeypointnet", 2, Kind::Infer, 20),
+        c("resnet18", 16, Kind::Infer, 5),
+        c("face", 1, Kind::Load, 24),
+        c("ibug", 1, Kind::Load, 48),
+    ]
+}
+
+/// One result row.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    case: String,
+    kp_ms: Option<f64>,
+    torch_ms: Option<f64>,
+    ratio: Option<f64>,
+    images_per_s: Option<f64>,
+    note: Option<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn warmup(case: &Case) -> usize {
+    if case.model == "resnet18" {
+        1
+    } else {
+        3
+    }
+}
+
+/// Median milliseconds of one model case in kp (candle, CPU).
+fn time_model(case: &Case) -> Result<f64> {
+    let dev = Device::Cpu;
+    let cfg = ModelConfig::for_model(case.model)?;
+    let varmap = VarMap::new();
+    let model = build_model(
+        case.model,
+        seeded_var_builder(&varmap, 0, DType::F32, &dev),
+        &cfg,
+    )?;
+    let (w, h) = model.input_size();
+    let x = (Tensor::rand(0f32, 1.0, (case.batch, cfg.in_channels, h, w), &dev)? - 0.5)?;
+    let outputs = 2 * cfg.num_keypoints;
+    let y = Tensor::rand(0f32, 1.0, (case.batch, outputs), &dev)?;
+    let mut adam = Adam::new(trainable_vars(&varmap), AdamConfig::default())?;
+    let mut times = Vec::with_capacity(case.iters);
+    for i in 0..warmup(case) + case.iters {
+        let t0 = Instant::now();
+        match case.kind {
+            Kind::Train => {
+                let loss = (model.forward(&x, true)? - &y)?.sqr()?.mean_all()?;
+                adam.backward_step(&loss)?;
+            }
+            Kind::Infer => {
+                let out = model.forward(&x, false)?;
+                // Force the result (candle is eager; this keeps the work observable).
+                std::hint::black_box(out.dims());
+            }
+            Kind::Load => unreachable!("model cases only"),
+        }
+        if i >= warmup(case) {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(median(times))
+}
+
+/// Median milliseconds per image to decode, resize and augment faces of a real dataset.
+fn time_load(case: &Case, data: &Path) -> Result<f64> {
+    let (dataset, preset) = match case.model {
+        "face" => (
+            kp_data::load_imm(&data.join("imm_face_db"))?,
+            "shift-rotate-jitter",
+        ),
+        "ibug" => (
+            kp_data::load_dlib_xml(
+                &data.join("ibug_300w_train_crops/labels_ibug_300W_train_crops.xml"),
+            )?,
+            "ibug",
+        ),
+        other => bail!("no data-loading case {other}"),
+    };
+    let pipeline = kp_augment::Pipeline::preset(preset)?;
+    let mut times = Vec::new();
+    for (i, face) in dataset.faces.iter().take(case.iters).enumerate() {
+        let t0 = Instant::now();
+        let img = kp_data::load_gray(&face.image)?;
+        let out = pipeline.apply(&img, &face.keypoints, face.bbox, i as u64)?;
+        std::hint::black_box(out.keypoints.len());
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    if times.is_empty() {
+        bail!("{}: no faces", dataset.name);
+    }
+    Ok(median(times))
+}
+
+/// A Python with torch: `--python`, or the venv under the cache folder, created on demand.
+fn torch_python(args: &BenchArgs) -> Result<PathBuf> {
+    if let Some(p) = &args.python {
+        return Ok(p.clone());
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let venv = PathBuf::from(home).join(".cache/kp-torch-venv");
+    let python = venv.join("bin/python");
+    let has_torch = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import torch"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && has_torch(&python) {
+        return Ok(python);
+    }
+    tracing::info!(
+        "installing torch (CPU wheel) into {}; this downloads ~200 MB once",
+        venv.display()
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv")?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "torch",
+            "--index-url",
+            "https://download.pytorch.org/whl/cpu",
+        ])
+        .status()
+        .context("running pip install torch")?;
+    if !status.success() || !has_torch(&python) {
+        bail!("could not install torch into {}", venv.display());
+    }
+    Ok(python)
+}
+
+/// Runs the PyTorch script on `cases`; case name → median ms.
+fn torch_times(args: &BenchArgs, cases: &[Case]) -> Result<Vec<(String, f64)>> {
+    let specs: Vec<String> = cases.iter().filter_map(Case::torch_spec).collect();
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let python = torch_python(args)?;
+    let script = crate::fetch::workspace_root().join("xtask/bench/torch_bench.py");
+    let out = Command::new(&python)
+        .args(["-W", "ignore"])
+        .arg(&script)
+        .args(["--threads", &args.threads.to_string(), "--cases"])
+        .arg(specs.join(","))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", script.display(), out.status);
+    }
+    let mut times = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("torch_bench.py printed a non-JSON line: {line}"))?;
+        let (Some(case), Some(ms)) = (v["case"].as_str(), v["ms"].as_f64()) else {
+            bail!("torch_bench.py printed an unexpected object: {line}");
+        };
+        times.push((case.to_string(), ms));
+    }
+    Ok(times)
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn write_outputs(dir: &Path, rows: &[Row]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut csv = String::from("case,kp_ms,torch_ms,ratio\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
+    for r in rows {
+        csv.push_str(&format!(
+            "{},{},{},{}\n",
+            r.case,
+            opt(r.kp_ms),
+            opt(r.torch_ms),
+            opt(r.ratio)
+        ));
+    }
+    kp_train::atomic::write_atomic(&dir.join("bench.csv"), csv.as_bytes())?;
+    let json = serde_json::to_vec_pretty(rows)?;
+    kp_train::atomic::write_atomic(&dir.join("bench.json"), &json)?;
+    Ok(())
+}
+
+/// Runs the benchmark.
+pub fn run(args: BenchArgs) -> Result<()> {
+    // Both sides get the same number of threads.
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()
+        .ok();
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    let selected: Vec<Case> = cases(args.quick)
+        .into_iter()
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name().contains(o)))
+        .collect();
+    if selected.is_empty() {
+        bail!("--only {:?} selects no case", args.only);
+    }
+    let data = args
+        .data
+        .clone()
+        .or_else(kp_data::find_data_dir)
+        .filter(|d| d.is_dir());
+    let mut rows = Vec::new();
+    for case in &selected {
+        let name = case.name();
+        let (ms, note) = match case.kind {
+            Kind::Load => match &data {
+                Some(d) => (Some(time_load(case, d)?), None),
+                None => (None, Some("no datasets folder".to_string())),
+            },
+            _ => (Some(time_model(case)?), None),
+        };
+        let images = match case.kind {
+            Kind::Load => 1,
+            _ => case.batch,
+        };
+        tracing::info!("{name}: {} ms", fmt(ms, 2));
+        rows.push(Row {
+            case: name,
+            kp_ms: ms,
+            torch_ms: None,
+            ratio: None,
+            images_per_s: ms.map(|ms| images as f64 * 1e3 / ms),
+            note,
+        });
+    }
+    if args.against_torch {
+        for (case, ms) in torch_times(&args, &selected)? {
+            if let Some(r) = rows.iter_mut().find(|r| r.case == case) {
+                r.torch_ms = Some(ms);
+                r.ratio = r.kp_ms.map(|k| k / ms);
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<28} {:>10} {:>10} {:>8} {:>10}",
+        "case", "kp ms", "torch ms", "ratio", "kp img/s"
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<28} {:>10} {:>10} {:>8} {:>10}",
+            r.case,
+            fmt(r.kp_ms, 2),
+            fmt(r.torch_ms, 2),
+            fmt(r.ratio, 2),
+            fmt(r.images_per_s, 1)
+        )?;
+    }
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &rows)?;
+        writeln!(out, "wrote {}", dir.join("bench.csv").display())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names_match_the_torch_script() {
+        let c = &cases(true)[0];
+        assert_eq!(c.name(), "nosetipnet_train_b1");
+        assert_eq!(c.torch_spec().unwrap(), "nosetipnet:1:train:2");
+        assert!(cases(false).iter().any(|c| c.name() == "load_augment_ibug"));
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
