@@ -68,7 +68,8 @@ pub fn cache_image(
     if w1 as f64 == w0 && h1 as f64 == h0 {
         return (image.clone(), Affine::IDENTITY);
     }
-    let resized = image::imageops::resize(image, w1, h1, image::imageops::FilterType::Triangle);
+    // kp_data's resize keeps the [-0.5, 0.5] range (image's float resize clamps to [0, 1]).
+    let resized = kp_data::loading::resize_gray(image, w1, h1);
     (resized, Affine::resize(w0, h0, w1 as f64, h1 as f64))
 }
 
@@ -153,4 +154,23 @@ pub fn sample_seed(seed: u64, epoch: usize, index: usize) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Downscaling keeps pixels darker than mid-grey (a clamping resize would zero them).
+    #[test]
+    fn cache_image_keeps_the_full_pixel_range() {
+        let img = GrayF32::from_fn(64, 48, |x, _| image::Luma([x as f32 / 63.0 - 0.5]));
+        let (small, _) = cache_image(&img, None, 16, 12);
+        assert_eq!(small.dimensions(), (16, 12));
+        let min = small.iter().cloned().fold(f32::INFINITY, f32::min);
+        let max = small.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        assert!(min < -0.4, "darkest pixel {min}");
+        assert!(max > 0.4, "brightest pixel {max}");
+        let mean = small.iter().sum::<f32>() / small.len() as f32;
+        assert!(mean.abs() < 0.02, "mean {mean}");
+    }
 }
