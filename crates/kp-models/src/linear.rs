@@ -73,7 +73,10 @@ impl Linear {
                 self.in_features
             )));
         }
-        let y = x.matmul(&self.weight.t()?)?;
+        // `(W · xᵀ)ᵀ` rather than `x · Wᵀ`: the weight gradient then comes out of the matrix
+        // product contiguous, instead of as a transposed view that candle accumulates with a
+        // slow strided add (the largest tensor of the seed networks).
+        let y = self.weight.matmul(&x.t()?)?.t()?;
         match &self.bias {
             Some(b) => Ok(y.broadcast_add(b)?),
             None => Ok(y),
