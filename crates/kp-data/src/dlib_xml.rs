@@ -162,6 +162,34 @@ fn require<'v>(
     get(attrs, key).ok_or_else(|| ctx.err(pos, Some(leaf), format!("missing attribute `{key}`")))
 }
 
+/// Largest coordinate accepted anywhere (no image kp reads is larger).
+const MAX_COORD: f32 = 65_536.0;
+
+/// False when a relative path climbs out of the folder it is resolved against with `..`
+/// (absolute paths are taken as the user wrote them: `write_dlib_xml` writes them for images
+/// outside the output folder).
+fn stays_inside(path: &Path) -> bool {
+    use std::path::Component;
+    if path.is_absolute() {
+        return true;
+    }
+    let mut depth = 0i32;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    true
+}
+
 fn number(v: &str, key: &str, ctx: &Ctx, pos: u64, leaf: &str) -> Result<f32> {
     match v.trim().parse::<f32>() {
         Ok(x) if x.is_finite() => Ok(x),
@@ -249,6 +277,13 @@ pub fn parse_dlib_xml(text: &str, path: &Path) -> Result<XmlDataset> {
                         let a = attributes(e, &ctx, pos, leaf)?;
                         let file = require(&a, "file", &ctx, pos, leaf)?.to_owned();
                         let leaf = format!("<image #{} file='{file}'>", out.images.len() + 1);
+                        if !stays_inside(Path::new(&file)) {
+                            return Err(ctx.err(
+                                pos,
+                                Some(&leaf),
+                                "the relative image path climbs out of the dataset folder with `..`",
+                            ));
+                        }
                         let img = XmlImage {
                             width: size(get(&a, "width"), "width", &ctx, pos, &leaf)?,
                             height: size(get(&a, "height"), "height", &ctx, pos, &leaf)?,
@@ -276,6 +311,23 @@ pub fn parse_dlib_xml(text: &str, path: &Path) -> Result<XmlDataset> {
                         for (slot, key) in v.iter_mut().zip(["left", "top", "width", "height"]) {
                             let s = require(&a, key, &ctx, pos, &leaf)?;
                             *slot = number(s, key, &ctx, pos, &leaf)?;
+                        }
+                        if v[2] <= 0.0 || v[3] <= 0.0 {
+                            return Err(ctx.err(
+                                pos,
+                                Some(&leaf),
+                                format!(
+                                    "box width and height must be positive, got {} x {}",
+                                    v[2], v[3]
+                                ),
+                            ));
+                        }
+                        if v.iter().any(|c| c.abs() > MAX_COORD) {
+                            return Err(ctx.err(
+                                pos,
+                                Some(&leaf),
+                                format!("box {v:?} is out of range (|coordinate| > {MAX_COORD})"),
+                            ));
                         }
                         let ignore = match get(&a, "ignore").map(str::trim) {
                             None | Some("0") | Some("false") => false,
@@ -313,6 +365,17 @@ pub fn parse_dlib_xml(text: &str, path: &Path) -> Result<XmlDataset> {
                         let leaf = format!("<part name='{name}'>");
                         let x = number(require(&a, "x", &ctx, pos, &leaf)?, "x", &ctx, pos, &leaf)?;
                         let y = number(require(&a, "y", &ctx, pos, &leaf)?, "y", &ctx, pos, &leaf)?;
+                        let (w, h) = image
+                            .as_ref()
+                            .and_then(|i| i.width.zip(i.height))
+                            .map_or((MAX_COORD, MAX_COORD), |(w, h)| (w as f32, h as f32));
+                        if x < -w || y < -h || x > 2.0 * w || y > 2.0 * h {
+                            return Err(ctx.err(
+                                pos,
+                                Some(&leaf),
+                                format!("part ({x}, {y}) lies far outside the {w} x {h} image"),
+                            ));
+                        }
                         if let Some(&first) = names.get(&name) {
                             let first = ctx.line_of(first);
                             return Err(ctx.err(

@@ -15,10 +15,42 @@ use crate::face::Face;
 use crate::geometry::Point;
 use crate::gray::{gray_from_u8, GrayF32};
 
+/// Largest image side kp decodes (a larger header is refused before any pixel is allocated).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
 fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
-    ImageReader::open(path)
+    let mut reader = ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::io(path, e))
+        .map_err(|e| Error::io(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
+    Ok(reader)
+}
+
+/// A JPEG without its end-of-image marker was cut short; `image` would decode it with the
+/// missing part filled in, so it is refused here.
+fn check_jpeg_complete(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let tail = len.min(4096);
+    f.seek(SeekFrom::Start(len - tail))
+        .map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::with_capacity(tail as usize);
+    f.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+    if buf.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        Ok(())
+    } else {
+        Err(Error::image(
+            path,
+            image::ImageError::IoError(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "truncated JPEG: no end-of-image marker",
+            )),
+        ))
+    }
 }
 
 /// The `(width, height)` of an image, read from its header without decoding the pixels.
@@ -30,7 +62,11 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
 
 /// Decodes an image file to grayscale [`GrayF32`] (`luma / 255 - 0.5`).
 pub fn load_gray(path: &Path) -> Result<GrayF32> {
-    let img = open(path)?.decode().map_err(|e| Error::image(path, e))?;
+    let reader = open(path)?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(path)?;
+    }
+    let img = reader.decode().map_err(|e| Error::image(path, e))?;
     Ok(gray_from_u8(&img.into_luma8()))
 }
 
