@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// Python with torch installed (default: a venv under ~/.cache/kp-torch-venv, made on demand).
     #[arg(long, env = "KP_TORCH_PYTHON")]
     python: Option<PathBuf>,
+    /// Also time the model cases with candle's own convolution (kp's path before its unfold +
+    /// GEMM ops), as extra rows named `<case>_candle_conv`.
+    #[arg(long)]
+    baseline: bool,
     /// Datasets folder for the data-loading cases (default: KP_DATA_DIR or ../shared/datasets).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -350,6 +354,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
             note,
         });
     }
+    if args.baseline {
+        kp_models::conv::use_candle_conv_on_cpu(true);
+        for case in selected.iter().filter(|c| c.kind != Kind::Load) {
+            let name = format!("{}_candle_conv", case.name());
+            let ms = time_model(case)?;
+            tracing::info!("{name}: {ms:.2} ms");
+            rows.push(Row {
+                case: name,
+                kp_ms: Some(ms),
+                torch_ms: None,
+                ratio: None,
+                images_per_s: Some(case.batch as f64 * 1e3 / ms),
+                note: Some("candle's conv2d (before)".into()),
+            });
+        }
+        kp_models::conv::use_candle_conv_on_cpu(false);
+    }
     if args.against_torch {
         for (case, ms) in torch_times(&args, &selected)? {
             if let Some(r) = rows.iter_mut().find(|r| r.case == case) {
@@ -361,13 +382,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<28} {:>10} {:>10} {:>8} {:>10}",
+        "{:<36} {:>10} {:>10} {:>8} {:>10}",
         "case", "kp ms", "torch ms", "ratio", "kp img/s"
     )?;
     for r in &rows {
         writeln!(
             out,
-            "{:<28} {:>10} {:>10} {:>8} {:>10}",
+            "{:<36} {:>10} {:>10} {:>8} {:>10}",
             r.case,
             fmt(r.kp_ms, 2),
             fmt(r.torch_ms, 2),

@@ -3,6 +3,8 @@
 //! On the CPU the convolution runs as unfold + GEMM ([`crate::im2col`]), whose backward is much
 //! faster than candle's; on other devices it uses candle's `conv2d`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
@@ -10,6 +12,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::init::torch_default;
 use crate::summary::{py_bool, Describe, ModuleNode};
+
+/// When set, CPU convolutions use candle's own `conv2d` (the slower path kp replaced), for
+/// before/after benchmarks and cross-checks.
+static CANDLE_CONV_ON_CPU: AtomicBool = AtomicBool::new(false);
+
+/// Makes every [`Conv2d`] on the CPU use candle's `conv2d` (`true`) or kp's unfold + GEMM path
+/// (`false`, the default). Process-wide; meant for benchmarks.
+pub fn use_candle_conv_on_cpu(on: bool) {
+    CANDLE_CONV_ON_CPU.store(on, Ordering::Relaxed);
+}
 
 /// Stride, padding and bias of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +188,7 @@ impl Conv2d {
             )));
         }
         let (s, p) = (self.config.stride, self.config.padding);
-        if x.device().is_cpu() {
+        if x.device().is_cpu() && !CANDLE_CONV_ON_CPU.load(Ordering::Relaxed) {
             return crate::im2col::conv2d_unfold(x, &self.weight, self.bias.as_ref(), s, p);
         }
         let y = self.forward_candle(x)?;
