@@ -287,8 +287,57 @@ impl CustomOp1 for Fold {
     }
 }
 
+/// Column matrices larger than this many elements are built a few images at a time, so a
+/// large evaluation batch does not hold every image's columns at once (64 MiB in f32).
+pub const MAX_COLUMN_ELEMENTS: usize = 16 << 20;
+
 /// Convolution `(N, C, H, W) ⊛ (O, C, k, k) + bias` as `[W | b] · [unfold(x); 1]`; CPU only.
+///
+/// Batches whose columns would exceed [`MAX_COLUMN_ELEMENTS`] run in slices along the batch.
 pub fn conv2d_unfold(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    conv2d_unfold_budget(x, weight, bias, stride, padding, MAX_COLUMN_ELEMENTS)
+}
+
+fn conv2d_unfold_budget(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    budget: usize,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let k = weight.dim(2)?;
+    let geometry = UnfoldGeometry {
+        channels: c,
+        height: h,
+        width: w,
+        kernel: k,
+        stride,
+        padding,
+        ones_row: bias.is_some(),
+    };
+    let (oh, ow) = geometry.output_size()?;
+    let per_image = geometry.rows() * oh * ow;
+    let slice = (budget / per_image.max(1)).max(1);
+    if n <= slice {
+        return conv2d_unfold_whole(x, weight, bias, stride, padding);
+    }
+    let mut parts = Vec::with_capacity(n.div_ceil(slice));
+    for start in (0..n).step_by(slice) {
+        let xs = x.narrow(0, start, slice.min(n - start))?;
+        parts.push(conv2d_unfold_whole(&xs, weight, bias, stride, padding)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+fn conv2d_unfold_whole(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -378,6 +427,36 @@ mod tests {
             for v in vars {
                 close(g1.get(v).unwrap(), g2.get(v).unwrap(), 1e-9);
             }
+        }
+    }
+
+    /// A batch too large for one column matrix runs in slices with the same result and gradients.
+    #[test]
+    fn sliced_batches_match() {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f64, 1.0, (7, 2, 9, 8), &dev).unwrap();
+        let wt = Var::randn(0f64, 1.0, (3, 2, 3, 3), &dev).unwrap();
+        let b = Var::randn(0f64, 1.0, 3, &dev).unwrap();
+        let run = |budget| {
+            let y = conv2d_unfold_budget(
+                x.as_tensor(),
+                wt.as_tensor(),
+                Some(b.as_tensor()),
+                2,
+                1,
+                budget,
+            )
+            .unwrap();
+            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let grads = [&x, &wt, &b].map(|v| g.get(v.as_tensor()).unwrap().clone());
+            (y, grads)
+        };
+        // 19 rows x 20 columns = 380 elements per image: 1000 allows slices of 2 images.
+        let (whole, gw) = run(usize::MAX);
+        let (sliced, gs) = run(1000);
+        close(&whole, &sliced, 1e-12);
+        for (a, b) in gw.iter().zip(&gs) {
+            close(a, b, 1e-10);
         }
     }
 
