@@ -236,6 +236,21 @@ fn decode(bytes: Vec<u8>) -> String {
 
 /// Parses dlib XML text; `path` is only used in error messages.
 pub fn parse_dlib_xml(text: &str, path: &Path) -> Result<XmlDataset> {
+    parse(text, path, None)
+}
+
+/// Parses dlib XML text, leaving out every `<image>` that holds a bad element (a missing or
+/// malformed attribute, a bad box or part) instead of failing; returns the images kept and one
+/// error per image left out. Broken XML syntax and a missing `<dataset>` still fail.
+pub fn parse_dlib_xml_skipping_bad(text: &str, path: &Path) -> Result<(XmlDataset, Vec<Error>)> {
+    let mut skipped = Vec::new();
+    let xml = parse(text, path, Some(&mut skipped))?;
+    Ok((xml, skipped))
+}
+
+/// The parser behind [`parse_dlib_xml`]; with `skipped`, element errors inside an `<image>`
+/// (or on the `<image>` tag) are pushed there and that image is left out.
+fn parse(text: &str, path: &Path, mut skipped: Option<&mut Vec<Error>>) -> Result<XmlDataset> {
     let mut reader = Reader::from_str(text);
     let mut ctx = Ctx {
         path,
@@ -246,15 +261,37 @@ pub fn parse_dlib_xml(text: &str, path: &Path) -> Result<XmlDataset> {
     };
     let mut out = XmlDataset::default();
     let mut seen_dataset = false;
+    // Inside `<dataset>`: a file that ends there was cut off.
+    let mut dataset_open = false;
     let mut image: Option<XmlImage> = None;
     let mut current: Option<(XmlBox, HashMap<String, u64>)> = None;
     let mut capture: Option<String> = None; // text of <name>/<comment> being read
+                                            // Inside an `<image>` that had a bad element (only with `skipped`): ignore until `</image>`.
+    let mut skipping = false;
     loop {
         let before = reader.buffer_position();
         let event = reader.read_event().map_err(|e| {
             let pos = reader.error_position();
             ctx.err(pos, None, format!("malformed XML: {e}"))
         })?;
+        if skipping {
+            match event {
+                Event::End(ref e) if e.name().as_ref() == "image" => {
+                    skipping = false;
+                    ctx.image = None;
+                    ctx.boxn = None;
+                }
+                Event::Eof => {
+                    return Err(ctx.err(
+                        text.len() as u64,
+                        None,
+                        "file ends inside an <image> (truncated?)",
+                    ))
+                }
+                _ => {}
+            }
+            continue;
+        }
         // Byte offset of the tag's `<`.
         let pos = before
             + text
@@ -264,136 +301,179 @@ pub fn parse_dlib_xml(text: &str, path: &Path) -> Result<XmlDataset> {
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(event, Event::Empty(_));
-                match e.name().as_ref() {
-                    "dataset" => seen_dataset = true,
-                    "name" | "comment" if image.is_none() && !empty => {
-                        capture = Some(String::new())
-                    }
-                    "image" => {
-                        let leaf = "<image>";
-                        if image.is_some() {
-                            return Err(ctx.err(pos, Some(leaf), "<image> inside another <image>"));
+                let is_image = e.name().as_ref() == "image";
+                let outcome = (|| -> Result<()> {
+                    match e.name().as_ref() {
+                        "dataset" => {
+                            seen_dataset = true;
+                            dataset_open = !empty;
                         }
-                        let a = attributes(e, &ctx, pos, leaf)?;
-                        let file = require(&a, "file", &ctx, pos, leaf)?.to_owned();
-                        let leaf = format!("<image #{} file='{file}'>", out.images.len() + 1);
-                        if !stays_inside(Path::new(&file)) {
-                            return Err(ctx.err(
+                        "name" | "comment" if image.is_none() && !empty => {
+                            capture = Some(String::new())
+                        }
+                        "image" => {
+                            let leaf = "<image>";
+                            if image.is_some() {
+                                return Err(ctx.err(
+                                    pos,
+                                    Some(leaf),
+                                    "<image> inside another <image>",
+                                ));
+                            }
+                            let a = attributes(e, &ctx, pos, leaf)?;
+                            let file = require(&a, "file", &ctx, pos, leaf)?.to_owned();
+                            let leaf = format!("<image #{} file='{file}'>", out.images.len() + 1);
+                            if !stays_inside(Path::new(&file)) {
+                                return Err(ctx.err(
                                 pos,
                                 Some(&leaf),
                                 "the relative image path climbs out of the dataset folder with `..`",
                             ));
+                            }
+                            let img = XmlImage {
+                                width: size(get(&a, "width"), "width", &ctx, pos, &leaf)?,
+                                height: size(get(&a, "height"), "height", &ctx, pos, &leaf)?,
+                                file,
+                                boxes: Vec::new(),
+                                line: ctx.line_of(pos),
+                            };
+                            if empty {
+                                out.images.push(img);
+                            } else {
+                                ctx.image = Some((out.images.len(), img.file.clone()));
+                                image = Some(img);
+                            }
                         }
-                        let img = XmlImage {
-                            width: size(get(&a, "width"), "width", &ctx, pos, &leaf)?,
-                            height: size(get(&a, "height"), "height", &ctx, pos, &leaf)?,
-                            file,
-                            boxes: Vec::new(),
-                            line: ctx.line_of(pos),
-                        };
-                        if empty {
-                            out.images.push(img);
-                        } else {
-                            ctx.image = Some((out.images.len(), img.file.clone()));
-                            image = Some(img);
-                        }
-                    }
-                    "box" => {
-                        let Some(img) = image.as_ref() else {
-                            return Err(ctx.err(pos, Some("<box>"), "<box> outside an <image>"));
-                        };
-                        if current.is_some() {
-                            return Err(ctx.err(pos, Some("<box>"), "<box> inside another <box>"));
-                        }
-                        let leaf = format!("<box #{}>", img.boxes.len() + 1);
-                        let a = attributes(e, &ctx, pos, &leaf)?;
-                        let mut v = [0f32; 4];
-                        for (slot, key) in v.iter_mut().zip(["left", "top", "width", "height"]) {
-                            let s = require(&a, key, &ctx, pos, &leaf)?;
-                            *slot = number(s, key, &ctx, pos, &leaf)?;
-                        }
-                        if v[2] <= 0.0 || v[3] <= 0.0 {
-                            return Err(ctx.err(
-                                pos,
-                                Some(&leaf),
-                                format!(
-                                    "box width and height must be positive, got {} x {}",
-                                    v[2], v[3]
-                                ),
-                            ));
-                        }
-                        if v.iter().any(|c| c.abs() > MAX_COORD) {
-                            return Err(ctx.err(
-                                pos,
-                                Some(&leaf),
-                                format!("box {v:?} is out of range (|coordinate| > {MAX_COORD})"),
-                            ));
-                        }
-                        let ignore = match get(&a, "ignore").map(str::trim) {
-                            None | Some("0") | Some("false") => false,
-                            Some("1") | Some("true") => true,
-                            Some(other) => {
+                        "box" => {
+                            let Some(img) = image.as_ref() else {
+                                return Err(ctx.err(
+                                    pos,
+                                    Some("<box>"),
+                                    "<box> outside an <image>",
+                                ));
+                            };
+                            if current.is_some() {
+                                return Err(ctx.err(
+                                    pos,
+                                    Some("<box>"),
+                                    "<box> inside another <box>",
+                                ));
+                            }
+                            let leaf = format!("<box #{}>", img.boxes.len() + 1);
+                            let a = attributes(e, &ctx, pos, &leaf)?;
+                            let mut v = [0f32; 4];
+                            for (slot, key) in v.iter_mut().zip(["left", "top", "width", "height"])
+                            {
+                                let s = require(&a, key, &ctx, pos, &leaf)?;
+                                *slot = number(s, key, &ctx, pos, &leaf)?;
+                            }
+                            if v[2] <= 0.0 || v[3] <= 0.0 {
                                 return Err(ctx.err(
                                     pos,
                                     Some(&leaf),
-                                    format!("attribute `ignore` = `{other}` is not 0 or 1"),
-                                ))
+                                    format!(
+                                        "box width and height must be positive, got {} x {}",
+                                        v[2], v[3]
+                                    ),
+                                ));
                             }
-                        };
-                        let b = XmlBox {
-                            bbox: BBox::new(v[0], v[1], v[2], v[3]),
-                            ignore,
-                            parts: Vec::new(),
-                            line: ctx.line_of(pos),
-                            position: pos,
-                        };
-                        if empty {
-                            if let Some(img) = image.as_mut() {
-                                img.boxes.push(b);
+                            if v.iter().any(|c| c.abs() > MAX_COORD) {
+                                return Err(ctx.err(
+                                    pos,
+                                    Some(&leaf),
+                                    format!(
+                                        "box {v:?} is out of range (|coordinate| > {MAX_COORD})"
+                                    ),
+                                ));
                             }
-                        } else {
-                            ctx.boxn = Some(img.boxes.len());
-                            current = Some((b, HashMap::new()));
+                            let ignore = match get(&a, "ignore").map(str::trim) {
+                                None | Some("0") | Some("false") => false,
+                                Some("1") | Some("true") => true,
+                                Some(other) => {
+                                    return Err(ctx.err(
+                                        pos,
+                                        Some(&leaf),
+                                        format!("attribute `ignore` = `{other}` is not 0 or 1"),
+                                    ))
+                                }
+                            };
+                            let b = XmlBox {
+                                bbox: BBox::new(v[0], v[1], v[2], v[3]),
+                                ignore,
+                                parts: Vec::new(),
+                                line: ctx.line_of(pos),
+                                position: pos,
+                            };
+                            if empty {
+                                if let Some(img) = image.as_mut() {
+                                    img.boxes.push(b);
+                                }
+                            } else {
+                                ctx.boxn = Some(img.boxes.len());
+                                current = Some((b, HashMap::new()));
+                            }
                         }
+                        "part" => {
+                            let Some((b, names)) = current.as_mut() else {
+                                return Err(ctx.err(pos, Some("<part>"), "<part> outside a <box>"));
+                            };
+                            let a = attributes(e, &ctx, pos, "<part>")?;
+                            let name = require(&a, "name", &ctx, pos, "<part>")?.to_owned();
+                            let leaf = format!("<part name='{name}'>");
+                            let x =
+                                number(require(&a, "x", &ctx, pos, &leaf)?, "x", &ctx, pos, &leaf)?;
+                            let y =
+                                number(require(&a, "y", &ctx, pos, &leaf)?, "y", &ctx, pos, &leaf)?;
+                            let (w, h) = image
+                                .as_ref()
+                                .and_then(|i| i.width.zip(i.height))
+                                .map_or((MAX_COORD, MAX_COORD), |(w, h)| (w as f32, h as f32));
+                            if x < -w || y < -h || x > 2.0 * w || y > 2.0 * h {
+                                return Err(ctx.err(
+                                    pos,
+                                    Some(&leaf),
+                                    format!("part ({x}, {y}) lies far outside the {w} x {h} image"),
+                                ));
+                            }
+                            if let Some(&first) = names.get(&name) {
+                                let first = ctx.line_of(first);
+                                return Err(ctx.err(
+                                    pos,
+                                    Some(&leaf),
+                                    format!("duplicate part name '{name}' (first on line {first})"),
+                                ));
+                            }
+                            names.insert(name.clone(), pos);
+                            b.parts.push(XmlPart {
+                                name,
+                                point: Point::new(x, y),
+                            });
+                        }
+                        _ => {}
                     }
-                    "part" => {
-                        let Some((b, names)) = current.as_mut() else {
-                            return Err(ctx.err(pos, Some("<part>"), "<part> outside a <box>"));
-                        };
-                        let a = attributes(e, &ctx, pos, "<part>")?;
-                        let name = require(&a, "name", &ctx, pos, "<part>")?.to_owned();
-                        let leaf = format!("<part name='{name}'>");
-                        let x = number(require(&a, "x", &ctx, pos, &leaf)?, "x", &ctx, pos, &leaf)?;
-                        let y = number(require(&a, "y", &ctx, pos, &leaf)?, "y", &ctx, pos, &leaf)?;
-                        let (w, h) = image
-                            .as_ref()
-                            .and_then(|i| i.width.zip(i.height))
-                            .map_or((MAX_COORD, MAX_COORD), |(w, h)| (w as f32, h as f32));
-                        if x < -w || y < -h || x > 2.0 * w || y > 2.0 * h {
-                            return Err(ctx.err(
-                                pos,
-                                Some(&leaf),
-                                format!("part ({x}, {y}) lies far outside the {w} x {h} image"),
-                            ));
+                    Ok(())
+                })();
+                if let Err(err) = outcome {
+                    // With `skipped`, a bad element costs only the image that holds it.
+                    let within_image = image.is_some() || is_image;
+                    match skipped.as_deref_mut() {
+                        Some(list) if within_image => {
+                            list.push(err);
+                            image = None;
+                            current = None;
+                            ctx.boxn = None;
+                            if is_image && empty {
+                                ctx.image = None;
+                            } else {
+                                skipping = true;
+                            }
                         }
-                        if let Some(&first) = names.get(&name) {
-                            let first = ctx.line_of(first);
-                            return Err(ctx.err(
-                                pos,
-                                Some(&leaf),
-                                format!("duplicate part name '{name}' (first on line {first})"),
-                            ));
-                        }
-                        names.insert(name.clone(), pos);
-                        b.parts.push(XmlPart {
-                            name,
-                            point: Point::new(x, y),
-                        });
+                        _ => return Err(err),
                     }
-                    _ => {}
                 }
             }
             Event::End(ref e) => match e.name().as_ref() {
+                "dataset" => dataset_open = false,
                 "box" => {
                     if let Some((mut b, _)) = current.take() {
                         sort_parts(&mut b.parts);
@@ -434,6 +514,9 @@ pub fn parse_dlib_xml(text: &str, path: &Path) -> Result<XmlDataset> {
     let end = text.len() as u64;
     if current.is_some() || image.is_some() {
         return Err(ctx.err(end, None, "file ends inside this element (truncated?)"));
+    }
+    if dataset_open {
+        return Err(ctx.err(end, None, "file ends before </dataset> (truncated?)"));
     }
     if !seen_dataset {
         return Err(ctx.err(
@@ -479,6 +562,25 @@ fn box_keypoints(b: &XmlBox, img: &XmlImage, index: usize, path: &Path) -> Resul
 /// Images are not opened (the Kaggle test file's images are not distributed).
 pub fn load_dlib_xml(path: &Path) -> Result<Dataset> {
     let xml = read_dlib_xml(path)?;
+    faces_of(path, &xml, None)
+}
+
+/// Like [`load_dlib_xml`], but an `<image>` with a bad element and a box with bad parts (wrong
+/// names, another point count than the first face) are left out; returns the dataset and one
+/// error per image or box left out.
+pub fn load_dlib_xml_skipping_bad(path: &Path) -> Result<(Dataset, Vec<Error>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (xml, mut skipped) = parse_dlib_xml_skipping_bad(&decode(bytes), path)?;
+    let dataset = faces_of(path, &xml, Some(&mut skipped))?;
+    Ok((dataset, skipped))
+}
+
+/// One face per box of `xml`; with `skipped`, boxes with bad parts are pushed there, not fatal.
+fn faces_of(
+    path: &Path,
+    xml: &XmlDataset,
+    mut skipped: Option<&mut Vec<Error>>,
+) -> Result<Dataset> {
     let folder = path.parent().unwrap_or(Path::new(""));
     let mut faces = Vec::new();
     let mut count: Option<(usize, usize)> = None; // (points, line of the first labelled box)
@@ -486,12 +588,19 @@ pub fn load_dlib_xml(path: &Path) -> Result<Dataset> {
         let image = folder.join(&img.file);
         let image_size = img.width.zip(img.height);
         for (i, b) in img.boxes.iter().enumerate() {
-            let keypoints = box_keypoints(b, img, i, path)?;
+            let keypoints = match (box_keypoints(b, img, i, path), skipped.as_deref_mut()) {
+                (Ok(k), _) => k,
+                (Err(e), Some(list)) => {
+                    list.push(e);
+                    continue;
+                }
+                (Err(e), None) => return Err(e),
+            };
             if !keypoints.is_empty() {
                 match count {
                     None => count = Some((keypoints.len(), b.line)),
                     Some((n, first)) if n != keypoints.len() => {
-                        return Err(Error::Xml {
+                        let e = Error::Xml {
                             path: path.to_path_buf(),
                             line: b.line,
                             position: b.position,
@@ -500,7 +609,14 @@ pub fn load_dlib_xml(path: &Path) -> Result<Dataset> {
                                 "expected {n} points (as the box on line {first}), found {}",
                                 keypoints.len()
                             ),
-                        });
+                        };
+                        match skipped.as_deref_mut() {
+                            Some(list) => {
+                                list.push(e);
+                                continue;
+                            }
+                            None => return Err(e),
+                        }
                     }
                     Some(_) => {}
                 }

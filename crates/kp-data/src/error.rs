@@ -107,6 +107,22 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A short name of the cause, for counting (e.g. `bad annotation line`, `missing image`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "unreadable file",
+            Error::Parse { .. } => "bad annotation line",
+            Error::Xml { .. } => "bad XML element",
+            Error::PointCount { .. } => "wrong point count",
+            Error::MissingImage { .. } => "missing image",
+            Error::Image { .. } => "unreadable image",
+            Error::Table { .. } => "bad table row",
+            Error::UnknownFormat { .. } => "unknown format",
+            Error::Dataset { .. } => "dataset error",
+            Error::InvalidArgument(_) => "invalid argument",
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

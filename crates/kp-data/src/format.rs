@@ -139,6 +139,21 @@ pub fn load_dataset(path: &Path) -> Result<Dataset> {
     }
 }
 
+/// Like [`load_dataset`], but entries that fail to load (a bad `.asf`/`.pts` file, an XML
+/// `<image>` with a bad element, a box with bad parts, a missing image) are left out instead of
+/// failing the whole dataset; returns the dataset and one error per entry left out (see
+/// [`crate::SkipReport`]). A path that is no dataset, broken XML syntax or an unreadable CSV
+/// still fail.
+pub fn load_dataset_skipping_bad(path: &Path) -> Result<(Dataset, Vec<crate::Error>)> {
+    let (format, file) = resolve(path)?;
+    match format {
+        DatasetFormat::ImmAsf => imm::load_imm_skipping_bad(&file),
+        DatasetFormat::DlibXml => dlib_xml::load_dlib_xml_skipping_bad(&file),
+        DatasetFormat::Pts if file.is_dir() => pts::load_pts_dir_skipping_bad(&file),
+        _ => load_dataset(path).map(|d| (d, Vec::new())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +258,108 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("01-1m.asf"), "{e}");
+    }
+
+    #[test]
+    fn skipping_bad_keeps_the_good_imm_and_pts_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for stem in ["01-1m", "02-1m", "03-1m", "04-1m"] {
+            image::RgbImage::new(64, 48)
+                .save(d.join(format!("{stem}.jpg")))
+                .unwrap();
+            std::fs::write(
+                d.join(format!("{stem}.asf")),
+                asf_text(&format!("{stem}.jpg"), false),
+            )
+            .unwrap();
+        }
+        // 02: truncated text; 04: its image is gone.
+        let t = asf_text("02-1m.jpg", false);
+        std::fs::write(d.join("02-1m.asf"), &t[..t.len() / 2]).unwrap();
+        std::fs::remove_file(d.join("04-1m.jpg")).unwrap();
+        assert!(load_dataset(d).is_err());
+        let (ds, skipped) = load_dataset_skipping_bad(d).unwrap();
+        let names: Vec<_> = ds
+            .faces
+            .iter()
+            .map(|f| f.image.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["01-1m.jpg", "03-1m.jpg"]);
+        assert_eq!(skipped.len(), 2);
+        let report = crate::SkipReport::new(&skipped);
+        assert!(
+            report.messages.iter().any(|m| m.contains("02-1m.asf")),
+            "{report:?}"
+        );
+        assert!(
+            report.messages.iter().any(|m| m.contains("04-1m")),
+            "{report:?}"
+        );
+
+        let p = tempfile::tempdir().unwrap();
+        for (i, n) in [68, 67, 68].into_iter().enumerate() {
+            std::fs::write(p.path().join(format!("{i}.pts")), pts_text(n, true)).unwrap();
+            image::RgbImage::new(200, 200)
+                .save(p.path().join(format!("{i}.png")))
+                .unwrap();
+        }
+        assert!(load_dataset(p.path()).is_err());
+        let (ds, skipped) = load_dataset_skipping_bad(p.path()).unwrap();
+        assert_eq!(ds.len(), 2);
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            matches!(skipped[0], Error::PointCount { found: 67, .. }),
+            "{}",
+            skipped[0]
+        );
+    }
+
+    #[test]
+    fn skipping_bad_leaves_out_only_the_bad_xml_images_and_boxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("<part name='{i:02}' x='{}' y='{}'/>", 10 + i, 20 + i))
+                .collect()
+        };
+        let xml = format!(
+            "<dataset><images>\n\
+             <image file='a.jpg'><box top='1' left='1' width='90' height='90'>{}</box></image>\n\
+             <image file='b.jpg'><box top='1' left='1' width='-5' height='90'>{}</box></image>\n\
+             <image file='c.jpg'><box top='1' left='1' width='90' height='90'>{}</box></image>\n\
+             <image file='../d.jpg'><box top='1' left='1' width='90' height='90'/></image>\n\
+             <image file='e.jpg'><box top='1' left='1' width='90' height='90'>{}</box>\
+             <box top='1' left='1' width='90' height='90'>{}</box></image>\n\
+             </images></dataset>",
+            parts(68),
+            parts(68),
+            parts(67),
+            parts(68),
+            parts(68).replace("name='05'", "name='5x'"),
+        );
+        let path = dir.path().join("l.xml");
+        std::fs::write(&path, &xml).unwrap();
+        assert!(load_dataset(&path).is_err());
+        let (ds, skipped) = load_dataset_skipping_bad(&path).unwrap();
+        let files: Vec<_> = ds
+            .faces
+            .iter()
+            .map(|f| f.image.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        // b: negative box; c: 67 points; d: path out of the folder; e's second box: bad name.
+        assert_eq!(files, ["a.jpg", "e.jpg"]);
+        assert_eq!(skipped.len(), 4, "{skipped:?}");
+        let lines: Vec<usize> = skipped
+            .iter()
+            .map(|e| match e {
+                Error::Xml { line, .. } => *line,
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(lines, [3, 5, 4, 6]);
+        // Broken syntax is still fatal.
+        std::fs::write(&path, &xml[..xml.len() - 20]).unwrap();
+        assert!(load_dataset_skipping_bad(&path).is_err());
     }
 }

@@ -243,6 +243,25 @@ pub fn asf_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Loads every `.asf` face in `dir` (in parallel), sorted by file name, as the `imm` dataset.
 pub fn load_imm(dir: &Path) -> Result<Dataset> {
+    let faces = asf_files_nonempty(dir)?
+        .par_iter()
+        .map(|p| load_asf_face(p))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(imm_dataset(faces))
+}
+
+/// Like [`load_imm`], but `.asf` files that fail to load (bad text, missing or unreadable
+/// image) are left out; returns the dataset and one error per file left out.
+pub fn load_imm_skipping_bad(dir: &Path) -> Result<(Dataset, Vec<Error>)> {
+    let results = asf_files_nonempty(dir)?
+        .par_iter()
+        .map(|p| load_asf_face(p))
+        .collect::<Vec<_>>();
+    let (faces, skipped) = crate::skip::partition(results);
+    Ok((imm_dataset(faces), skipped))
+}
+
+fn asf_files_nonempty(dir: &Path) -> Result<Vec<PathBuf>> {
     let files = asf_files(dir)?;
     if files.is_empty() {
         return Err(Error::UnknownFormat {
@@ -250,15 +269,15 @@ pub fn load_imm(dir: &Path) -> Result<Dataset> {
             message: "no .asf files in this folder".into(),
         });
     }
-    let faces = files
-        .par_iter()
-        .map(|p| load_asf_face(p))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Dataset {
+    Ok(files)
+}
+
+fn imm_dataset(faces: Vec<Face>) -> Dataset {
+    Dataset {
         name: "imm".into(),
         scheme: Some(&IMM58),
         faces,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ pub mod loading;
 pub mod locate;
 pub mod pts;
 pub mod scheme;
+pub mod skip;
 pub mod split;
 pub mod summary;
 #[cfg(feature = "tables")]
@@ -69,7 +70,7 @@ pub mod table;
 pub use dlib_xml::{load_dlib_xml, read_dlib_xml, write_dlib_xml};
 pub use error::{Error, Result};
 pub use face::{Dataset, Face, Gender};
-pub use format::{load_dataset, DatasetFormat};
+pub use format::{load_dataset, load_dataset_skipping_bad, DatasetFormat};
 pub use geometry::{BBox, Point};
 pub use gray::{gray_from_u8, gray_to_u8, GrayF32};
 pub use imm::load_imm;
@@ -77,6 +78,7 @@ pub use loading::{image_dimensions, load_face_resized, load_faces_resized, load_
 pub use locate::{find_data_dir, test_data_dir};
 pub use pts::{load_pts_dir, read_pts};
 pub use scheme::{LandmarkScheme, IBUG68, IMM58};
+pub use skip::SkipReport;
 pub use split::Split;
 pub use summary::Summary;
 #[cfg(feature = "tables")]

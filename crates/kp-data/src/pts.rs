@@ -186,6 +186,25 @@ pub fn pts_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Loads every `.pts` face under `dir` (recursively, in parallel), sorted by path.
 pub fn load_pts_dir(dir: &Path) -> Result<Dataset> {
+    let faces = pts_files_nonempty(dir)?
+        .par_iter()
+        .map(|p| load_pts_face(p))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(pts_dataset(dir, faces))
+}
+
+/// Like [`load_pts_dir`], but `.pts` files that fail to load are left out; returns the dataset
+/// and one error per file left out.
+pub fn load_pts_dir_skipping_bad(dir: &Path) -> Result<(Dataset, Vec<Error>)> {
+    let results = pts_files_nonempty(dir)?
+        .par_iter()
+        .map(|p| load_pts_face(p))
+        .collect::<Vec<_>>();
+    let (faces, skipped) = crate::skip::partition(results);
+    Ok((pts_dataset(dir, faces), skipped))
+}
+
+fn pts_files_nonempty(dir: &Path) -> Result<Vec<PathBuf>> {
     let files = pts_files(dir)?;
     if files.is_empty() {
         return Err(Error::UnknownFormat {
@@ -193,19 +212,19 @@ pub fn load_pts_dir(dir: &Path) -> Result<Dataset> {
             message: "no .pts files under this folder".into(),
         });
     }
-    let faces = files
-        .par_iter()
-        .map(|p| load_pts_face(p))
-        .collect::<Result<Vec<_>>>()?;
+    Ok(files)
+}
+
+fn pts_dataset(dir: &Path, faces: Vec<Face>) -> Dataset {
     let name = dir
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "pts".into());
-    Ok(Dataset {
+    Dataset {
         name,
         scheme: Some(&IBUG68),
         faces,
-    })
+    }
 }
 
 #[cfg(test)]
