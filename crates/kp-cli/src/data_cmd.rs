@@ -16,19 +16,45 @@ pub enum DataCommand {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Leave out bad entries (and report them) instead of failing.
+        #[arg(long)]
+        skip_bad: bool,
     },
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
-        DataCommand::Summary { path, json } => {
-            let dataset = kp_data::format::load_dataset(&path)
-                .with_context(|| format!("loading {}", path.display()))?;
+        DataCommand::Summary {
+            path,
+            json,
+            skip_bad,
+        } => {
+            let (dataset, skipped) = if skip_bad {
+                kp_data::format::load_dataset_skipping_bad(&path)
+            } else {
+                kp_data::format::load_dataset(&path).map(|d| (d, Vec::new()))
+            }
+            .with_context(|| format!("loading {}", path.display()))?;
             let summary = kp_data::summary::Summary::compute(&dataset)?;
+            let report = kp_data::SkipReport::new(&skipped);
             if json {
-                println!("{}", serde_json::to_string(&summary)?);
+                let mut v = serde_json::to_value(&summary)?;
+                if skip_bad {
+                    v["skipped"] = serde_json::json!({
+                        "total": report.total(),
+                        "by_kind": report.by_kind,
+                        "messages": report.messages,
+                    });
+                }
+                println!("{v}");
             } else {
                 println!("{summary}");
+                if skip_bad {
+                    println!("{report}");
+                    for m in &report.messages {
+                        println!("  {m}");
+                    }
+                }
             }
             Ok(())
         }

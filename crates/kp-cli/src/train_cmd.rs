@@ -47,6 +47,9 @@ pub struct TrainArgs {
     /// Use only the first N faces.
     #[arg(long)]
     limit: Option<usize>,
+    /// Leave out faces whose annotation or image is bad (and report them) instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -70,9 +73,23 @@ pub struct EvalArgs {
     /// cpu or cuda (default: the run's device).
     #[arg(long)]
     device: Option<String>,
+    /// Leave out faces whose annotation or image is bad (and report them) instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Prints how many faces `--skip-bad` left out, and why, on stderr.
+fn report_skipped(skipped: &[String]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("skipped {} bad faces:", skipped.len());
+    for m in skipped {
+        eprintln!("  {m}");
+    }
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
@@ -97,6 +114,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     cfg.seed = a.seed;
     cfg.device = a.device;
     cfg.limit = a.limit;
+    cfg.skip_bad = a.skip_bad;
     let opts = TrainOptions {
         resume: a.resume,
         progress: !a.quiet,
@@ -105,6 +123,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let out = a.out.clone();
     let summary = run_training(cfg, &a.out, &opts)
         .with_context(|| format!("training into {}", out.display()))?;
+    report_skipped(&summary.skipped);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if let Some(m) = &summary.val {
@@ -124,11 +143,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let predictor = Predictor::open(&a.run, a.device.as_deref())
+    let mut predictor = Predictor::open(&a.run, a.device.as_deref())
         .with_context(|| format!("opening run {}", a.run.display()))?;
+    predictor.config.skip_bad |= a.skip_bad;
     let data = a.data.unwrap_or_else(|| predictor.config.data.clone());
     let split = EvalSplit::parse(&a.split)?;
-    let ev = predictor.evaluate_dataset(&data, split)?;
+    let prepared = predictor.prepare(&data)?;
+    report_skipped(&prepared.skipped.messages);
+    let ev = predictor.evaluate_prepared(&prepared, split)?;
     let m = &ev.metrics;
     if a.json {
         println!("{}", serde_json::to_string_pretty(m)?);

@@ -98,6 +98,9 @@ pub struct TrainConfig {
     /// Points per face the model predicts (filled in when training starts).
     #[serde(default)]
     pub num_keypoints: Option<usize>,
+    /// Leave out faces whose annotation or image is bad (reported) instead of failing.
+    #[serde(default)]
+    pub skip_bad: bool,
 }
 
 impl TrainConfig {
@@ -126,6 +129,7 @@ impl TrainConfig {
                 keypoints: Some(vec![kp_data::scheme::IMM58.nose_tip]),
                 split: SplitKind::ImmStandard,
                 num_keypoints: None,
+                skip_bad: false,
             },
             Task::Face => Self {
                 task,
@@ -144,6 +148,7 @@ impl TrainConfig {
                 keypoints: None,
                 split: SplitKind::ImmStandard,
                 num_keypoints: None,
+                skip_bad: false,
             },
             Task::Ibug => Self {
                 task,
@@ -162,6 +167,7 @@ impl TrainConfig {
                 keypoints: None,
                 split: SplitKind::Random { val_fraction: 0.2 },
                 num_keypoints: None,
+                skip_bad: false,
             },
         }
     }

@@ -80,6 +80,9 @@ pub struct Summary {
     pub final_val_loss: Option<f64>,
     /// Step at which the loss became non-finite, for diverged runs.
     pub diverged_at_step: Option<usize>,
+    /// Faces left out by `skip_bad`, one message each (file and line or element first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// Validation metrics of the final (or last good) model.
     pub val: Option<Metrics>,
     /// Per-face validation errors (for CED curves and worst-face grids).

@@ -15,10 +15,11 @@ use crate::eval::{evaluate, Evaluation};
 use crate::loader::{epoch_order, for_each_batch};
 use crate::model::{device, LoadedModel};
 use crate::optim::{Adam, AdamConfig};
-use crate::prep::{cache_faces, load_pipeline, CachedFace};
+use crate::prep::{cache_face, cache_faces, load_pipeline, CachedFace};
 use crate::run::{
     peak_rss_mib, write_metrics_csv, MetricRow, RunDir, RunState, RunStatus, Summary, Timing,
 };
+use rayon::prelude::*;
 
 /// Batches prepared ahead of the model.
 const PREFETCH: usize = 4;
@@ -50,14 +51,55 @@ pub struct PreparedData {
     pub num_keypoints: usize,
     /// Outer eye corners for NME, when the full scheme is predicted.
     pub eye_corners: Option<(usize, usize)>,
+    /// Faces left out by `skip_bad` (annotation or image errors), one message each.
+    pub skipped: kp_data::SkipReport,
 }
 
 /// Loads, limits, splits and caches the dataset of `cfg`.
+///
+/// With `cfg.skip_bad`, faces whose annotation or image cannot be read are left out and
+/// listed in [`PreparedData::skipped`]; otherwise the first such face fails the run.
 pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
-    let mut dataset = kp_data::format::load_dataset(&cfg.data)?;
+    let (mut dataset, mut skipped) = if cfg.skip_bad {
+        kp_data::format::load_dataset_skipping_bad(&cfg.data)?
+    } else {
+        (kp_data::format::load_dataset(&cfg.data)?, Vec::new())
+    };
     dataset.faces.retain(|f| f.is_labelled() && !f.ignore);
     if let Some(n) = cfg.limit {
         dataset.truncate(n);
+    }
+    let subset = cfg.keypoints.as_deref();
+    let cache = if cfg.skip_bad {
+        // Decode first, so that an unreadable image leaves its face out before the split.
+        let results: Vec<_> = dataset
+            .faces
+            .par_iter()
+            .map(|f| cache_face(f, subset, cfg.width, cfg.height))
+            .collect();
+        let mut kept_faces = Vec::with_capacity(results.len());
+        let mut cache = Vec::with_capacity(results.len());
+        for (face, r) in std::mem::take(&mut dataset.faces).into_iter().zip(results) {
+            match r {
+                Ok(c) => {
+                    kept_faces.push(face);
+                    cache.push(c);
+                }
+                Err(Error::Data(e)) => skipped.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        dataset.faces = kept_faces;
+        Some(cache)
+    } else {
+        None
+    };
+    let skipped = kp_data::SkipReport::new(&skipped);
+    if skipped.total() > 0 {
+        for m in &skipped.messages {
+            tracing::warn!("skipped: {m}");
+        }
+        tracing::warn!("{}: {skipped}", cfg.data.display());
     }
     if dataset.is_empty() {
         return Err(Error::Config(format!(
@@ -81,8 +123,10 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
         // Tiny smoke runs: validate on the training faces rather than on nothing.
         val = train.clone();
     }
-    let subset = cfg.keypoints.as_deref();
-    let cache = cache_faces(&dataset.faces, subset, cfg.width, cfg.height)?;
+    let cache = match cache {
+        Some(c) => c,
+        None => cache_faces(&dataset.faces, subset, cfg.width, cfg.height)?,
+    };
     let num_keypoints = cache[0].keypoints.len();
     if let Some(bad) = cache
         .iter()
@@ -105,6 +149,7 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
         cache,
         num_keypoints,
         eye_corners,
+        skipped,
     })
 }
 
@@ -355,6 +400,7 @@ fn make_summary(
             .then(|| last_train.iter().sum::<f64>() / last_train.len() as f64),
         final_val_loss: rows.iter().rev().find(|r| r.split == "val").map(|r| r.loss),
         diverged_at_step,
+        skipped: data.skipped.messages.clone(),
         val: Some(ev.metrics),
         val_errors: Some(ev.errors),
     }
@@ -376,9 +422,9 @@ fn finish_diverged(
     } else {
         // Diverged in the first epoch: the initial weights are the last good model.
         *model = LoadedModel::build(cfg, data.num_keypoints, &model.device.clone())?;
-        model.save(&run.model_path())?;
         Vec::new()
     };
+    model.save(&run.model_path())?;
     let ev = evaluate(model, &data.cache, &data.val, eval_pipe, data.eye_corners)?;
     let summary = make_summary(cfg, data, &rows, at, RunStatus::Diverged, Some(at), ev);
     write_json(&run.summary_path(), &summary)
