@@ -109,6 +109,27 @@ fn parse_f32(s: &str, what: &str, path: &Path, line: usize) -> Result<f32> {
     }
 }
 
+/// Relative coordinates accepted: the image is [0, 1]; points a little outside it are kept.
+const RELATIVE_RANGE: std::ops::RangeInclusive<f32> = -1.0..=2.0;
+
+/// A relative coordinate: finite and within [`RELATIVE_RANGE`] (found by fuzzing: `1e38` is a
+/// finite f32 that becomes infinite in pixels).
+fn parse_relative(s: &str, what: &str, path: &Path, line: usize) -> Result<f32> {
+    let v = parse_f32(s, what, path, line)?;
+    if !RELATIVE_RANGE.contains(&v) {
+        return Err(Error::parse(
+            path,
+            line,
+            format!(
+                "{what} = {s} is not a fraction of the image size (expected {} to {})",
+                RELATIVE_RANGE.start(),
+                RELATIVE_RANGE.end()
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 /// Parses the text of an `.asf` file; `path` is only used in error messages.
 pub fn parse_asf(text: &str, path: &Path) -> Result<AsfShape> {
     let mut lines = text
@@ -154,8 +175,8 @@ pub fn parse_asf(text: &str, path: &Path) -> Result<AsfShape> {
         let p = AsfPoint {
             path: parse_u32(f[0], "path#", path, ln)?,
             kind: parse_u32(f[1], "type", path, ln)?,
-            x_rel: parse_f32(f[2], "x", path, ln)?,
-            y_rel: parse_f32(f[3], "y", path, ln)?,
+            x_rel: parse_relative(f[2], "x", path, ln)?,
+            y_rel: parse_relative(f[3], "y", path, ln)?,
             connects_from: parse_u32(f[5], "connects-from", path, ln)?,
             connects_to: parse_u32(f[6], "connects-to", path, ln)?,
         };
@@ -298,6 +319,22 @@ pub(crate) mod tests {
         }
         s += &format!("\n#\n# host image\n#\n{host}\n");
         s
+    }
+
+    #[test]
+    fn relative_coordinates_far_outside_the_image_are_refused() {
+        // Found by `cargo fuzz run asf`: a finite x of 1.1e38 became inf in pixels.
+        let big = asf_text("x.jpg", false).replacen(
+            "0.20000000",
+            "111111111111111111111111111111111111111",
+            1,
+        );
+        let e = parse_asf(&big, Path::new("t.asf")).unwrap_err();
+        assert!(matches!(e, Error::Parse { line: 13, .. }), "{e}");
+        assert!(e.to_string().contains("fraction of the image"), "{e}");
+        let edge = asf_text("x.jpg", false).replacen("0.20000000", "-0.05", 1);
+        let shape = parse_asf(&edge, Path::new("t.asf")).unwrap();
+        assert!(shape.to_pixels(640, 480).iter().all(|p| p.is_finite()));
     }
 
     #[test]

@@ -19,9 +19,18 @@ use crate::scheme::IBUG68;
 /// Image extensions looked for beside a `.pts` file, in this order.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "png", "jpeg"];
 
+/// Largest coordinate accepted (as in dlib XML): no image kp reads is larger, and any scaling
+/// of a larger finite value could overflow to infinity.
+pub const MAX_COORD: f32 = 65_536.0;
+
 fn coord(s: &str, what: &str, path: &Path, line: usize) -> Result<f32> {
     match s.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(v - 1.0),
+        Ok(v) if v.is_finite() && v.abs() <= MAX_COORD => Ok(v - 1.0),
+        Ok(v) if v.is_finite() => Err(Error::parse(
+            path,
+            line,
+            format!("{what} = {s} is out of range (|coordinate| > {MAX_COORD})"),
+        )),
         _ => Err(Error::parse(
             path,
             line,
