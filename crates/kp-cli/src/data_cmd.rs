@@ -29,12 +29,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             json,
             skip_bad,
         } => {
-            let (dataset, skipped) = if skip_bad {
-                kp_data::format::load_dataset_skipping_bad(&path)
-            } else {
-                kp_data::format::load_dataset(&path).map(|d| (d, Vec::new()))
-            }
-            .with_context(|| format!("loading {}", path.display()))?;
+            let (dataset, skipped) = kp_data::format::load_dataset_with(&path, skip_bad)
+                .with_context(|| format!("loading {}", path.display()))?;
             let summary = kp_data::summary::Summary::compute(&dataset)?;
             let report = kp_data::SkipReport::new(&skipped);
             if json {

@@ -281,13 +281,7 @@ fn parse(text: &str, path: &Path, mut skipped: Option<&mut Vec<Error>>) -> Resul
                     ctx.image = None;
                     ctx.boxn = None;
                 }
-                Event::Eof => {
-                    return Err(ctx.err(
-                        text.len() as u64,
-                        None,
-                        "file ends inside an <image> (truncated?)",
-                    ))
-                }
+                Event::Eof => break,
                 _ => {}
             }
             continue;
@@ -512,7 +506,7 @@ fn parse(text: &str, path: &Path, mut skipped: Option<&mut Vec<Error>>) -> Resul
         }
     }
     let end = text.len() as u64;
-    if current.is_some() || image.is_some() {
+    if current.is_some() || image.is_some() || skipping {
         return Err(ctx.err(end, None, "file ends inside this element (truncated?)"));
     }
     if dataset_open {
@@ -528,10 +522,15 @@ fn parse(text: &str, path: &Path, mut skipped: Option<&mut Vec<Error>>) -> Resul
     Ok(out)
 }
 
+/// Reads a file's text (see [`decode`]).
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(decode(bytes))
+}
+
 /// Reads and parses a dlib XML file.
 pub fn read_dlib_xml(path: &Path) -> Result<XmlDataset> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_dlib_xml(&decode(bytes), path)
+    parse_dlib_xml(&read_text(path)?, path)
 }
 
 /// The keypoints of a box: its parts must be named `0..n` (any zero padding), in order.
@@ -561,26 +560,31 @@ fn box_keypoints(b: &XmlBox, img: &XmlImage, index: usize, path: &Path) -> Resul
 /// `0..n` with the same `n`; the scheme is the known one with `n` points, if any.
 /// Images are not opened (the Kaggle test file's images are not distributed).
 pub fn load_dlib_xml(path: &Path) -> Result<Dataset> {
-    let xml = read_dlib_xml(path)?;
-    faces_of(path, &xml, None)
+    load_dlib_xml_with(path, false).map(|(d, _)| d)
 }
 
 /// Like [`load_dlib_xml`], but an `<image>` with a bad element and a box with bad parts (wrong
 /// names, another point count than the first face) are left out; returns the dataset and one
 /// error per image or box left out.
 pub fn load_dlib_xml_skipping_bad(path: &Path) -> Result<(Dataset, Vec<Error>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (xml, mut skipped) = parse_dlib_xml_skipping_bad(&decode(bytes), path)?;
-    let dataset = faces_of(path, &xml, Some(&mut skipped))?;
-    Ok((dataset, skipped))
+    load_dlib_xml_with(path, true)
 }
 
-/// One face per box of `xml`; with `skipped`, boxes with bad parts are pushed there, not fatal.
-fn faces_of(
-    path: &Path,
-    xml: &XmlDataset,
-    mut skipped: Option<&mut Vec<Error>>,
-) -> Result<Dataset> {
+/// One face per box; with `skip_bad`, bad images and boxes are left out and their errors
+/// returned, otherwise the first one fails.
+pub(crate) fn load_dlib_xml_with(path: &Path, skip_bad: bool) -> Result<(Dataset, Vec<Error>)> {
+    let text = read_text(path)?;
+    let mut skipped = Vec::new();
+    let xml = parse(&text, path, skip_bad.then_some(&mut skipped))?;
+    // Skips the box of `e` (with `skip_bad`) or fails with it.
+    let mut skip_or_fail = |e: Error| {
+        if skip_bad {
+            skipped.push(e);
+            Ok(())
+        } else {
+            Err(e)
+        }
+    };
     let folder = path.parent().unwrap_or(Path::new(""));
     let mut faces = Vec::new();
     let mut count: Option<(usize, usize)> = None; // (points, line of the first labelled box)
@@ -588,13 +592,12 @@ fn faces_of(
         let image = folder.join(&img.file);
         let image_size = img.width.zip(img.height);
         for (i, b) in img.boxes.iter().enumerate() {
-            let keypoints = match (box_keypoints(b, img, i, path), skipped.as_deref_mut()) {
-                (Ok(k), _) => k,
-                (Err(e), Some(list)) => {
-                    list.push(e);
+            let keypoints = match box_keypoints(b, img, i, path) {
+                Ok(k) => k,
+                Err(e) => {
+                    skip_or_fail(e)?;
                     continue;
                 }
-                (Err(e), None) => return Err(e),
             };
             if !keypoints.is_empty() {
                 match count {
@@ -610,13 +613,8 @@ fn faces_of(
                                 keypoints.len()
                             ),
                         };
-                        match skipped.as_deref_mut() {
-                            Some(list) => {
-                                list.push(e);
-                                continue;
-                            }
-                            None => return Err(e),
-                        }
+                        skip_or_fail(e)?;
+                        continue;
                     }
                     Some(_) => {}
                 }
@@ -632,11 +630,12 @@ fn faces_of(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "dlib-xml".into());
-    Ok(Dataset {
+    let dataset = Dataset {
         name,
         scheme: count.and_then(|(n, _)| LandmarkScheme::for_num_points(n)),
         faces,
-    })
+    };
+    Ok((dataset, skipped))
 }
 
 /// The image path to write: relative to `folder` when the image lies under it.

@@ -115,28 +115,7 @@ impl DatasetFormat {
 
 /// Detects the format of `path` and loads the dataset.
 pub fn load_dataset(path: &Path) -> Result<Dataset> {
-    let (format, file) = resolve(path)?;
-    tracing::debug!("{}: loading as {format}", file.display());
-    match format {
-        DatasetFormat::ImmAsf => imm::load_imm(&file),
-        DatasetFormat::DlibXml => dlib_xml::load_dlib_xml(&file),
-        #[cfg(feature = "tables")]
-        DatasetFormat::Csv => crate::table::read_csv(&file),
-        #[cfg(not(feature = "tables"))]
-        DatasetFormat::Csv => Err(crate::Error::UnknownFormat {
-            path: file,
-            message: "CSV annotation tables need kp-data's `tables` feature".into(),
-        }),
-        DatasetFormat::Pts if file.is_file() => Ok(Dataset {
-            name: file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            scheme: Some(&crate::scheme::IBUG68),
-            faces: vec![pts::load_pts_face(&file)?],
-        }),
-        DatasetFormat::Pts => pts::load_pts_dir(&file),
-    }
+    load_dataset_with(path, false).map(|(d, _)| d)
 }
 
 /// Like [`load_dataset`], but entries that fail to load (a bad `.asf`/`.pts` file, an XML
@@ -144,13 +123,37 @@ pub fn load_dataset(path: &Path) -> Result<Dataset> {
 /// failing the whole dataset; returns the dataset and one error per entry left out (see
 /// [`crate::SkipReport`]). A path that is no dataset, broken XML syntax or an unreadable CSV
 /// still fail.
-pub fn load_dataset_skipping_bad(path: &Path) -> Result<(Dataset, Vec<crate::Error>)> {
+pub fn load_dataset_skipping_bad(path: &Path) -> Result<(Dataset, Vec<Error>)> {
+    load_dataset_with(path, true)
+}
+
+/// [`load_dataset`] when `skip_bad` is false (nothing is ever skipped), otherwise
+/// [`load_dataset_skipping_bad`]: for callers that take `--skip-bad` as a flag.
+pub fn load_dataset_with(path: &Path, skip_bad: bool) -> Result<(Dataset, Vec<Error>)> {
     let (format, file) = resolve(path)?;
+    tracing::debug!("{}: loading as {format}", file.display());
     match format {
-        DatasetFormat::ImmAsf => imm::load_imm_skipping_bad(&file),
-        DatasetFormat::DlibXml => dlib_xml::load_dlib_xml_skipping_bad(&file),
-        DatasetFormat::Pts if file.is_dir() => pts::load_pts_dir_skipping_bad(&file),
-        _ => load_dataset(path).map(|d| (d, Vec::new())),
+        DatasetFormat::ImmAsf => imm::load_imm_with(&file, skip_bad),
+        DatasetFormat::DlibXml => dlib_xml::load_dlib_xml_with(&file, skip_bad),
+        #[cfg(feature = "tables")]
+        DatasetFormat::Csv => crate::table::read_csv(&file).map(|d| (d, Vec::new())),
+        #[cfg(not(feature = "tables"))]
+        DatasetFormat::Csv => Err(crate::Error::UnknownFormat {
+            path: file,
+            message: "CSV annotation tables need kp-data's `tables` feature".into(),
+        }),
+        DatasetFormat::Pts if file.is_file() => Ok((
+            Dataset {
+                name: file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                scheme: Some(&crate::scheme::IBUG68),
+                faces: vec![pts::load_pts_face(&file)?],
+            },
+            Vec::new(),
+        )),
+        DatasetFormat::Pts => pts::load_pts_dir_with(&file, skip_bad),
     }
 }
 

@@ -10,8 +10,6 @@
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::face::{Dataset, Face, Gender};
 use crate::geometry::Point;
@@ -264,25 +262,16 @@ pub fn asf_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Loads every `.asf` face in `dir` (in parallel), sorted by file name, as the `imm` dataset.
 pub fn load_imm(dir: &Path) -> Result<Dataset> {
-    let faces = asf_files_nonempty(dir)?
-        .par_iter()
-        .map(|p| load_asf_face(p))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(imm_dataset(faces))
+    load_imm_with(dir, false).map(|(d, _)| d)
 }
 
 /// Like [`load_imm`], but `.asf` files that fail to load (bad text, missing or unreadable
 /// image) are left out; returns the dataset and one error per file left out.
 pub fn load_imm_skipping_bad(dir: &Path) -> Result<(Dataset, Vec<Error>)> {
-    let results = asf_files_nonempty(dir)?
-        .par_iter()
-        .map(|p| load_asf_face(p))
-        .collect::<Vec<_>>();
-    let (faces, skipped) = crate::skip::partition(results);
-    Ok((imm_dataset(faces), skipped))
+    load_imm_with(dir, true)
 }
 
-fn asf_files_nonempty(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn load_imm_with(dir: &Path, skip_bad: bool) -> Result<(Dataset, Vec<Error>)> {
     let files = asf_files(dir)?;
     if files.is_empty() {
         return Err(Error::UnknownFormat {
@@ -290,7 +279,8 @@ fn asf_files_nonempty(dir: &Path) -> Result<Vec<PathBuf>> {
             message: "no .asf files in this folder".into(),
         });
     }
-    Ok(files)
+    let (faces, skipped) = crate::skip::load_files(&files, load_asf_face, skip_bad)?;
+    Ok((imm_dataset(faces), skipped))
 }
 
 fn imm_dataset(faces: Vec<Face>) -> Dataset {

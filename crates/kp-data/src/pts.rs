@@ -8,8 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::face::{Dataset, Face};
 use crate::geometry::Point;
@@ -195,25 +193,16 @@ pub fn pts_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Loads every `.pts` face under `dir` (recursively, in parallel), sorted by path.
 pub fn load_pts_dir(dir: &Path) -> Result<Dataset> {
-    let faces = pts_files_nonempty(dir)?
-        .par_iter()
-        .map(|p| load_pts_face(p))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(pts_dataset(dir, faces))
+    load_pts_dir_with(dir, false).map(|(d, _)| d)
 }
 
 /// Like [`load_pts_dir`], but `.pts` files that fail to load are left out; returns the dataset
 /// and one error per file left out.
 pub fn load_pts_dir_skipping_bad(dir: &Path) -> Result<(Dataset, Vec<Error>)> {
-    let results = pts_files_nonempty(dir)?
-        .par_iter()
-        .map(|p| load_pts_face(p))
-        .collect::<Vec<_>>();
-    let (faces, skipped) = crate::skip::partition(results);
-    Ok((pts_dataset(dir, faces), skipped))
+    load_pts_dir_with(dir, true)
 }
 
-fn pts_files_nonempty(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn load_pts_dir_with(dir: &Path, skip_bad: bool) -> Result<(Dataset, Vec<Error>)> {
     let files = pts_files(dir)?;
     if files.is_empty() {
         return Err(Error::UnknownFormat {
@@ -221,7 +210,8 @@ fn pts_files_nonempty(dir: &Path) -> Result<Vec<PathBuf>> {
             message: "no .pts files under this folder".into(),
         });
     }
-    Ok(files)
+    let (faces, skipped) = crate::skip::load_files(&files, load_pts_face, skip_bad)?;
+    Ok((pts_dataset(dir, faces), skipped))
 }
 
 fn pts_dataset(dir: &Path, faces: Vec<Face>) -> Dataset {

@@ -6,20 +6,31 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-/// Splits per-entry results into the values that loaded and the errors of the rest.
-pub(crate) fn partition<T>(results: Vec<Result<T>>) -> (Vec<T>, Vec<Error>) {
+/// Loads every file with `load` (in parallel, results in file order). With `skip_bad`, files
+/// that fail are left out and their errors returned; without it, the first failing file (in
+/// file order) fails the whole load.
+pub(crate) fn load_files<T: Send>(
+    files: &[PathBuf],
+    load: impl Fn(&Path) -> Result<T> + Sync,
+    skip_bad: bool,
+) -> Result<(Vec<T>, Vec<Error>)> {
+    let results: Vec<Result<T>> = files.par_iter().map(|p| load(p)).collect();
     let mut ok = Vec::with_capacity(results.len());
     let mut bad = Vec::new();
     for r in results {
         match r {
             Ok(v) => ok.push(v),
-            Err(e) => bad.push(e),
+            Err(e) if skip_bad => bad.push(e),
+            Err(e) => return Err(e),
         }
     }
-    (ok, bad)
+    Ok((ok, bad))
 }
 
 /// How many entries were left out, by cause, with every message.
@@ -93,9 +104,19 @@ mod tests {
     }
 
     #[test]
-    fn partition_keeps_order() {
-        let (ok, bad) = partition(vec![Ok(1), Err(Error::InvalidArgument("x".into())), Ok(3)]);
+    fn load_files_keeps_order_and_skips_or_fails() {
+        let files: Vec<PathBuf> = ["1", "x", "3", "y"].iter().map(PathBuf::from).collect();
+        let load = |p: &Path| -> Result<u32> {
+            let s = p.to_str().unwrap();
+            s.parse()
+                .map_err(|_| Error::parse(p, 1, format!("`{s}` is no number")))
+        };
+        let (ok, bad) = load_files(&files, load, true).unwrap();
         assert_eq!(ok, vec![1, 3]);
-        assert_eq!(bad.len(), 1);
+        assert_eq!(bad.len(), 2);
+        assert!(bad[0].to_string().starts_with("x:1"), "{}", bad[0]);
+        // Without skipping, the first bad file in file order fails the load.
+        let e = load_files(&files, load, false).unwrap_err();
+        assert!(e.to_string().starts_with("x:1"), "{e}");
     }
 }

@@ -103,13 +103,13 @@ pub fn cache_decoded(
     }
 }
 
-/// Decodes all faces in parallel.
+/// Decodes all faces in parallel; one result per face, in order.
 pub fn cache_faces(
     faces: &[Face],
     subset: Option<&[usize]>,
     width: usize,
     height: usize,
-) -> Result<Vec<CachedFace>> {
+) -> Vec<Result<CachedFace>> {
     faces
         .par_iter()
         .map(|f| cache_face(f, subset, width, height))

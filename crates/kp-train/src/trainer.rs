@@ -15,11 +15,10 @@ use crate::eval::{evaluate, Evaluation};
 use crate::loader::{epoch_order, for_each_batch};
 use crate::model::{device, LoadedModel};
 use crate::optim::{Adam, AdamConfig};
-use crate::prep::{cache_face, cache_faces, load_pipeline, CachedFace};
+use crate::prep::{cache_faces, load_pipeline, CachedFace};
 use crate::run::{
     peak_rss_mib, write_metrics_csv, MetricRow, RunDir, RunState, RunStatus, Summary, Timing,
 };
-use rayon::prelude::*;
 
 /// Batches prepared ahead of the model.
 const PREFETCH: usize = 4;
@@ -60,40 +59,27 @@ pub struct PreparedData {
 /// With `cfg.skip_bad`, faces whose annotation or image cannot be read are left out and
 /// listed in [`PreparedData::skipped`]; otherwise the first such face fails the run.
 pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
-    let (mut dataset, mut skipped) = if cfg.skip_bad {
-        kp_data::format::load_dataset_skipping_bad(&cfg.data)?
-    } else {
-        (kp_data::format::load_dataset(&cfg.data)?, Vec::new())
-    };
+    let (mut dataset, mut skipped) = kp_data::format::load_dataset_with(&cfg.data, cfg.skip_bad)?;
     dataset.faces.retain(|f| f.is_labelled() && !f.ignore);
     if let Some(n) = cfg.limit {
         dataset.truncate(n);
     }
+    // Decode before the split, so that with `skip_bad` an unreadable image leaves its face out.
     let subset = cfg.keypoints.as_deref();
-    let cache = if cfg.skip_bad {
-        // Decode first, so that an unreadable image leaves its face out before the split.
-        let results: Vec<_> = dataset
-            .faces
-            .par_iter()
-            .map(|f| cache_face(f, subset, cfg.width, cfg.height))
-            .collect();
-        let mut kept_faces = Vec::with_capacity(results.len());
-        let mut cache = Vec::with_capacity(results.len());
-        for (face, r) in std::mem::take(&mut dataset.faces).into_iter().zip(results) {
-            match r {
-                Ok(c) => {
-                    kept_faces.push(face);
-                    cache.push(c);
-                }
-                Err(Error::Data(e)) => skipped.push(e),
-                Err(e) => return Err(e),
+    let results = cache_faces(&dataset.faces, subset, cfg.width, cfg.height);
+    let mut cache = Vec::with_capacity(results.len());
+    let mut kept_faces = Vec::with_capacity(results.len());
+    for (face, r) in std::mem::take(&mut dataset.faces).into_iter().zip(results) {
+        match r {
+            Ok(c) => {
+                kept_faces.push(face);
+                cache.push(c);
             }
+            Err(Error::Data(e)) if cfg.skip_bad => skipped.push(e),
+            Err(e) => return Err(e),
         }
-        dataset.faces = kept_faces;
-        Some(cache)
-    } else {
-        None
-    };
+    }
+    dataset.faces = kept_faces;
     let skipped = kp_data::SkipReport::new(&skipped);
     if skipped.total() > 0 {
         for m in &skipped.messages {
@@ -123,10 +109,6 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
         // Tiny smoke runs: validate on the training faces rather than on nothing.
         val = train.clone();
     }
-    let cache = match cache {
-        Some(c) => c,
-        None => cache_faces(&dataset.faces, subset, cfg.width, cfg.height)?,
-    };
     let num_keypoints = cache[0].keypoints.len();
     if let Some(bad) = cache
         .iter()
