@@ -1,14 +1,12 @@
-//! Convolution as unfold + matrix product, with a fast backward pass on the CPU.
+//! Unfold (im2col) and fold (col2im) of NCHW images.
 //!
-//! candle 0.11's CPU convolution backward computes the input gradient with a naive
-//! `conv_transpose2d` and the weight gradient with a second convolution over transposed
-//! tensors; both dominate the training step of the seed networks. Here a convolution is
-//! `y[n] = W · unfold(x[n])`: [`unfold`] is a candle [`CustomOp1`] that copies every kernel
-//! window of `x` into a column (`(N, C·k·k, OH·OW)`, Caffe's im2col layout), and the product runs
-//! through candle's `matmul` (the `gemm` crate, multithreaded). Autograd then gives
-//! `dW = Σ_n dy[n] · unfold(x[n])ᵀ` and `dx = fold(Wᵀ · dy)`, where `fold` (col2im, the adjoint
-//! of `unfold`, also a custom op) adds every column back onto the pixels it came from.
-//! `unfold` and `fold` are each other's backward, so gradients of any order work.
+//! [`unfold`] copies every kernel window of `x` into a column (`(N, C·k·k, OH·OW)`, Caffe's
+//! im2col layout); [`fold`] adds columns back onto the pixels they came from (its adjoint). Both
+//! are differentiable candle custom ops, each the other's backward, so gradients of any order
+//! work. The per-plane kernels (any band of output rows, any column offset) are also the
+//! building blocks of kp's CPU convolution, [`crate::conv_cpu`].
+
+use std::ops::Range;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
@@ -76,15 +74,24 @@ impl UnfoldGeometry {
         (lo, hi.max(lo))
     }
 
-    /// Unfolds one channel plane (`H·W`) into its `k·k` rows of `OH·OW` columns.
-    fn unfold_plane<T: WithDType>(&self, plane: &[T], rows: &mut [T], oh: usize, ow: usize) {
+    /// Unfolds the output rows `oys` of one channel plane (`H·W`) into its `k·k` rows of
+    /// `dst` (row stride `ld`), starting at column `col0`; padding becomes zeros.
+    pub(crate) fn unfold_plane<T: WithDType>(
+        &self,
+        plane: &[T],
+        dst: &mut [T],
+        ld: usize,
+        col0: usize,
+        oys: Range<usize>,
+        ow: usize,
+    ) {
         let (h, w, k) = (self.height, self.width, self.kernel);
-        let cols = oh * ow;
+        let span = oys.len() * ow;
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut rows[(ky * k + kx) * cols..(ky * k + kx + 1) * cols];
-                for oy in 0..oh {
-                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                let row = &mut dst[(ky * k + kx) * ld + col0..][..span];
+                for (r, oy) in oys.clone().enumerate() {
+                    let dst = &mut row[r * ow..(r + 1) * ow];
                     let Some(iy) = self.source(oy, ky, h) else {
                         dst.fill(T::zero());
                         continue;
@@ -113,20 +120,42 @@ impl UnfoldGeometry {
         }
     }
 
-    /// Adds one channel's `k·k` rows back onto its plane (the adjoint of `unfold_plane`).
-    fn fold_plane<T: WithDType>(&self, rows: &[T], plane: &mut [T], oh: usize, ow: usize) {
+    /// The input rows that output rows `oys` read: `[first, end)`, clipped to the image.
+    pub(crate) fn input_rows(&self, oys: &Range<usize>) -> Range<usize> {
+        if oys.is_empty() {
+            return 0..0;
+        }
+        let first = (oys.start * self.stride).saturating_sub(self.padding);
+        let end = ((oys.end - 1) * self.stride + self.kernel)
+            .saturating_sub(self.padding)
+            .min(self.height);
+        first.min(end)..end
+    }
+
+    /// Adds the `k·k` rows of `src` (row stride `ld`, from column `col0`, output rows `oys`)
+    /// back onto a channel's input rows [`Self::input_rows`]`(oys)`, held in `plane` (the
+    /// adjoint of [`Self::unfold_plane`]).
+    pub(crate) fn fold_plane<T: WithDType>(
+        &self,
+        src: &[T],
+        ld: usize,
+        col0: usize,
+        oys: Range<usize>,
+        ow: usize,
+        plane: &mut [T],
+    ) {
         let (h, w, k) = (self.height, self.width, self.kernel);
-        let cols = oh * ow;
-        plane.fill(T::zero());
+        let row0 = self.input_rows(&oys).start;
+        let span = oys.len() * ow;
         for ky in 0..k {
             for kx in 0..k {
-                let row = &rows[(ky * k + kx) * cols..(ky * k + kx + 1) * cols];
-                for oy in 0..oh {
+                let row = &src[(ky * k + kx) * ld + col0..][..span];
+                for (r, oy) in oys.clone().enumerate() {
                     let Some(iy) = self.source(oy, ky, h) else {
                         continue;
                     };
-                    let src = &row[oy * ow..(oy + 1) * ow];
-                    let dst = &mut plane[iy * w..(iy + 1) * w];
+                    let src = &row[r * ow..(r + 1) * ow];
+                    let dst = &mut plane[(iy - row0) * w..(iy - row0 + 1) * w];
                     if self.stride == 1 {
                         let (lo, hi) = self.inside(kx, ow, w);
                         if lo < hi {
@@ -163,7 +192,7 @@ impl UnfoldGeometry {
             windows
                 .par_chunks_mut(block)
                 .zip(src.par_chunks(plane))
-                .for_each(|(rows, src)| self.unfold_plane(src, rows, oh, ow));
+                .for_each(|(rows, src)| self.unfold_plane(src, rows, cols, 0, 0..oh, ow));
         }
         Ok(out)
     }
@@ -181,7 +210,7 @@ impl UnfoldGeometry {
             // The ones row (if any) is constant: its gradient goes nowhere.
             dst.par_chunks_mut(plane)
                 .zip(src[..self.channels * block].par_chunks(block))
-                .for_each(|(dst, rows)| self.fold_plane(rows, dst, oh, ow));
+                .for_each(|(dst, rows)| self.fold_plane(rows, oh * ow, 0, 0..oh, ow, dst));
         }
         Ok(out)
     }
@@ -219,14 +248,18 @@ pub fn fold(cols: &Tensor, geometry: UnfoldGeometry) -> Result<Tensor> {
     Ok(cols.contiguous()?.apply_op1(Fold(geometry))?)
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
+pub(crate) fn contiguous<'a, T>(
+    data: &'a [T],
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("{op}: input must be contiguous"),
     }
 }
 
-fn to_candle<T>(r: Result<T>) -> candle_core::Result<T> {
+pub(crate) fn to_candle<T>(r: Result<T>) -> candle_core::Result<T> {
     r.map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
@@ -287,178 +320,10 @@ impl CustomOp1 for Fold {
     }
 }
 
-/// Column matrices larger than this many elements are built a few images at a time, so a
-/// large evaluation batch does not hold every image's columns at once (64 MiB in f32).
-pub const MAX_COLUMN_ELEMENTS: usize = 16 << 20;
-
-/// Convolution `(N, C, H, W) ⊛ (O, C, k, k) + bias` as `[W | b] · [unfold(x); 1]`; CPU only.
-///
-/// Batches whose columns would exceed [`MAX_COLUMN_ELEMENTS`] run in slices along the batch.
-pub fn conv2d_unfold(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-) -> Result<Tensor> {
-    conv2d_unfold_budget(x, weight, bias, stride, padding, MAX_COLUMN_ELEMENTS)
-}
-
-fn conv2d_unfold_budget(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-    budget: usize,
-) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let k = weight.dim(2)?;
-    let geometry = UnfoldGeometry {
-        channels: c,
-        height: h,
-        width: w,
-        kernel: k,
-        stride,
-        padding,
-        ones_row: bias.is_some(),
-    };
-    let (oh, ow) = geometry.output_size()?;
-    let per_image = geometry.rows() * oh * ow;
-    let slice = (budget / per_image.max(1)).max(1);
-    if n <= slice {
-        return conv2d_unfold_whole(x, weight, bias, stride, padding);
-    }
-    let mut parts = Vec::with_capacity(n.div_ceil(slice));
-    for start in (0..n).step_by(slice) {
-        let xs = x.narrow(0, start, slice.min(n - start))?;
-        parts.push(conv2d_unfold_whole(&xs, weight, bias, stride, padding)?);
-    }
-    Ok(Tensor::cat(&parts, 0)?)
-}
-
-fn conv2d_unfold_whole(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-) -> Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let (o, c, k, _) = weight.dims4()?;
-    let geometry = UnfoldGeometry {
-        channels: c,
-        height: h,
-        width: w,
-        kernel: k,
-        stride,
-        padding,
-        ones_row: bias.is_some(),
-    };
-    let (oh, ow) = geometry.output_size()?;
-    let cols = unfold(x, geometry)?;
-    let mut w2 = weight.reshape((o, c * k * k))?;
-    if let Some(b) = bias {
-        w2 = Tensor::cat(&[&w2, &b.reshape((o, 1))?], 1)?;
-    }
-    let y = w2.broadcast_left(n)?.matmul(&cols)?;
-    Ok(y.reshape((n, o, oh, ow))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
-
-    fn close(a: &Tensor, b: &Tensor, tol: f64) {
-        assert_eq!(a.dims(), b.dims());
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
-        assert!(d <= tol, "max difference {d} > {tol}");
-    }
-
-    /// Forward and all gradients equal candle's reference convolution (+ broadcast bias).
-    #[test]
-    fn matches_candle_conv2d() {
-        let dev = Device::Cpu;
-        for &(n, c, h, w, o, k, s, p, with_bias) in &[
-            (2, 1, 12, 9, 4, 5, 1, 0, true),
-            (3, 3, 11, 11, 5, 3, 1, 1, false),
-            (2, 4, 10, 10, 6, 3, 2, 1, true),
-            (1, 2, 15, 15, 3, 7, 2, 3, false),
-            (2, 3, 8, 8, 4, 1, 2, 0, true),
-            (1, 2, 5, 6, 3, 3, 1, 2, true),
-        ] {
-            let x = Var::randn(0f64, 1.0, (n, c, h, w), &dev).unwrap();
-            let wt = Var::randn(0f64, 1.0, (o, c, k, k), &dev).unwrap();
-            let b = Var::randn(0f64, 1.0, o, &dev).unwrap();
-            let bias = with_bias.then(|| b.as_tensor());
-            let ours = conv2d_unfold(x.as_tensor(), wt.as_tensor(), bias, s, p).unwrap();
-            let mut reference = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
-            if with_bias {
-                reference = reference
-                    .broadcast_add(&b.as_tensor().reshape((1, o, 1, 1)).unwrap())
-                    .unwrap();
-            }
-            close(&ours, &reference, 1e-10);
-            // Weighted sum so every output position has a distinct gradient.
-            let r = Tensor::randn(0f64, 1.0, ours.dims(), &dev).unwrap();
-            let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (&reference * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let mut vars = vec![x.as_tensor(), wt.as_tensor()];
-            if with_bias {
-                vars.push(b.as_tensor());
-            }
-            for v in vars {
-                close(g1.get(v).unwrap(), g2.get(v).unwrap(), 1e-9);
-            }
-        }
-    }
-
-    /// A batch too large for one column matrix runs in slices with the same result and gradients.
-    #[test]
-    fn sliced_batches_match() {
-        let dev = Device::Cpu;
-        let x = Var::randn(0f64, 1.0, (7, 2, 9, 8), &dev).unwrap();
-        let wt = Var::randn(0f64, 1.0, (3, 2, 3, 3), &dev).unwrap();
-        let b = Var::randn(0f64, 1.0, 3, &dev).unwrap();
-        let run = |budget| {
-            let y = conv2d_unfold_budget(
-                x.as_tensor(),
-                wt.as_tensor(),
-                Some(b.as_tensor()),
-                2,
-                1,
-                budget,
-            )
-            .unwrap();
-            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-            let grads = [&x, &wt, &b].map(|v| g.get(v.as_tensor()).unwrap().clone());
-            (y, grads)
-        };
-        // 19 rows x 20 columns = 380 elements per image: 1000 allows slices of 2 images.
-        let (whole, gw) = run(usize::MAX);
-        let (sliced, gs) = run(1000);
-        close(&whole, &sliced, 1e-12);
-        for (a, b) in gw.iter().zip(&gs) {
-            close(a, b, 1e-10);
-        }
-    }
+    use candle_core::{DType, Device};
 
     /// `fold` is the adjoint of `unfold`: <unfold(x), y> = <x, fold(y)>.
     #[test]
@@ -483,55 +348,6 @@ mod tests {
             rhs.to_scalar::<f64>().unwrap(),
         );
         assert!((a - b).abs() < 1e-9 * a.abs().max(1.0), "{a} vs {b}");
-    }
-
-    /// Finite differences through the whole unfold + matmul path, in f64.
-    #[test]
-    fn finite_differences() {
-        let dev = Device::Cpu;
-        let x = Var::randn(0f64, 1.0, (1, 2, 6, 5), &dev).unwrap();
-        let wt = Tensor::randn(0f64, 1.0, (3, 2, 3, 3), &dev).unwrap();
-        let b = Tensor::randn(0f64, 1.0, 3, &dev).unwrap();
-        let f = |x: &Tensor| -> f64 {
-            conv2d_unfold(x, &wt, Some(&b), 2, 1)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
-        let y = conv2d_unfold(x.as_tensor(), &wt, Some(&b), 2, 1).unwrap();
-        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let analytic = grads
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let base = x
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let eps = 1e-6;
-        for i in 0..base.len() {
-            let mut plus = base.clone();
-            plus[i] += eps;
-            let mut minus = base.clone();
-            minus[i] -= eps;
-            let tp = Tensor::from_vec(plus, (1, 2, 6, 5), &dev).unwrap();
-            let tm = Tensor::from_vec(minus, (1, 2, 6, 5), &dev).unwrap();
-            let numeric = (f(&tp) - f(&tm)) / (2.0 * eps);
-            assert!(
-                (numeric - analytic[i]).abs() < 1e-5 * numeric.abs().max(1.0),
-                "x[{i}]: numeric {numeric} analytic {}",
-                analytic[i]
-            );
-        }
     }
 
     #[test]

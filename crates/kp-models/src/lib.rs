@@ -43,6 +43,7 @@
 
 pub mod batchnorm;
 pub mod conv;
+pub mod conv_cpu;
 pub mod convmlp;
 pub mod error;
 pub mod face;
@@ -56,6 +57,7 @@ pub mod maxpool;
 pub mod nose;
 pub mod params;
 pub mod registry;
+pub mod relu;
 pub mod resnet;
 pub mod sequential;
 pub mod summary;

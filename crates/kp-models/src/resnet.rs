@@ -14,6 +14,7 @@ use crate::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::maxpool::MaxPool2d;
+use crate::relu::relu;
 use crate::sequential::relu_node;
 use crate::summary::{Describe, ModuleNode};
 
@@ -114,13 +115,13 @@ impl BasicBlock {
 
     /// Applies the block.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
+        let out = relu(&self.bn1.forward(&self.conv1.forward(x)?, train)?)?;
         let out = self.bn2.forward(&self.conv2.forward(&out)?, train)?;
         let identity = match &self.downsample {
             Some((c, b)) => b.forward(&c.forward(x)?, train)?,
             None => x.clone(),
         };
-        Ok((out + identity)?.relu()?)
+        relu(&(out + identity)?)
     }
 }
 
@@ -215,7 +216,7 @@ impl ResNet18 {
                 x.dims()
             )));
         }
-        let mut x = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut x = relu(&self.bn1.forward(&self.conv1.forward(x)?, train)?)?;
         x = self.maxpool.forward(&x)?;
         for blocks in &self.layers[..stage] {
             for block in blocks {

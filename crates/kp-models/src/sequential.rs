@@ -42,7 +42,7 @@ impl Layer {
             Layer::BatchNorm2d(l) => l.forward(x, train),
             Layer::MaxPool2d(l) => l.forward(x),
             Layer::Upsample(l) => l.forward(x),
-            Layer::ReLU { .. } => Ok(x.relu()?),
+            Layer::ReLU { .. } => crate::relu::relu(x),
         }
     }
 }
@@ -142,11 +142,18 @@ impl Sequential {
         self.layers.is_empty()
     }
 
-    /// Applies every layer in order.
+    /// Applies every layer in order; a convolution followed by a ReLU runs as one fused op.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
-        for layer in &self.layers {
-            x = layer.forward(&x, train)?;
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
+            x = match (layer, layers.peek()) {
+                (Layer::Conv2d(conv), Some(Layer::ReLU { .. })) => {
+                    layers.next();
+                    conv.forward_relu(&x)?
+                }
+                _ => layer.forward(&x, train)?,
+            };
         }
         Ok(x)
     }

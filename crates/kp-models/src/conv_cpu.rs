@@ -1,0 +1,863 @@
+//! The CPU convolution: blocked im2col + GEMM with the bias and an optional ReLU fused in, as
+//! one candle custom op with a hand-written backward.
+//!
+//! The output positions of a batch are cut into blocks of about [`BLOCK_ELEMENTS`] column
+//! entries (whole images when they are small, bands of output rows of one image when they are
+//! large), so every column matrix stays in cache and is never materialised for the whole batch:
+//!
+//! * forward: per block, `cols = unfold(x)`, `out = W · cols` (the `gemm` crate), then
+//!   `y = relu(out + b)` is written in place;
+//! * input gradient: per block, `dcols = Wᵀ · g` and `dx += fold(dcols)`, where `g` is the output
+//!   gradient (masked by `y > 0` after a ReLU); blocks run in two phases, even then odd, so that
+//!   blocks running at the same time never add onto the same input row;
+//! * weight gradient: `dW = Σ_blocks g · colsᵀ`, split over (input-channel range, output-channel
+//!   range) tasks that each own a disjoint tile of `dW` and add their blocks in a fixed order, so
+//!   the result does not depend on scheduling; `db = Σ g`.
+//!
+//! Blocks run in parallel on rayon's pool; the GEMMs are single-threaded unless there are fewer
+//! blocks than threads. Every part is tested against candle's `conv2d` and finite differences.
+
+use std::ops::Range;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::im2col::{contiguous, to_candle, UnfoldGeometry};
+
+/// Target size (elements) of one block's column matrix: 256 Ki f32 = 1 MiB, about an L2 cache.
+pub const BLOCK_ELEMENTS: usize = 256 << 10;
+
+/// A convolution's shape: input geometry, output channels and whether a ReLU follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConvShape {
+    geometry: UnfoldGeometry,
+    out_channels: usize,
+    relu: bool,
+}
+
+/// Output positions computed together: output rows `rows` of images `images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Block {
+    images: Range<usize>,
+    rows: Range<usize>,
+}
+
+impl Block {
+    fn segment(&self, ow: usize) -> usize {
+        self.rows.len() * ow
+    }
+
+    fn cols(&self, ow: usize) -> usize {
+        self.images.len() * self.segment(ow)
+    }
+}
+
+impl ConvShape {
+    fn k_dim(&self) -> usize {
+        let g = &self.geometry;
+        g.channels * g.kernel * g.kernel
+    }
+
+    fn input_plane(&self) -> usize {
+        self.geometry.height * self.geometry.width
+    }
+
+    /// Cuts `n` images into blocks. Bands of one image have at least `ceil(k / stride)` rows, so
+    /// bands two apart never read the same input row (what the two-phase input gradient needs).
+    fn blocks(&self, n: usize) -> Result<Vec<Block>> {
+        let (oh, ow) = self.geometry.output_size()?;
+        let target = (BLOCK_ELEMENTS / self.k_dim().max(1)).max(ow);
+        let per_image = oh * ow;
+        let mut blocks = Vec::new();
+        if per_image <= target {
+            let group = (target / per_image.max(1)).max(1);
+            for start in (0..n).step_by(group) {
+                blocks.push(Block {
+                    images: start..(start + group).min(n),
+                    rows: 0..oh,
+                });
+            }
+        } else {
+            let g = &self.geometry;
+            let band = (target / ow).max(g.kernel.div_ceil(g.stride)).max(1);
+            for image in 0..n {
+                for start in (0..oh).step_by(band) {
+                    blocks.push(Block {
+                        images: image..image + 1,
+                        rows: start..(start + band).min(oh),
+                    });
+                }
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// Unfolds input channels `chans` of a block into `buf` (`chans·k·k` rows of `cols`).
+    fn unfold_block<T: WithDType>(
+        &self,
+        x: &[T],
+        block: &Block,
+        chans: Range<usize>,
+        buf: &mut Vec<T>,
+    ) {
+        let g = &self.geometry;
+        let (kk, ow) = (g.kernel * g.kernel, self.output_width());
+        let cols = block.cols(ow);
+        buf.resize(chans.len() * kk * cols, T::zero());
+        let plane = self.input_plane();
+        for (j, image) in block.images.clone().enumerate() {
+            for (ci, c) in chans.clone().enumerate() {
+                let src = &x[(image * g.channels + c) * plane..][..plane];
+                let dst = &mut buf[ci * kk * cols..(ci + 1) * kk * cols];
+                g.unfold_plane(
+                    src,
+                    dst,
+                    cols,
+                    j * block.segment(ow),
+                    block.rows.clone(),
+                    ow,
+                );
+            }
+        }
+    }
+
+    /// Copies output channels `outs` of a block of `dy` into `buf` (`outs` rows of `cols`),
+    /// zeroing positions where `y <= 0` after a fused ReLU.
+    fn gather_grad<T: WithDType>(
+        &self,
+        dy: &[T],
+        y: &[T],
+        block: &Block,
+        outs: Range<usize>,
+        buf: &mut Vec<T>,
+    ) {
+        let ow = self.output_width();
+        let (cols, seg) = (block.cols(ow), block.segment(ow));
+        let plane = self.output_plane();
+        buf.resize(outs.len() * cols, T::zero());
+        for (j, image) in block.images.clone().enumerate() {
+            for (oi, o) in outs.clone().enumerate() {
+                let at = (image * self.out_channels + o) * plane + block.rows.start * ow;
+                let dst = &mut buf[oi * cols + j * seg..][..seg];
+                let src = &dy[at..at + seg];
+                if self.relu {
+                    for ((d, &g), &v) in dst.iter_mut().zip(src).zip(&y[at..at + seg]) {
+                        *d = if v > T::zero() { g } else { T::zero() };
+                    }
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+    }
+
+    fn output_width(&self) -> usize {
+        self.geometry.output_size().map_or(0, |(_, w)| w)
+    }
+
+    fn output_plane(&self) -> usize {
+        self.geometry.output_size().map_or(0, |(h, w)| h * w)
+    }
+
+    /// `y = relu(W · unfold(x) + b)` for `n` images.
+    fn forward<T: WithDType>(&self, x: &[T], w: &[T], b: Option<&[T]>, n: usize) -> Result<Vec<T>> {
+        let (o, kd, ow, plane) = (
+            self.out_channels,
+            self.k_dim(),
+            self.output_width(),
+            self.output_plane(),
+        );
+        let blocks = self.blocks(n)?;
+        let mut y = vec![T::zero(); n * o * plane];
+        let yp = SyncPtr(y.as_mut_ptr());
+        let par = gemm_parallelism(blocks.len());
+        blocks
+            .par_iter()
+            .for_each_init(scratch::<T>, |(cols_buf, out), block| {
+                let cols = block.cols(ow);
+                self.unfold_block(x, block, 0..self.geometry.channels, cols_buf);
+                out.resize(o * cols, T::zero());
+                // SAFETY: out is o x cols (row stride cols), w is o x kd, cols_buf is kd x cols.
+                unsafe {
+                    gemm::gemm(
+                        o,
+                        cols,
+                        kd,
+                        out.as_mut_ptr(),
+                        1,
+                        cols as isize,
+                        false,
+                        w.as_ptr(),
+                        1,
+                        kd as isize,
+                        cols_buf.as_ptr(),
+                        1,
+                        cols as isize,
+                        T::zero(),
+                        T::one(),
+                        false,
+                        false,
+                        false,
+                        par,
+                    );
+                }
+                let seg = block.segment(ow);
+                for (j, image) in block.images.clone().enumerate() {
+                    for oc in 0..o {
+                        let at = (image * o + oc) * plane + block.rows.start * ow;
+                        // SAFETY: blocks cover disjoint (image, row range) parts of y.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(yp.get().add(at), seg) };
+                        let src = &out[oc * cols + j * seg..][..seg];
+                        let bias = b.map_or(T::zero(), |b| b[oc]);
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            let v = v + bias;
+                            *d = if self.relu && v < T::zero() {
+                                T::zero()
+                            } else {
+                                v
+                            };
+                        }
+                    }
+                }
+            });
+        Ok(y)
+    }
+
+    /// `dx = fold(Wᵀ · g)`, `g = dy` masked by `y > 0` after a ReLU.
+    fn input_grad<T: WithDType>(&self, dy: &[T], y: &[T], w: &[T], n: usize) -> Result<Vec<T>> {
+        let g = self.geometry;
+        let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
+        let (kk, plane) = (g.kernel * g.kernel, self.input_plane());
+        let blocks = self.blocks(n)?;
+        let mut dx = vec![T::zero(); n * g.channels * plane];
+        let dxp = SyncPtr(dx.as_mut_ptr());
+        for parity in 0..2 {
+            let phase: Vec<&Block> = blocks.iter().skip(parity).step_by(2).collect();
+            let par = gemm_parallelism(phase.len());
+            phase
+                .par_iter()
+                .for_each_init(scratch::<T>, |(grad, dcols), block| {
+                    let cols = block.cols(ow);
+                    self.gather_grad(dy, y, block, 0..o, grad);
+                    dcols.resize(kd * cols, T::zero());
+                    // SAFETY: dcols is kd x cols, wᵀ is kd x o (w is o x kd), grad is o x cols.
+                    unsafe {
+                        gemm::gemm(
+                            kd,
+                            cols,
+                            o,
+                            dcols.as_mut_ptr(),
+                            1,
+                            cols as isize,
+                            false,
+                            w.as_ptr(),
+                            kd as isize,
+                            1,
+                            grad.as_ptr(),
+                            1,
+                            cols as isize,
+                            T::zero(),
+                            T::one(),
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                    }
+                    let rows = g.input_rows(&block.rows);
+                    for (j, image) in block.images.clone().enumerate() {
+                        for c in 0..g.channels {
+                            let at = (image * g.channels + c) * plane + rows.start * g.width;
+                            // SAFETY: blocks of one phase touch disjoint input rows (see
+                            // `blocks`); phases run one after the other.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    dxp.get().add(at),
+                                    rows.len() * g.width,
+                                )
+                            };
+                            let src = &dcols[c * kk * cols..(c + 1) * kk * cols];
+                            g.fold_plane(
+                                src,
+                                cols,
+                                j * block.segment(ow),
+                                block.rows.clone(),
+                                ow,
+                                dst,
+                            );
+                        }
+                    }
+                });
+        }
+        Ok(dx)
+    }
+
+    /// `[dW | db]` as an `(O, C·k·k + 1)` matrix.
+    fn weight_grad<T: WithDType>(&self, x: &[T], dy: &[T], y: &[T], n: usize) -> Result<Vec<T>> {
+        let g = self.geometry;
+        let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
+        let kk = g.kernel * g.kernel;
+        let blocks = self.blocks(n)?;
+        let threads = rayon::current_num_threads().max(1);
+        let chan_parts = g.channels.min(threads);
+        let out_parts = threads.div_ceil(chan_parts).min(o.div_ceil(16)).max(1);
+        let tasks: Vec<(Range<usize>, Range<usize>)> = split(g.channels, chan_parts)
+            .into_iter()
+            .flat_map(|c| split(o, out_parts).into_iter().map(move |r| (c.clone(), r)))
+            .collect();
+        let ld = kd + 1;
+        let mut dw = vec![T::zero(); o * ld];
+        let dwp = SyncPtr(dw.as_mut_ptr());
+        tasks.par_iter().for_each(|(chans, outs)| {
+            let (mut cols_buf, mut grad) = scratch::<T>();
+            for (i, block) in blocks.iter().enumerate() {
+                let cols = block.cols(ow);
+                self.unfold_block(x, block, chans.clone(), &mut cols_buf);
+                self.gather_grad(dy, y, block, outs.clone(), &mut grad);
+                // SAFETY: each task writes its own tile (rows `outs`, columns of `chans`) of
+                // the o x ld matrix dw; grad is outs x cols, cols_bufᵀ is cols x (chans·k·k).
+                unsafe {
+                    gemm::gemm(
+                        outs.len(),
+                        chans.len() * kk,
+                        cols,
+                        dwp.get().add(outs.start * ld + chans.start * kk),
+                        1,
+                        ld as isize,
+                        i > 0,
+                        grad.as_ptr(),
+                        1,
+                        cols as isize,
+                        cols_buf.as_ptr(),
+                        cols as isize,
+                        1,
+                        T::one(),
+                        T::one(),
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            }
+        });
+        // db: per output channel, the masked gradient summed in a fixed order.
+        let plane = self.output_plane();
+        dw.par_chunks_mut(ld).enumerate().for_each(|(oc, row)| {
+            let mut sum = T::zero();
+            for image in 0..n {
+                let at = (image * o + oc) * plane;
+                for (&gv, &v) in dy[at..at + plane].iter().zip(&y[at..at + plane]) {
+                    if !self.relu || v > T::zero() {
+                        sum += gv;
+                    }
+                }
+            }
+            row[kd] = sum;
+        });
+        Ok(dw)
+    }
+}
+
+/// `0..len` in `parts` nearly equal ranges.
+fn split(len: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, len.max(1));
+    (0..parts)
+        .map(|i| (i * len / parts)..((i + 1) * len / parts))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Two reusable buffers. Users resize them without clearing: every element is overwritten
+/// (unfold writes padding zeros, gathers and non-accumulating GEMMs write every entry).
+fn scratch<T>() -> (Vec<T>, Vec<T>) {
+    (Vec::new(), Vec::new())
+}
+
+/// Single-threaded GEMMs when there are enough blocks to keep every thread busy.
+fn gemm_parallelism(blocks: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if blocks >= threads || threads <= 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
+}
+
+/// A raw pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+
+// SAFETY: every use writes a region no other task touches at the same time (see the callers).
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// The fused convolution op: `(x, w[, b]) → relu?(conv(x, w) + b)`.
+struct ConvOp(ConvShape);
+
+/// The input gradient op: `(dy, y, w) → dx`.
+struct InputGradOp(ConvShape);
+
+/// The weight gradient op: `(x, dy, y) → [dW | db]`.
+struct WeightGradOp(ConvShape);
+
+fn batch(l: &Layout) -> candle_core::Result<usize> {
+    Ok(l.shape().dims().first().copied().unwrap_or(0))
+}
+
+impl ConvOp {
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = &self.0;
+        let n = batch(x.1)?;
+        let (oh, ow) = to_candle(s.geometry.output_size())?;
+        let shape = Shape::from((n, s.out_channels, oh, ow));
+        macro_rules! go {
+            ($variant:ident) => {{
+                let (CpuStorage::$variant(xv), CpuStorage::$variant(wv)) = (x.0, w.0) else {
+                    candle_core::bail!("conv2d: input and weight dtypes differ");
+                };
+                let bias = match b {
+                    Some((CpuStorage::$variant(bv), bl)) => Some(contiguous(bv, bl, "conv2d")?),
+                    Some(_) => candle_core::bail!("conv2d: bias dtype differs"),
+                    None => None,
+                };
+                let xv = contiguous(xv, x.1, "conv2d")?;
+                let wv = contiguous(wv, w.1, "conv2d")?;
+                CpuStorage::$variant(to_candle(s.forward(xv, wv, bias, n))?)
+            }};
+        }
+        let out = match x.0 {
+            CpuStorage::F32(_) => go!(F32),
+            CpuStorage::F64(_) => go!(F64),
+            other => candle_core::bail!("conv2d: unsupported dtype {:?}", other.dtype()),
+        };
+        Ok((out, shape))
+    }
+
+    /// `(dx, dw, db)` for the op's inputs; no `dx` when `x` needs no gradient (a network's
+    /// input image), which saves the first layer's most expensive product.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
+        let s = self.0;
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op3_no_bwd(y, w, &InputGradOp(s))?)
+        } else {
+            None
+        };
+        let dwb = x.apply_op3_no_bwd(&dy, y, &WeightGradOp(s))?;
+        let kd = s.k_dim();
+        let dw = dwb.narrow(1, 0, kd)?.reshape(w.shape())?;
+        let db = dwb.narrow(1, kd, 1)?.flatten_all()?;
+        Ok((dx, dw, db))
+    }
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "kp-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.grads(x, w, y, dy)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "kp-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.grads(x, w, y, dy)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// Runs `f` on three contiguous slices of one float dtype.
+macro_rules! three_slices {
+    ($name:literal, $a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {{
+        let ((s1, l1), (s2, l2), (s3, l3)) = ($a, $b, $c);
+        match (s1, s2, s3) {
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+                let ($x, $y, $z) = (
+                    contiguous(a, l1, $name)?,
+                    contiguous(b, l2, $name)?,
+                    contiguous(c, l3, $name)?,
+                );
+                CpuStorage::F32(to_candle($body)?)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+                let ($x, $y, $z) = (
+                    contiguous(a, l1, $name)?,
+                    contiguous(b, l2, $name)?,
+                    contiguous(c, l3, $name)?,
+                );
+                CpuStorage::F64(to_candle($body)?)
+            }
+            _ => candle_core::bail!("{}: f32 or f64 inputs of one dtype expected", $name),
+        }
+    }};
+}
+
+impl CustomOp3 for InputGradOp {
+    fn name(&self) -> &'static str {
+        "kp-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = &self.0;
+        let n = batch(l1)?;
+        let g = &s.geometry;
+        let shape = Shape::from((n, g.channels, g.height, g.width));
+        let out = three_slices!(
+            "conv2d input grad",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |dy, y, w| s.input_grad(dy, y, w, n)
+        );
+        Ok((out, shape))
+    }
+}
+
+impl CustomOp3 for WeightGradOp {
+    fn name(&self) -> &'static str {
+        "kp-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = &self.0;
+        let n = batch(l1)?;
+        let shape = Shape::from((s.out_channels, s.k_dim() + 1));
+        let out = three_slices!(
+            "conv2d weight grad",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, dy, y| s.weight_grad(x, dy, y, n)
+        );
+        Ok((out, shape))
+    }
+}
+
+/// Convolution `(N, C, H, W) ⊛ (O, C, k, k) + bias`, followed by a ReLU when `relu` is set, as
+/// one CPU op (see the module doc). Differentiable in `x`, `weight` and `bias`.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let (o, wc, k, k2) = weight.dims4()?;
+    if wc != c || k != k2 {
+        return Err(Error::Shape(format!(
+            "conv2d weight {:?} does not fit input {:?}",
+            weight.dims(),
+            x.dims()
+        )));
+    }
+    if let Some(b) = bias {
+        if b.dims() != [o] {
+            return Err(Error::Shape(format!(
+                "conv2d bias shape {:?}, expected [{o}]",
+                b.dims()
+            )));
+        }
+    }
+    let geometry = UnfoldGeometry {
+        channels: c,
+        height: h,
+        width: w,
+        kernel: k,
+        stride,
+        padding,
+        ones_row: false,
+    };
+    geometry.output_size()?;
+    let op = ConvOp(ConvShape {
+        geometry,
+        out_channels: o,
+        relu,
+    });
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    Ok(match bias {
+        Some(b) => x.apply_op3(&weight, &b.contiguous()?, op)?,
+        None => x.apply_op2(&weight, op)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Forward and all gradients equal candle's conv2d (+ bias, + relu) for strides, paddings,
+    /// kernels and batch sizes that give single-image bands, whole-image groups and both phases.
+    #[test]
+    fn matches_candle_conv2d_with_and_without_relu() {
+        let dev = Device::Cpu;
+        for &(n, c, h, w, o, k, s, p, with_bias, relu) in &[
+            (2, 1, 12, 9, 4, 5, 1, 0, true, false),
+            (3, 3, 11, 11, 5, 3, 1, 1, false, true),
+            (2, 4, 10, 10, 6, 3, 2, 1, true, true),
+            (1, 2, 15, 15, 3, 7, 2, 3, false, false),
+            (2, 3, 8, 8, 4, 1, 2, 0, true, true),
+            (1, 2, 5, 6, 3, 3, 1, 2, true, false),
+            // Large planes: several bands per image (K = 16 * 25 = 400 -> 655 columns).
+            (2, 16, 70, 40, 8, 5, 1, 0, true, true),
+            (1, 20, 64, 64, 5, 3, 2, 1, false, true),
+            (2, 40, 90, 30, 4, 3, 1, 1, true, false),
+        ] {
+            let x = Var::randn(0f64, 1.0, (n, c, h, w), &dev).unwrap();
+            let wt = Var::randn(0f64, 1.0, (o, c, k, k), &dev).unwrap();
+            let b = Var::randn(0f64, 1.0, o, &dev).unwrap();
+            let bias = with_bias.then(|| b.as_tensor());
+            let ours = conv2d(x.as_tensor(), wt.as_tensor(), bias, s, p, relu).unwrap();
+            let mut reference = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
+            if with_bias {
+                reference = reference
+                    .broadcast_add(&b.as_tensor().reshape((1, o, 1, 1)).unwrap())
+                    .unwrap();
+            }
+            if relu {
+                reference = reference.relu().unwrap();
+            }
+            let case = (n, c, h, w, o, k, s, p);
+            let d = max_diff(&ours, &reference);
+            assert!(d < 1e-10, "{case:?}: forward differs by {d}");
+            let r = Tensor::randn(0f64, 1.0, ours.dims(), &dev).unwrap();
+            let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&reference * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut vars = vec![("x", x.as_tensor()), ("w", wt.as_tensor())];
+            if with_bias {
+                vars.push(("b", b.as_tensor()));
+            }
+            for (name, v) in vars {
+                let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(d < 1e-9, "{case:?}: d{name} differs by {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_matches_f64() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 1.0, (2, 3, 20, 17), &dev).unwrap();
+        let w = Tensor::randn(0f64, 1.0, (4, 3, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f64, 1.0, 4, &dev).unwrap();
+        let y64 = conv2d(&x, &w, Some(&b), 1, 1, true).unwrap();
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let y32 = conv2d(&f(&x), &f(&w), Some(&f(&b)), 1, 1, true).unwrap();
+        assert!(max_diff(&f(&y64), &y32) < 1e-4);
+    }
+
+    /// Finite differences of `sum(conv(x)^2)` in x, w and b, in f64.
+    #[test]
+    fn finite_differences() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::randn(0f64, 1.0, (2, 2, 6, 5), &dev).unwrap();
+        let w0 = Tensor::randn(0f64, 1.0, (3, 2, 3, 3), &dev).unwrap();
+        let b0 = Tensor::randn(0f64, 1.0, 3, &dev).unwrap();
+        let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> Tensor {
+            conv2d(x, w, Some(b), 2, 1, true)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let (x, w, b) = (
+            Var::from_tensor(&x0).unwrap(),
+            Var::from_tensor(&w0).unwrap(),
+            Var::from_tensor(&b0).unwrap(),
+        );
+        let grads = loss(x.as_tensor(), w.as_tensor(), b.as_tensor())
+            .backward()
+            .unwrap();
+        let eps = 1e-6;
+        for which in 0..3 {
+            let t = [&x0, &w0, &b0][which];
+            let v = [&x, &w, &b][which];
+            let analytic = grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let base = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for i in 0..base.len() {
+                let at = |delta: f64| {
+                    let mut moved = base.clone();
+                    moved[i] += delta;
+                    let m = Tensor::from_vec(moved, t.dims(), &dev).unwrap();
+                    let mut args = [x0.clone(), w0.clone(), b0.clone()];
+                    args[which] = m;
+                    loss(&args[0], &args[1], &args[2])
+                        .to_scalar::<f64>()
+                        .unwrap()
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (numeric - analytic[i]).abs() < 1e-5 * numeric.abs().max(1.0),
+                    "arg {which} [{i}]: numeric {numeric} analytic {}",
+                    analytic[i]
+                );
+            }
+        }
+    }
+
+    /// Bands of one image two apart never share an input row, whatever kernel and stride.
+    #[test]
+    fn same_phase_bands_are_disjoint() {
+        for (k, s, p, h) in [
+            (5, 1, 0, 200),
+            (3, 2, 1, 301),
+            (7, 2, 3, 224),
+            (3, 1, 1, 97),
+        ] {
+            let shape = ConvShape {
+                geometry: UnfoldGeometry {
+                    channels: 64,
+                    height: h,
+                    width: 150,
+                    kernel: k,
+                    stride: s,
+                    padding: p,
+                    ones_row: false,
+                },
+                out_channels: 8,
+                relu: false,
+            };
+            let blocks = shape.blocks(2).unwrap();
+            assert!(blocks.len() > 4, "{blocks:?}");
+            for pair in blocks.windows(3) {
+                if pair[0].images == pair[2].images {
+                    let a = shape.geometry.input_rows(&pair[0].rows);
+                    let b = shape.geometry.input_rows(&pair[2].rows);
+                    assert!(a.end <= b.start, "{a:?} overlaps {b:?}");
+                }
+            }
+        }
+    }
+
+    /// An input that is not a variable (nor computed from one) gets no gradient.
+    #[test]
+    fn constant_inputs_get_no_gradient() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (1, 2, 9, 9), &dev).unwrap();
+        let w = Var::randn(0f32, 1.0, (3, 2, 3, 3), &dev).unwrap();
+        let y = conv2d(&x, w.as_tensor(), None, 1, 0, true).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        assert!(grads.get(w.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() {
+        let x = Tensor::zeros((1, 2, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        assert!(conv2d(&x, &w, None, 1, 0, false).is_err());
+        let w = Tensor::zeros((3, 2, 9, 9), DType::F32, &Device::Cpu).unwrap();
+        assert!(conv2d(&x, &w, None, 1, 0, false).is_err());
+        let w = Tensor::zeros((3, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+        assert!(conv2d(&x, &w, Some(&b), 1, 0, false).is_err());
+    }
+}
