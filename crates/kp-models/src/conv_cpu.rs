@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::im2col::{contiguous, to_candle, UnfoldGeometry};
+use crate::relu::ReluGrad;
 
 /// Target size (elements) of one block's column matrix: 256 Ki f32 = 1 MiB, about an L2 cache.
 pub const BLOCK_ELEMENTS: usize = 256 << 10;
@@ -124,34 +125,25 @@ impl ConvShape {
         }
     }
 
-    /// Copies output channels `outs` of a block of `dy` into `buf` (`outs` rows of `cols`),
-    /// zeroing positions where `y <= 0` after a fused ReLU.
-    fn gather_grad<T: WithDType>(
-        &self,
-        dy: &[T],
-        y: &[T],
-        block: &Block,
-        outs: Range<usize>,
-        buf: &mut Vec<T>,
-    ) {
+    /// The block's part of the output gradient `g` as an `O x cols` matrix: a pointer and its
+    /// row stride. A band of one image is read in place (row stride `OH·OW`); a group of whole
+    /// images is copied into `buf` first.
+    fn grad_matrix<T: WithDType>(&self, g: &[T], block: &Block, buf: &mut Vec<T>) -> (*const T, usize) {
         let ow = self.output_width();
+        let (o, plane) = (self.out_channels, self.output_plane());
+        if block.images.len() == 1 {
+            let at = block.images.start * o * plane + block.rows.start * ow;
+            return (g[at..].as_ptr(), plane);
+        }
         let (cols, seg) = (block.cols(ow), block.segment(ow));
-        let plane = self.output_plane();
-        buf.resize(outs.len() * cols, T::zero());
+        buf.resize(o * cols, T::zero());
         for (j, image) in block.images.clone().enumerate() {
-            for (oi, o) in outs.clone().enumerate() {
-                let at = (image * self.out_channels + o) * plane + block.rows.start * ow;
-                let dst = &mut buf[oi * cols + j * seg..][..seg];
-                let src = &dy[at..at + seg];
-                if self.relu {
-                    for ((d, &g), &v) in dst.iter_mut().zip(src).zip(&y[at..at + seg]) {
-                        *d = if v > T::zero() { g } else { T::zero() };
-                    }
-                } else {
-                    dst.copy_from_slice(src);
-                }
+            for oc in 0..o {
+                let at = (image * o + oc) * plane;
+                buf[oc * cols + j * seg..][..seg].copy_from_slice(&g[at..at + seg]);
             }
         }
+        (buf.as_ptr(), cols)
     }
 
     fn output_width(&self) -> usize {
@@ -226,8 +218,8 @@ impl ConvShape {
         Ok(y)
     }
 
-    /// `dx = fold(Wᵀ · g)`, `g = dy` masked by `y > 0` after a ReLU.
-    fn input_grad<T: WithDType>(&self, dy: &[T], y: &[T], w: &[T], n: usize) -> Result<Vec<T>> {
+    /// `dx = fold(Wᵀ · g)` for the output gradient `g` (already masked after a ReLU).
+    fn input_grad<T: WithDType>(&self, g_out: &[T], w: &[T], n: usize) -> Result<Vec<T>> {
         let g = self.geometry;
         let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
         let (kk, plane) = (g.kernel * g.kernel, self.input_plane());
@@ -241,9 +233,10 @@ impl ConvShape {
                 .par_iter()
                 .for_each_init(scratch::<T>, |(grad, dcols), block| {
                     let cols = block.cols(ow);
-                    self.gather_grad(dy, y, block, 0..o, grad);
+                    let (grad, grad_ld) = self.grad_matrix(g_out, block, grad);
                     dcols.resize(kd * cols, T::zero());
-                    // SAFETY: dcols is kd x cols, wᵀ is kd x o (w is o x kd), grad is o x cols.
+                    // SAFETY: dcols is kd x cols, wᵀ is kd x o (w is o x kd), grad is o x cols
+                    // with row stride grad_ld.
                     unsafe {
                         gemm::gemm(
                             kd,
@@ -256,9 +249,9 @@ impl ConvShape {
                             w.as_ptr(),
                             kd as isize,
                             1,
-                            grad.as_ptr(),
+                            grad,
                             1,
-                            cols as isize,
+                            grad_ld as isize,
                             T::zero(),
                             T::one(),
                             false,
@@ -296,41 +289,53 @@ impl ConvShape {
     }
 
     /// `[dW | db]` as an `(O, C·k·k + 1)` matrix.
-    fn weight_grad<T: WithDType>(&self, x: &[T], dy: &[T], y: &[T], n: usize) -> Result<Vec<T>> {
+    ///
+    /// Tasks own a range of input channels (a tile of columns of `dW`) and, when there are too
+    /// few channels to keep every thread busy, a contiguous group of blocks; each task sums its
+    /// blocks in order into its own tile and the groups' tiles are added in group order, so
+    /// the result does not depend on scheduling.
+    fn weight_grad<T: WithDType>(&self, x: &[T], g_out: &[T], n: usize) -> Result<Vec<T>> {
         let g = self.geometry;
         let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
         let kk = g.kernel * g.kernel;
         let blocks = self.blocks(n)?;
         let threads = rayon::current_num_threads().max(1);
-        let chan_parts = g.channels.min(threads);
-        let out_parts = threads.div_ceil(chan_parts).min(o.div_ceil(16)).max(1);
-        let tasks: Vec<(Range<usize>, Range<usize>)> = split(g.channels, chan_parts)
-            .into_iter()
-            .flat_map(|c| split(o, out_parts).into_iter().map(move |r| (c.clone(), r)))
+        let chan_parts = split(g.channels, threads);
+        let groups = if chan_parts.len() >= threads {
+            1
+        } else {
+            (2 * threads.div_ceil(chan_parts.len())).min(blocks.len())
+        };
+        let block_groups = split(blocks.len(), groups);
+        let tasks: Vec<(usize, Range<usize>)> = (0..block_groups.len())
+            .flat_map(|b| chan_parts.iter().map(move |c| (b, c.clone())))
             .collect();
         let ld = kd + 1;
-        let mut dw = vec![T::zero(); o * ld];
-        let dwp = SyncPtr(dw.as_mut_ptr());
-        tasks.par_iter().for_each(|(chans, outs)| {
+        // One o x ld partial per block group.
+        let mut partials = vec![T::zero(); block_groups.len() * o * ld];
+        let pp = SyncPtr(partials.as_mut_ptr());
+        tasks.par_iter().for_each(|(group, chans)| {
             let (mut cols_buf, mut grad) = scratch::<T>();
-            for (i, block) in blocks.iter().enumerate() {
+            let tile = group * o * ld + chans.start * kk;
+            for (i, block) in blocks[block_groups[*group].clone()].iter().enumerate() {
                 let cols = block.cols(ow);
                 self.unfold_block(x, block, chans.clone(), &mut cols_buf);
-                self.gather_grad(dy, y, block, outs.clone(), &mut grad);
-                // SAFETY: each task writes its own tile (rows `outs`, columns of `chans`) of
-                // the o x ld matrix dw; grad is outs x cols, cols_bufᵀ is cols x (chans·k·k).
+                let (grad, grad_ld) = self.grad_matrix(g_out, block, &mut grad);
+                // SAFETY: each task writes its own tile (columns of `chans` in its group's
+                // o x ld partial); grad is o x cols (row stride grad_ld), cols_bufᵀ is
+                // cols x (chans·k·k).
                 unsafe {
                     gemm::gemm(
-                        outs.len(),
+                        o,
                         chans.len() * kk,
                         cols,
-                        dwp.get().add(outs.start * ld + chans.start * kk),
+                        pp.get().add(tile),
                         1,
                         ld as isize,
                         i > 0,
-                        grad.as_ptr(),
+                        grad,
                         1,
-                        cols as isize,
+                        grad_ld as isize,
                         cols_buf.as_ptr(),
                         cols as isize,
                         1,
@@ -344,16 +349,20 @@ impl ConvShape {
                 }
             }
         });
-        // db: per output channel, the masked gradient summed in a fixed order.
+        let mut dw = vec![T::zero(); o * ld];
+        for partial in partials.chunks(o * ld) {
+            for (d, &p) in dw.iter_mut().zip(partial) {
+                *d += p;
+            }
+        }
+        // db: per output channel, the gradient summed in a fixed order.
         let plane = self.output_plane();
         dw.par_chunks_mut(ld).enumerate().for_each(|(oc, row)| {
             let mut sum = T::zero();
             for image in 0..n {
                 let at = (image * o + oc) * plane;
-                for (&gv, &v) in dy[at..at + plane].iter().zip(&y[at..at + plane]) {
-                    if !self.relu || v > T::zero() {
-                        sum += gv;
-                    }
+                for &gv in &g_out[at..at + plane] {
+                    sum += gv;
                 }
             }
             row[kd] = sum;
@@ -404,10 +413,10 @@ impl<T> SyncPtr<T> {
 /// The fused convolution op: `(x, w[, b]) → relu?(conv(x, w) + b)`.
 struct ConvOp(ConvShape);
 
-/// The input gradient op: `(dy, y, w) → dx`.
+/// The input gradient op: `(g, w) → dx` (`g` the output gradient, masked after a ReLU).
 struct InputGradOp(ConvShape);
 
-/// The weight gradient op: `(x, dy, y) → [dW | db]`.
+/// The weight gradient op: `(x, g) → [dW | db]`.
 struct WeightGradOp(ConvShape);
 
 fn batch(l: &Layout) -> candle_core::Result<usize> {
@@ -458,13 +467,17 @@ impl ConvOp {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
         let s = self.0;
-        let dy = dy.contiguous()?;
+        let g = if s.relu {
+            dy.contiguous()?.apply_op2_no_bwd(y, &ReluGrad)?
+        } else {
+            dy.contiguous()?
+        };
         let dx = if x.track_op() {
-            Some(dy.apply_op3_no_bwd(y, w, &InputGradOp(s))?)
+            Some(g.apply_op2_no_bwd(w, &InputGradOp(s))?)
         } else {
             None
         };
-        let dwb = x.apply_op3_no_bwd(&dy, y, &WeightGradOp(s))?;
+        let dwb = x.apply_op2_no_bwd(&g, &WeightGradOp(s))?;
         let kd = s.k_dim();
         let dw = dwb.narrow(1, 0, kd)?.reshape(w.shape())?;
         let db = dwb.narrow(1, kd, 1)?.flatten_all()?;
@@ -529,25 +542,17 @@ impl CustomOp3 for ConvOp {
     }
 }
 
-/// Runs `f` on three contiguous slices of one float dtype.
-macro_rules! three_slices {
-    ($name:literal, $a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {{
-        let ((s1, l1), (s2, l2), (s3, l3)) = ($a, $b, $c);
-        match (s1, s2, s3) {
-            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
-                let ($x, $y, $z) = (
-                    contiguous(a, l1, $name)?,
-                    contiguous(b, l2, $name)?,
-                    contiguous(c, l3, $name)?,
-                );
+/// Runs `$body` on two contiguous slices of one float dtype.
+macro_rules! two_slices {
+    ($name:literal, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {{
+        let ((s1, l1), (s2, l2)) = ($a, $b);
+        match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let ($x, $y) = (contiguous(a, l1, $name)?, contiguous(b, l2, $name)?);
                 CpuStorage::F32(to_candle($body)?)
             }
-            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
-                let ($x, $y, $z) = (
-                    contiguous(a, l1, $name)?,
-                    contiguous(b, l2, $name)?,
-                    contiguous(c, l3, $name)?,
-                );
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let ($x, $y) = (contiguous(a, l1, $name)?, contiguous(b, l2, $name)?);
                 CpuStorage::F64(to_candle($body)?)
             }
             _ => candle_core::bail!("{}: f32 or f64 inputs of one dtype expected", $name),
@@ -555,7 +560,7 @@ macro_rules! three_slices {
     }};
 }
 
-impl CustomOp3 for InputGradOp {
+impl CustomOp2 for InputGradOp {
     fn name(&self) -> &'static str {
         "kp-conv2d-input-grad"
     }
@@ -566,25 +571,18 @@ impl CustomOp3 for InputGradOp {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let s = &self.0;
         let n = batch(l1)?;
         let g = &s.geometry;
         let shape = Shape::from((n, g.channels, g.height, g.width));
-        let out = three_slices!(
-            "conv2d input grad",
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            |dy, y, w| s.input_grad(dy, y, w, n)
-        );
+        let out = two_slices!("conv2d input grad", (s1, l1), (s2, l2), |gy, w| s
+            .input_grad(gy, w, n));
         Ok((out, shape))
     }
 }
 
-impl CustomOp3 for WeightGradOp {
+impl CustomOp2 for WeightGradOp {
     fn name(&self) -> &'static str {
         "kp-conv2d-weight-grad"
     }
@@ -595,19 +593,12 @@ impl CustomOp3 for WeightGradOp {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let s = &self.0;
         let n = batch(l1)?;
         let shape = Shape::from((s.out_channels, s.k_dim() + 1));
-        let out = three_slices!(
-            "conv2d weight grad",
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            |x, dy, y| s.weight_grad(x, dy, y, n)
-        );
+        let out = two_slices!("conv2d weight grad", (s1, l1), (s2, l2), |x, gy| s
+            .weight_grad(x, gy, n));
         Ok((out, shape))
     }
 }

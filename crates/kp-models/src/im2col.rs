@@ -65,12 +65,13 @@ impl UnfoldGeometry {
         (i >= 0 && (i as usize) < len).then_some(i as usize)
     }
 
-    /// Stride 1: the output columns `lo..hi` whose source `ox + kx - padding` is in `0..len`.
+    /// The output columns `lo..hi` whose source `ox·stride + kx - padding` is in `0..len`.
     #[inline]
     fn inside(&self, kx: usize, out_len: usize, len: usize) -> (usize, usize) {
-        let p = self.padding as isize;
-        let lo = (p - kx as isize).clamp(0, out_len as isize) as usize;
-        let hi = (len as isize + p - kx as isize).clamp(0, out_len as isize) as usize;
+        let (p, s) = (self.padding as isize, self.stride as isize);
+        let ceil_div = |a: isize| if a <= 0 { 0 } else { (a + s - 1) / s };
+        let lo = ceil_div(p - kx as isize).min(out_len as isize) as usize;
+        let hi = ceil_div(len as isize + p - kx as isize).min(out_len as isize) as usize;
         (lo, hi.max(lo))
     }
 
@@ -97,22 +98,19 @@ impl UnfoldGeometry {
                         continue;
                     };
                     let src = &plane[iy * w..(iy + 1) * w];
-                    if self.stride == 1 {
-                        // Stride 1: the inside columns are one contiguous run of the row.
-                        let (lo, hi) = self.inside(kx, ow, w);
-                        dst[..lo].fill(T::zero());
-                        dst[hi..].fill(T::zero());
-                        if lo < hi {
-                            let shift = kx as isize - self.padding as isize;
-                            let a = (lo as isize + shift) as usize;
+                    let (lo, hi) = self.inside(kx, ow, w);
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    if lo < hi {
+                        // The first inside column reads `a`, the next ones every `stride`.
+                        let a = lo * self.stride + kx - self.padding;
+                        if self.stride == 1 {
                             dst[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
-                        }
-                    } else {
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            *d = match self.source(ox, kx, w) {
-                                Some(ix) => src[ix],
-                                None => T::zero(),
-                            };
+                        } else {
+                            let src = src[a..].iter().step_by(self.stride);
+                            for (d, &v) in dst[lo..hi].iter_mut().zip(src) {
+                                *d = v;
+                            }
                         }
                     }
                 }
@@ -156,19 +154,17 @@ impl UnfoldGeometry {
                     };
                     let src = &row[r * ow..(r + 1) * ow];
                     let dst = &mut plane[(iy - row0) * w..(iy - row0 + 1) * w];
-                    if self.stride == 1 {
-                        let (lo, hi) = self.inside(kx, ow, w);
-                        if lo < hi {
-                            let shift = kx as isize - self.padding as isize;
-                            let a = (lo as isize + shift) as usize;
+                    let (lo, hi) = self.inside(kx, ow, w);
+                    if lo < hi {
+                        let a = lo * self.stride + kx - self.padding;
+                        if self.stride == 1 {
                             for (d, &g) in dst[a..a + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
                                 *d += g;
                             }
-                        }
-                    } else {
-                        for (ox, &g) in src.iter().enumerate() {
-                            if let Some(ix) = self.source(ox, kx, w) {
-                                dst[ix] += g;
+                        } else {
+                            let dst = dst[a..].iter_mut().step_by(self.stride);
+                            for (d, &g) in dst.zip(&src[lo..hi]) {
+                                *d += g;
                             }
                         }
                     }

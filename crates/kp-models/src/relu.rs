@@ -22,8 +22,8 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 struct Relu;
 
-/// `(dy, y) → dy · [y > 0]`.
-struct ReluGrad;
+/// `(dy, y) → dy · [y > 0]`: the gradient through a ReLU with output `y` (no backward).
+pub(crate) struct ReluGrad;
 
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 14;
