@@ -1,0 +1,40 @@
+use candle_core::{Device, Tensor, Var};
+use std::time::Instant;
+fn main() {
+    let dev = Device::Cpu;
+    // (n, c, h, w, o, k, s, p)
+    let layers = [
+        (2, 16, 116, 156, 32, 5, 1, 0),
+    ];
+    for (n, c, h, w, o, k, s, p) in layers {
+        let x = Var::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap();
+        let wt = Var::randn(0f32, 0.1, (o, c, k, k), &dev).unwrap();
+        let b = Var::randn(0f32, 0.1, o, &dev).unwrap();
+        let mut tf = vec![];
+        let mut tb = vec![];
+        let mut tw = vec![];
+        for _ in 0..60 {
+            let t0 = Instant::now();
+            let y = kp_models::conv_cpu::conv2d(&x.as_tensor().detach(), wt.as_tensor(), Some(b.as_tensor()), s, p, true).unwrap();
+            let t1 = Instant::now();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            std::hint::black_box(g.get(wt.as_tensor()).is_some());
+            tw.push((Instant::now() - t1).as_secs_f64() * 1e3);
+            let _ = t0;
+            let t0 = Instant::now();
+            let y = kp_models::conv_cpu::conv2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), s, p, true).unwrap();
+            let t1 = Instant::now();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            std::hint::black_box(g.get(x.as_tensor()).is_some());
+            let t2 = Instant::now();
+            tf.push((t1 - t0).as_secs_f64() * 1e3);
+            tb.push((t2 - t1).as_secs_f64() * 1e3);
+        }
+        tf.sort_by(f64::total_cmp);
+        tb.sort_by(f64::total_cmp);
+        tw.sort_by(f64::total_cmp);
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let gflop = 2.0 * (n * o * c * k * k * oh * ow) as f64 / 1e9;
+        println!("{:?} fwd {:.2} ms ({:.0} GF/s) bwd {:.2} ms ({:.0} GF/s) of which dW {:.2}", (n, c, h, w, o, k, s, p), tf[0], gflop / tf[0] * 1e3, tb[0], 2.0 * gflop / tb[0] * 1e3, tw[0]);
+    }
+}
