@@ -128,7 +128,12 @@ impl ConvShape {
     /// The block's part of the output gradient `g` as an `O x cols` matrix: a pointer and its
     /// row stride. A band of one image is read in place (row stride `OH·OW`); a group of whole
     /// images is copied into `buf` first.
-    fn grad_matrix<T: WithDType>(&self, g: &[T], block: &Block, buf: &mut Vec<T>) -> (*const T, usize) {
+    fn grad_matrix<T: WithDType>(
+        &self,
+        g: &[T],
+        block: &Block,
+        buf: &mut Vec<T>,
+    ) -> (*const T, usize) {
         let ow = self.output_width();
         let (o, plane) = (self.out_channels, self.output_plane());
         if block.images.len() == 1 {

@@ -9,6 +9,9 @@
 //!   differentiable [`soft_argmax`]; [`gaussian_heatmaps`] makes targets.
 //! * [`MaxPool2d`]: a max-pool with the correct gradient (candle's own `max_pool2d` backward is
 //!   wrong), padding and PyTorch's output sizes.
+//! * On the CPU, [`Conv2d`] runs as [`conv_cpu::conv2d`] (blocked im2col + GEMM with bias and
+//!   ReLU fused, hand-written backward) and [`relu::relu`] has a one-pass backward; on other
+//!   devices both use candle's ops.
 //! * [`build_model`] / [`list_models`]: models by name behind the [`KeypointModel`] trait.
 //! * [`summary`] prints a module tree like PyTorch's `repr` with parameter counts;
 //!   [`save_varmap`] / [`load_varmap`] store variables as safetensors under PyTorch's

@@ -375,7 +375,12 @@ mod tests {
     fn moments_flush_to_zero_instead_of_going_subnormal() {
         let var = Var::new(&[1.0f32], &Device::Cpu).unwrap();
         let mut opt = Adam::new(vec![("w".into(), var.clone())], AdamConfig::default()).unwrap();
-        let mut grads = (var.as_tensor() * 1.0).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut grads = (var.as_tensor() * 1.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         opt.step(&grads).unwrap();
         let zero = Tensor::new(&[0.0f32], &Device::Cpu).unwrap();
         grads.insert(var.as_tensor(), zero);
