@@ -142,10 +142,19 @@ pub const PRESETS: &[&str] = &[
     "shift-rotate-jitter",
     "ibug",
     "ibug-eval",
+    "ibug-detector",
 ];
 
 /// Mean crop margin of the 300-W recipe (box side × 1.2–1.4).
 pub const IBUG_MEAN_MARGIN: f32 = 1.3;
+
+/// The deterministic box crop of the 300-W evaluation presets.
+fn ibug_eval_crop() -> StepConfig {
+    StepConfig::CropBox(CropBoxConfig {
+        margin: Range::fixed(IBUG_MEAN_MARGIN),
+        ..CropBoxConfig::default()
+    })
+}
 
 fn one() -> f32 {
     1.0
@@ -569,7 +578,9 @@ impl PipelineConfig {
     /// - `shift-rotate-jitter`: plus brightness, contrast and gamma jitter (p = 0.5 each);
     /// - `ibug`: detector-like box jitter, box crop ×1.2–1.4, ±15° rotation, 0.9–1.1 zoom,
     ///   flip (p = 0.5, iBUG-68 permutation), brightness and contrast, at 224x224;
-    /// - `ibug-eval`: deterministic box crop ×1.3 at 224x224 (evaluation and prediction).
+    /// - `ibug-eval`: deterministic box crop ×1.3 at 224x224 (evaluation and prediction);
+    /// - `ibug-detector`: `ibug-eval` after a detector-like box jitter (the `ibug` recipe's), to
+    ///   score tight-box datasets as if their boxes came from a face detector (seeded per face).
     pub fn preset(name: &str) -> Result<Self> {
         let seed_shift = || {
             Self::resize_only(160, 120).with_step(StepConfig::Translate(TranslateConfig::default()))
@@ -600,12 +611,10 @@ impl PipelineConfig {
                 }))
                 .with_step(StepConfig::Brightness(BrightnessConfig::default()))
                 .with_step(StepConfig::Contrast(ContrastConfig::default())),
-            "ibug-eval" => {
-                Self::resize_only(224, 224).with_step(StepConfig::CropBox(CropBoxConfig {
-                    margin: Range::fixed(IBUG_MEAN_MARGIN),
-                    ..CropBoxConfig::default()
-                }))
-            }
+            "ibug-eval" => Self::resize_only(224, 224).with_step(ibug_eval_crop()),
+            "ibug-detector" => Self::resize_only(224, 224)
+                .with_step(StepConfig::BoxJitter(BoxJitterConfig::default()))
+                .with_step(ibug_eval_crop()),
             _ => return Err(Error::UnknownPreset(name.to_string())),
         })
     }

@@ -11,11 +11,11 @@
 //! `x → (x + 0.5)·s − 0.5` and a flip maps `x → (W − 1) − x`.
 //!
 //! Pipelines come from a [`PipelineConfig`] (TOML/JSON via serde, or a named preset:
-//! `none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`, `ibug`, `ibug-eval`). Each
-//! step has a probability `p` and draws its parameters from a [`Range`] (`[min, max]`
-//! uniform or `[min, mode, max]` triangular). Pipelines are deterministic: the same seed
-//! gives the same output bytes. [`Augmented::to_original`] maps predictions on the output
-//! back to original image pixels (undoing flip reordering too).
+//! `none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`, `ibug`, `ibug-eval`,
+//! `ibug-detector`). Each step has a probability `p` and draws its parameters from a
+//! [`Range`] (`[min, max]` uniform or `[min, mode, max]` triangular). Pipelines are
+//! deterministic: the same seed gives the same output bytes. [`Augmented::to_original`] maps
+//! predictions on the output back to original image pixels (undoing flip reordering too).
 //!
 //! ```
 //! use kp_augment::{Pipeline, PipelineConfig};
@@ -67,7 +67,7 @@ pub enum Error {
     #[error("invalid augmentation config: {0}")]
     InvalidConfig(String),
     /// `PipelineConfig::preset` got a name it does not know.
-    #[error("unknown augmentation preset {0:?} (known: none, seed-shift, shift-rotate, shift-rotate-jitter, ibug, ibug-eval)")]
+    #[error("unknown augmentation preset {0:?} (known: none, seed-shift, shift-rotate, shift-rotate-jitter, ibug, ibug-eval, ibug-detector)")]
     UnknownPreset(String),
     /// A flip step names a landmark scheme that does not exist.
     #[error("unknown landmark scheme {0:?} (known: ibug68, imm58)")]

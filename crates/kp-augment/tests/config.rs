@@ -37,6 +37,7 @@ fn every_preset_builds() {
         ]
     );
     assert_eq!(kinds("ibug-eval"), ["crop_box"]);
+    assert_eq!(kinds("ibug-detector"), ["box_jitter", "crop_box"]);
 }
 
 #[test]

@@ -73,6 +73,13 @@ pub struct EvalArgs {
     /// cpu or cuda (default: the run's device).
     #[arg(long)]
     device: Option<String>,
+    /// Preprocessing instead of the run's own: a kp-augment preset or TOML/JSON file, e.g.
+    /// `ibug-detector` to score 300-W faces with simulated face-detector boxes.
+    #[arg(long)]
+    augment: Option<String>,
+    /// Seed of the random steps of `--augment` (drawn per face).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Leave out faces whose annotation or image is bad (and report them) instead of failing.
     #[arg(long)]
     skip_bad: bool,
@@ -145,6 +152,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
 pub fn eval(a: EvalArgs) -> Result<()> {
     let mut predictor = Predictor::open(&a.run, a.device.as_deref())
         .with_context(|| format!("opening run {}", a.run.display()))?;
+    if let Some(spec) = &a.augment {
+        predictor = predictor
+            .with_preprocessing(spec, a.seed)
+            .with_context(|| format!("evaluation preprocessing `{spec}`"))?;
+    }
     predictor.config.skip_bad |= a.skip_bad;
     let data = a.data.unwrap_or_else(|| predictor.config.data.clone());
     let split = EvalSplit::parse(&a.split)?;

@@ -99,6 +99,50 @@ fn train_eval_predict_on_a_few_faces() {
 }
 
 #[test]
+fn eval_with_simulated_detector_boxes_is_seeded_per_face() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let d = data();
+    let o = kp(&[
+        "train",
+        "--task",
+        "ibug",
+        "--data",
+        d.to_str().unwrap(),
+        "--out",
+        r,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--limit",
+        "10",
+        "--quiet",
+        "--json",
+    ]);
+    let summary = stdout_json(&o);
+    let eval = |split: &str, extra: &[&str]| {
+        let mut args = vec!["eval", "--run", r, "--split", split, "--json"];
+        args.extend_from_slice(extra);
+        stdout_json(&kp(&args))
+    };
+    let tight = eval("all", &[]);
+    assert_eq!(tight["faces"], 10);
+    assert_eq!(eval("val", &[])["mae"], summary["val"]["mae"]);
+    let det = ["--augment", "ibug-detector", "--seed"];
+    let det1 = eval("all", &[&det[..], &["1"]].concat());
+    let det1_again = eval("all", &[&det[..], &["1"]].concat());
+    let det2 = eval("all", &[&det[..], &["2"]].concat());
+    assert_eq!(det1, det1_again, "same seed, same boxes, same scores");
+    assert_ne!(det1["mae"], tight["mae"], "jittered boxes change the crops");
+    assert_ne!(det1["mae"], det2["mae"], "another seed draws other boxes");
+    let o = kp(&["eval", "--run", r, "--augment", "no-such-preset"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-preset"));
+}
+
+#[test]
 fn bad_input_gives_one_line_error_and_nonzero_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let asf = tmp.path().join("01-1m.asf");

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::metrics::{compute, FaceErrors, Metrics, Scored};
 use crate::model::LoadedModel;
-use crate::prep::{prepare, to_original, CachedFace, Sample};
+use crate::prep::{prepare, sample_seed, to_original, CachedFace, Sample};
 use crate::trainer::EVAL_BATCH;
 
 /// The outcome of evaluating a model on some faces.
@@ -45,17 +45,20 @@ pub fn predict_samples(model: &LoadedModel, samples: &[Sample]) -> Result<Vec<Ve
     Ok(out)
 }
 
-/// Evaluates `model` on `cache[indices]` after the deterministic `pipeline`.
+/// Evaluates `model` on `cache[indices]` after `pipeline`. Random steps of the pipeline (such
+/// as a simulated detector box) draw from `sample_seed(seed, 0, face index)`, so a face gets
+/// the same draw whatever the split; deterministic pipelines ignore the seed.
 pub fn evaluate(
     model: &LoadedModel,
     cache: &[CachedFace],
     indices: &[usize],
     pipeline: &Pipeline,
     eye_corners: Option<(usize, usize)>,
+    seed: u64,
 ) -> Result<Evaluation> {
     let samples: Vec<Sample> = indices
         .par_iter()
-        .map(|&i| prepare(pipeline, &cache[i], 0))
+        .map(|&i| prepare(pipeline, &cache[i], sample_seed(seed, 0, i)))
         .collect::<Result<_>>()?;
     let pred_input = predict_samples(model, &samples)?;
     let pred: Vec<Vec<Point>> = samples

@@ -10,7 +10,7 @@ use crate::config::{Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, predict_samples, Evaluation};
 use crate::model::{device, LoadedModel};
-use crate::prep::{cache_decoded, load_pipeline, prepare, to_original, CachedFace};
+use crate::prep::{cache_decoded, load_pipeline, prepare, sample_seed, to_original, CachedFace};
 use crate::run::RunDir;
 use crate::trainer::PreparedData;
 
@@ -46,6 +46,7 @@ pub struct Predictor {
     /// The model with its trained weights.
     pub model: LoadedModel,
     pipeline: Pipeline,
+    seed: u64,
 }
 
 impl Predictor {
@@ -74,7 +75,19 @@ impl Predictor {
             config,
             model,
             pipeline,
+            seed: 0,
         })
+    }
+
+    /// Replaces the run's evaluation preprocessing (`eval_augment`) with `spec`, a kp-augment
+    /// preset or a TOML/JSON file at the run's input size, whose random steps draw per face
+    /// from `seed`. `ibug-detector`, for example, scores tight-box data with detector-like
+    /// boxes.
+    pub fn with_preprocessing(mut self, spec: &str, seed: u64) -> Result<Self> {
+        self.pipeline = load_pipeline(spec, self.config.width, self.config.height)?;
+        self.config.eval_augment = spec.to_string();
+        self.seed = seed;
+        Ok(self)
     }
 
     /// The face box used when none is given: the whole image for box-based models.
@@ -99,9 +112,22 @@ impl Predictor {
 
     /// Predicts keypoints on decoded images (with optional face boxes), in original pixels.
     pub fn predict_images(&self, items: &[(GrayF32, Option<BBox>)]) -> Result<Vec<Vec<Point>>> {
+        self.predict_numbered(items, 0)
+    }
+
+    /// [`Self::predict_images`] where `items[j]` is image number `first + j` (for its seed).
+    fn predict_numbered(
+        &self,
+        items: &[(GrayF32, Option<BBox>)],
+        first: usize,
+    ) -> Result<Vec<Vec<Point>>> {
         let samples = items
             .par_iter()
-            .map(|(img, b)| prepare(&self.pipeline, &self.cached(img, *b), 0))
+            .enumerate()
+            .map(|(j, (img, b))| {
+                let seed = sample_seed(self.seed, 0, first + j);
+                prepare(&self.pipeline, &self.cached(img, *b), seed)
+            })
             .collect::<Result<Vec<_>>>()?;
         let pred = predict_samples(&self.model, &samples)?;
         samples
@@ -119,7 +145,7 @@ impl Predictor {
                 .par_iter()
                 .map(|f| Ok((kp_data::loading::load_gray(&f.image)?, f.bbox)))
                 .collect::<Result<Vec<_>>>()?;
-            out.extend(self.predict_images(&items)?);
+            out.extend(self.predict_numbered(&items, out.len())?);
         }
         Ok(out)
     }
@@ -150,6 +176,7 @@ impl Predictor {
             &split.indices(prepared),
             &self.pipeline,
             prepared.eye_corners,
+            self.seed,
         )
     }
 }

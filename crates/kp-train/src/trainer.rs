@@ -258,7 +258,14 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                 loss,
             });
         }
-        let ev = evaluate(&model, &data.cache, &data.val, &eval_pipe, data.eye_corners)?;
+        let ev = evaluate(
+            &model,
+            &data.cache,
+            &data.val,
+            &eval_pipe,
+            data.eye_corners,
+            cfg.seed,
+        )?;
         rows.push(MetricRow {
             step,
             epoch,
@@ -286,7 +293,14 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         });
     }
 
-    let ev = evaluate(&model, &data.cache, &data.val, &eval_pipe, data.eye_corners)?;
+    let ev = evaluate(
+        &model,
+        &data.cache,
+        &data.val,
+        &eval_pipe,
+        data.eye_corners,
+        cfg.seed,
+    )?;
     let summary = make_summary(&cfg, &data, &rows, step, RunStatus::Finished, None, ev);
     write_json(&run.summary_path(), &summary)?;
     let images = rows.iter().filter(|r| r.split == "train").count() as f64 * cfg.batch_size as f64;
@@ -407,7 +421,14 @@ fn finish_diverged(
         Vec::new()
     };
     model.save(&run.model_path())?;
-    let ev = evaluate(model, &data.cache, &data.val, eval_pipe, data.eye_corners)?;
+    let ev = evaluate(
+        model,
+        &data.cache,
+        &data.val,
+        eval_pipe,
+        data.eye_corners,
+        cfg.seed,
+    )?;
     let summary = make_summary(cfg, data, &rows, at, RunStatus::Diverged, Some(at), ev);
     write_json(&run.summary_path(), &summary)
 }
