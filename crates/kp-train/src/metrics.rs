@@ -133,7 +133,8 @@ pub fn auc(errors: &[f64], threshold: f64) -> f64 {
         .iter()
         .filter(|e| e.is_finite() && **e < threshold)
         .map(|e| (threshold - e.max(0.0)) / threshold)
-        .sum::<f64>()
+        // `fold` from +0.0: an empty `sum` of floats is -0.0, printed as "-0".
+        .fold(0.0, |a, b| a + b)
         / n
 }
 
@@ -174,6 +175,10 @@ mod tests {
     fn auc_of_perfect_and_failed_faces() {
         assert!((auc(&[0.0, 0.0], 0.08) - 1.0).abs() < 1e-12);
         assert_eq!(auc(&[0.5, 0.09], 0.08), 0.0);
+        assert!(
+            auc(&[0.5, 0.09], 0.08).is_sign_positive(),
+            "no -0 in reports"
+        );
         // One face at half the threshold: area 0.5 of one of two faces.
         assert!((auc(&[0.04, 1.0], 0.08) - 0.25).abs() < 1e-12);
         assert!(auc(&[], 0.08).is_nan());
