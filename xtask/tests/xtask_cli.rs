@@ -58,7 +58,7 @@ fn reproduce_quick_writes_a_complete_report() {
 
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
-    assert_eq!(rows.len(), 10, "5 nose + 4 face + 1 ibug runs");
+    assert_eq!(rows.len(), 12, "5+1 nose + 4+1 face + 1 ibug runs");
     let mut finished = 0;
     for row in &rows {
         let run = row["run"].as_str().unwrap();
@@ -67,6 +67,7 @@ fn reproduce_quick_writes_a_complete_report() {
             continue;
         }
         assert_eq!(row["status"], "finished", "{run}: {row}");
+        assert!(row["lr_schedule"].is_string(), "{run}: {row}");
         finished += 1;
         finite(&row["val_px"], &format!("{run} val_px"));
         finite(&row["val_loss"], &format!("{run} val_loss"));
@@ -77,7 +78,12 @@ fn reproduce_quick_writes_a_complete_report() {
             finite(&row["val_mae"], "ibug mae");
         }
     }
-    assert!(finished >= 9, "{finished} runs finished");
+    assert!(finished >= 11, "{finished} runs finished");
+    for tuned in ["nose-tuned", "face-tuned"] {
+        let row = rows.iter().find(|r| r["run"] == tuned);
+        let row = row.unwrap_or_else(|| panic!("no {tuned} row"));
+        assert_eq!(row["lr_schedule"], "cosine", "{tuned}");
+    }
     let csv = std::fs::read_to_string(report.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 11, "header + 10 rows");
 

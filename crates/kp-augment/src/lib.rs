@@ -11,7 +11,7 @@
 //! `x → (x + 0.5)·s − 0.5` and a flip maps `x → (W − 1) − x`.
 //!
 //! Pipelines come from a [`PipelineConfig`] (TOML/JSON via serde, or a named preset:
-//! `none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`, `ibug`, `ibug-eval`,
+//! `none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`, `nose-tuned`, `face-tuned`, `ibug`, `ibug-eval`,
 //! `ibug-detector`). Each step has a probability `p` and draws its parameters from a
 //! [`Range`] (`[min, max]` uniform or `[min, mode, max]` triangular). Pipelines are
 //! deterministic: the same seed gives the same output bytes. [`Augmented::to_original`] maps
@@ -67,7 +67,7 @@ pub enum Error {
     #[error("invalid augmentation config: {0}")]
     InvalidConfig(String),
     /// `PipelineConfig::preset` got a name it does not know.
-    #[error("unknown augmentation preset {0:?} (known: none, seed-shift, shift-rotate, shift-rotate-jitter, ibug, ibug-eval, ibug-detector)")]
+    #[error("unknown augmentation preset {0:?} (known: {known})", known = PRESETS.join(", "))]
     UnknownPreset(String),
     /// A flip step names a landmark scheme that does not exist.
     #[error("unknown landmark scheme {0:?} (known: ibug68, imm58)")]

@@ -3,10 +3,19 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
-use kp_train::config::{Task, TrainConfig};
+use clap::{Args, ValueEnum};
+use kp_train::config::{LrSchedule, Task, TrainConfig};
 use kp_train::predict::{EvalSplit, Predictor};
 use kp_train::trainer::{train as run_training, TrainOptions};
+
+/// Where `kp train`'s defaults come from.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Recipe {
+    /// The seed study's recipe for the task.
+    Seed,
+    /// kp's tuned recipe (`TrainConfig::tuned`).
+    Tuned,
+}
 
 /// Arguments of `kp train`.
 #[derive(Debug, Args)]
@@ -29,6 +38,13 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// Defaults to start from: `seed` (the study's recipe for the task) or `tuned` (kp's: longer,
+    /// cosine learning rate, milder and richer augmentation; nose and face only).
+    #[arg(long, value_enum, default_value_t = Recipe::Seed)]
+    recipe: Recipe,
+    /// Learning-rate schedule: constant (the seed's) or cosine (annealed to zero per step).
+    #[arg(long)]
+    lr_schedule: Option<String>,
     /// Augmentation: a kp-augment preset name or a TOML/JSON file.
     #[arg(long)]
     augment: Option<String>,
@@ -101,7 +117,10 @@ fn report_skipped(skipped: &[String]) {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     let task = Task::parse(&a.task)?;
-    let mut cfg = TrainConfig::recipe(task, a.data);
+    let mut cfg = match a.recipe {
+        Recipe::Seed => TrainConfig::recipe(task, a.data),
+        Recipe::Tuned => TrainConfig::tuned(task, a.data),
+    };
     cfg.resolve_data();
     if let Some(v) = a.epochs {
         cfg.epochs = v;
@@ -111,6 +130,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.lr {
         cfg.lr = v;
+    }
+    if let Some(v) = a.lr_schedule {
+        cfg.lr_schedule = LrSchedule::parse(&v)?;
     }
     if let Some(v) = a.augment {
         cfg.augment = v;

@@ -54,6 +54,26 @@ pub struct PreparedData {
     pub skipped: kp_data::SkipReport,
 }
 
+impl PreparedData {
+    /// Scores `model` on the validation faces, preprocessed by `pipeline` (random steps drawn
+    /// per face from `seed`).
+    pub fn evaluate_val(
+        &self,
+        model: &LoadedModel,
+        pipeline: &kp_augment::Pipeline,
+        seed: u64,
+    ) -> Result<Evaluation> {
+        evaluate(
+            model,
+            &self.cache,
+            &self.val,
+            pipeline,
+            self.eye_corners,
+            seed,
+        )
+    }
+}
+
 /// Loads, limits, splits and caches the dataset of `cfg`.
 ///
 /// With `cfg.skip_bad`, faces whose annotation or image cannot be read are left out and
@@ -222,6 +242,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                     return Ok(());
                 }
                 let b = batch.len();
+                opt.set_lr(cfg.lr_schedule.lr_at(cfg.lr, step, total_steps as usize));
                 let x = Tensor::from_slice(&batch.images, (b, 1, h, w), &dev)?;
                 let t = Tensor::from_slice(&batch.targets, (b, batch.targets.len() / b), &dev)?;
                 let y = model.model.forward(&x, true)?;
@@ -258,14 +279,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                 loss,
             });
         }
-        let ev = evaluate(
-            &model,
-            &data.cache,
-            &data.val,
-            &eval_pipe,
-            data.eye_corners,
-            cfg.seed,
-        )?;
+        let ev = data.evaluate_val(&model, &eval_pipe, cfg.seed)?;
         rows.push(MetricRow {
             step,
             epoch,
@@ -293,14 +307,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         });
     }
 
-    let ev = evaluate(
-        &model,
-        &data.cache,
-        &data.val,
-        &eval_pipe,
-        data.eye_corners,
-        cfg.seed,
-    )?;
+    let ev = data.evaluate_val(&model, &eval_pipe, cfg.seed)?;
     let summary = make_summary(&cfg, &data, &rows, step, RunStatus::Finished, None, ev);
     write_json(&run.summary_path(), &summary)?;
     let images = rows.iter().filter(|r| r.split == "train").count() as f64 * cfg.batch_size as f64;
@@ -421,14 +428,7 @@ fn finish_diverged(
         Vec::new()
     };
     model.save(&run.model_path())?;
-    let ev = evaluate(
-        model,
-        &data.cache,
-        &data.val,
-        eval_pipe,
-        data.eye_corners,
-        cfg.seed,
-    )?;
+    let ev = data.evaluate_val(model, eval_pipe, cfg.seed)?;
     let summary = make_summary(cfg, data, &rows, at, RunStatus::Diverged, Some(at), ev);
     write_json(&run.summary_path(), &summary)
 }

@@ -18,7 +18,7 @@ pub struct RunSpec {
 }
 
 fn lr_label(lr: f64) -> String {
-    format!("{lr:.0e}").replace("e-", "e-")
+    format!("{lr:.0e}")
 }
 
 /// Every run of the study, with quick-mode reductions when `quick` is set.
@@ -26,6 +26,8 @@ fn lr_label(lr: f64) -> String {
 /// 1. Nose tip, Table 1: bs 1/4/32 at lr 1e-3; lr 1e-4 and 1e-2 at bs 1 (25 epochs).
 /// 2. Full face: the seed recipe (±10 px shift) and an augmentation ablation (none / shift /
 ///    shift+rotation / shift+rotation+jitter), 30 epochs, bs 2, lr 3e-4.
+///
+/// Each IMM experiment ends with kp's tuned recipe ([`TrainConfig::tuned`]).
 /// 3. ResNet18 on the 300-W training faces (80/20 split), 10 epochs, bs 16, lr 3e-4.
 pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
     let mut runs = Vec::new();
@@ -35,7 +37,7 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
         c.batch_size = bs;
         c.lr = lr;
         if quick {
-            c.epochs = 2;
+            shrink_for_quick(&mut c);
         }
         runs.push(RunSpec {
             name: format!("nose-bs{bs}-lr{}", lr_label(lr)),
@@ -44,6 +46,7 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
             config: c,
         });
     }
+    runs.push(tuned(Task::Nose, data, quick));
     for (aug, label) in [
         ("seed-shift", "shift ±10 px (seed recipe)"),
         ("none", "no augmentation"),
@@ -54,9 +57,7 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
         c.resolve_data();
         c.augment = aug.into();
         if quick {
-            c.epochs = 2;
-            c.limit = Some(40);
-            c.split = SplitKind::Random { val_fraction: 0.25 };
+            shrink_for_quick(&mut c);
         }
         runs.push(RunSpec {
             name: format!("face-{aug}"),
@@ -65,12 +66,11 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
             config: c,
         });
     }
+    runs.push(tuned(Task::Face, data, quick));
     let mut c = TrainConfig::recipe(Task::Ibug, data);
     c.resolve_data();
     if quick {
-        c.epochs = 1;
-        c.limit = Some(40);
-        c.batch_size = 8;
+        shrink_for_quick(&mut c);
     }
     runs.push(RunSpec {
         name: "ibug-resnet18".into(),
@@ -79,6 +79,44 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
         config: c,
     });
     runs
+}
+
+/// Quick mode's reductions: few epochs everywhere; few faces for the slower face and 300-W runs.
+fn shrink_for_quick(c: &mut TrainConfig) {
+    match c.task {
+        Task::Nose => c.epochs = 2,
+        Task::Face => {
+            c.epochs = 2;
+            c.limit = Some(40);
+            c.split = SplitKind::Random { val_fraction: 0.25 };
+        }
+        Task::Ibug => {
+            c.epochs = 1;
+            c.limit = Some(40);
+            c.batch_size = 8;
+        }
+    }
+}
+
+/// kp's tuned recipe for an IMM task, as a run of the study.
+fn tuned(task: Task, data: &Path, quick: bool) -> RunSpec {
+    let mut c = TrainConfig::tuned(task, data);
+    c.resolve_data();
+    let label = format!(
+        "kp tuned: {} epochs, {} lr, {} augmentation",
+        c.epochs,
+        c.lr_schedule.name(),
+        c.augment
+    );
+    if quick {
+        shrink_for_quick(&mut c);
+    }
+    RunSpec {
+        name: format!("{}-tuned", task.name()),
+        experiment: task.name(),
+        label,
+        config: c,
+    }
 }
 
 /// Keeps the runs named by `only` (an experiment name or a run name); all when empty.
@@ -107,15 +145,17 @@ mod tests {
                 "nose-bs32-lr1e-3",
                 "nose-bs1-lr1e-4",
                 "nose-bs1-lr1e-2",
+                "nose-tuned",
                 "face-seed-shift",
                 "face-none",
                 "face-shift-rotate",
                 "face-shift-rotate-jitter",
+                "face-tuned",
                 "ibug-resnet18"
             ]
         );
         assert!(runs.iter().all(|r| r.config.validate().is_ok()));
-        assert_eq!(select(runs.clone(), &["nose".into()]).len(), 5);
+        assert_eq!(select(runs.clone(), &["nose".into()]).len(), 6);
         assert_eq!(select(runs, &["face-none".into()]).len(), 1);
     }
 }

@@ -55,6 +55,8 @@ pub struct ResultRow {
     pub batch_size: usize,
     /// Learning rate.
     pub lr: f64,
+    /// Learning-rate schedule (`constant` or `cosine`).
+    pub lr_schedule: String,
     /// Augmentation preset.
     pub augment: String,
     /// `finished`, `diverged` or `failed`.
@@ -227,6 +229,7 @@ fn result_row(spec: &RunSpec, dir: &Path, error: Option<String>) -> ResultRow {
         epochs: summary.as_ref().map(|s| s.epochs).unwrap_or(0),
         batch_size: c.batch_size,
         lr: c.lr,
+        lr_schedule: c.lr_schedule.name().into(),
         augment: c.augment.clone(),
         status: status.into(),
         val_faces: summary.as_ref().map(|s| s.val_faces).unwrap_or(0),
