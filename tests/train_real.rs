@@ -2,7 +2,7 @@
 //! loads and evaluates to the same numbers, same seed gives the same summary, resume is exact.
 
 use kp_tests::{data_dir, imm_dir};
-use kp_train::config::{Task, TrainConfig};
+use kp_train::config::{LrSchedule, Task, TrainConfig};
 use kp_train::predict::{EvalSplit, Predictor};
 use kp_train::run::RunDir;
 use kp_train::trainer::{train, TrainOptions};
@@ -87,6 +87,41 @@ fn same_seed_same_summary_and_resume_is_exact() {
     assert_eq!(
         std::fs::read(a.join("metrics.csv")).unwrap(),
         std::fs::read(c.join("metrics.csv")).unwrap()
+    );
+}
+
+/// The cosine schedule changes training (it is not the constant rate) and, being a function of
+/// the step count, continues exactly across a resume.
+#[test]
+fn cosine_schedule_trains_differently_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cosine = || {
+        let mut c = nose_config(12, 3);
+        c.lr_schedule = LrSchedule::Cosine;
+        c
+    };
+    let constant = train(
+        nose_config(12, 3),
+        &tmp.path().join("k"),
+        &TrainOptions::default(),
+    );
+    let unbroken = train(cosine(), &tmp.path().join("u"), &TrainOptions::default()).unwrap();
+    assert_ne!(unbroken, constant.unwrap());
+
+    let r = tmp.path().join("r");
+    let stop = TrainOptions {
+        stop_after_epochs: Some(2),
+        ..Default::default()
+    };
+    assert!(train(cosine(), &r, &stop).is_err());
+    let resume = TrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    assert_eq!(train(cosine(), &r, &resume).unwrap(), unbroken);
+    assert_eq!(
+        std::fs::read(tmp.path().join("u/model.safetensors")).unwrap(),
+        std::fs::read(r.join("model.safetensors")).unwrap()
     );
 }
 

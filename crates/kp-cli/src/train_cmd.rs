@@ -43,8 +43,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Recipe::Seed)]
     recipe: Recipe,
     /// Learning-rate schedule: constant (the seed's) or cosine (annealed to zero per step).
-    #[arg(long)]
-    lr_schedule: Option<String>,
+    #[arg(long, value_parser = LrSchedule::parse)]
+    lr_schedule: Option<LrSchedule>,
     /// Augmentation: a kp-augment preset name or a TOML/JSON file.
     #[arg(long)]
     augment: Option<String>,
@@ -132,7 +132,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         cfg.lr = v;
     }
     if let Some(v) = a.lr_schedule {
-        cfg.lr_schedule = LrSchedule::parse(&v)?;
+        cfg.lr_schedule = v;
     }
     if let Some(v) = a.augment {
         cfg.augment = v;

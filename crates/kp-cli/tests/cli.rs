@@ -66,6 +66,8 @@ fn train_eval_predict_on_a_few_faces() {
         d.to_str().unwrap(),
         "--out",
         run.to_str().unwrap(),
+        "--recipe",
+        "tuned",
         "--epochs",
         "1",
         "--limit",
@@ -76,6 +78,12 @@ fn train_eval_predict_on_a_few_faces() {
     let summary = stdout_json(&o);
     assert_eq!(summary["status"], "finished");
     assert_eq!(summary["epochs"], 1);
+    // --recipe tuned sets kp's defaults; --epochs still overrides them.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["augment"], "face-tuned");
+    assert_eq!(config["lr_schedule"], "cosine");
+    assert_eq!(config["epochs"], 1);
     let ev = stdout_json(&kp(&["eval", "--run", run.to_str().unwrap(), "--json"]));
     assert!(ev["mean_px_error"].as_f64().unwrap().is_finite());
     assert!(ev["mae"].as_f64().unwrap().is_finite());
@@ -161,6 +169,20 @@ fn bad_input_gives_one_line_error_and_nonzero_exit() {
     let o = kp(&["train", "--task", "nosee", "--data", ".", "--out", "x"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown task"));
+
+    let o = kp(&[
+        "train",
+        "--task",
+        "nose",
+        "--data",
+        ".",
+        "--out",
+        "x",
+        "--lr-schedule",
+        "cosin",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("learning-rate schedule `cosin`"));
 
     let o = kp(&["eval", "--run", tmp.path().to_str().unwrap()]);
     assert!(!o.status.success());
