@@ -316,6 +316,28 @@ pub fn write(
                 );
             }
         }
+        if let Some((s, _)) = run_of("face-tuned").filter(|(_, r)| r.status != "failed") {
+            if try_fig(
+                &mut report,
+                "tuned face validation grid",
+                figures::validate(&runs_dir.join(&s.name), data).and_then(|(_, d, ev)| {
+                    figures::val_grid(
+                        &d,
+                        &ev,
+                        &format!(
+                            "{}: validation faces (green = truth, red = prediction)",
+                            s.label
+                        ),
+                        &figs.join("face_tuned_val.png"),
+                    )
+                }),
+            ) {
+                report.figure(
+                    rel("face_tuned_val.png"),
+                    "kp's tuned recipe on the same validation faces: six faces and the two worst.",
+                );
+            }
+        }
     }
 
     // 3. 300-W.
