@@ -224,7 +224,7 @@ impl TrainConfig {
 
     /// kp's tuned recipe for `task`: the seed's network, batch size and split, trained longer
     /// with a cosine learning-rate schedule and milder, richer augmentation (measured on the IMM
-    /// standard split with seed 0: nose 3.75 → 1.94 px, face 5.83 → 3.98 px; see the README).
+    /// standard split with seed 0: nose 3.75 → 1.95 px, face 5.83 → 3.98 px; see the README).
     ///
     /// nose: 100 epochs, lr 1e-3 cosine, `nose-tuned` augmentation; face: 60 epochs, lr 1e-3
     /// cosine (the seed's 3e-4 underfits), `face-tuned`; ibug: the seed's recipe (whose
