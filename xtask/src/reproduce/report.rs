@@ -72,6 +72,24 @@ fn try_fig(report: &mut HtmlReport, what: &str, r: Result<()>) -> bool {
 }
 
 /// Writes the whole report into `dir`.
+/// Adds the figure of six validation faces and the two worst of `run`, predicted by its model,
+/// as `figs/file`; a failure becomes a paragraph (see [`try_fig`]).
+fn add_val_grid(
+    report: &mut HtmlReport,
+    run: &Path,
+    data: &Path,
+    title: &str,
+    figs: &Path,
+    file: &str,
+    caption: &str,
+) {
+    let drawn = figures::validate(run, data)
+        .and_then(|(_, d, ev)| figures::val_grid(&d, &ev, title, &figs.join(file)));
+    if try_fig(report, "validation grid", drawn) {
+        report.figure(rel(file), caption);
+    }
+}
+
 pub fn write(
     dir: &Path,
     data: &Path,
@@ -188,27 +206,18 @@ pub fn write(
                     "Training loss per gradient step and validation loss per epoch.",
                 );
             }
-            let grid = format!("{}_val.png", s.name);
-            if try_fig(
+            add_val_grid(
                 &mut report,
-                "validation grid",
-                figures::validate(&run, data).and_then(|(_, d, ev)| {
-                    figures::val_grid(
-                        &d,
-                        &ev,
-                        &format!(
-                            "{}: validation faces (green = truth, red = prediction)",
-                            s.label
-                        ),
-                        &figs.join(&grid),
-                    )
-                }),
-            ) {
-                report.figure(
-                    rel(&grid),
-                    "Six validation faces and the two worst (last two).",
-                );
-            }
+                &run,
+                data,
+                &format!(
+                    "{}: validation faces (green = truth, red = prediction)",
+                    s.label
+                ),
+                &figs,
+                &format!("{}_val.png", s.name),
+                "Six validation faces and the two worst (last two).",
+            );
         }
     }
 
@@ -288,23 +297,15 @@ pub fn write(
                     "Training loss per gradient step and validation loss per epoch.",
                 );
             }
-            if try_fig(
+            add_val_grid(
                 &mut report,
-                "face validation grid",
-                figures::validate(&run, data).and_then(|(_, d, ev)| {
-                    figures::val_grid(
-                        &d,
-                        &ev,
-                        "Validation faces (green = truth, red = prediction)",
-                        &figs.join("face_val.png"),
-                    )
-                }),
-            ) {
-                report.figure(
-                    rel("face_val.png"),
-                    "Six validation faces and the two worst (last two).",
-                );
-            }
+                &run,
+                data,
+                "Validation faces (green = truth, red = prediction)",
+                &figs,
+                "face_val.png",
+                "Six validation faces and the two worst (last two).",
+            );
             if try_fig(
                 &mut report,
                 "conv1 filters",
@@ -317,26 +318,18 @@ pub fn write(
             }
         }
         if let Some((s, _)) = run_of("face-tuned").filter(|(_, r)| r.status != "failed") {
-            if try_fig(
+            add_val_grid(
                 &mut report,
-                "tuned face validation grid",
-                figures::validate(&runs_dir.join(&s.name), data).and_then(|(_, d, ev)| {
-                    figures::val_grid(
-                        &d,
-                        &ev,
-                        &format!(
-                            "{}: validation faces (green = truth, red = prediction)",
-                            s.label
-                        ),
-                        &figs.join("face_tuned_val.png"),
-                    )
-                }),
-            ) {
-                report.figure(
-                    rel("face_tuned_val.png"),
-                    "kp's tuned recipe on the same validation faces: six faces and the two worst.",
-                );
-            }
+                &runs_dir.join(&s.name),
+                data,
+                &format!(
+                    "{}: validation faces (green = truth, red = prediction)",
+                    s.label
+                ),
+                &figs,
+                "face_tuned_val.png",
+                "kp's tuned recipe on the same validation faces: six faces and the two worst.",
+            );
         }
     }
 
