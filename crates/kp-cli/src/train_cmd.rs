@@ -20,7 +20,7 @@ pub enum Recipe {
 /// Arguments of `kp train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Which experiment: nose, face or ibug (sets the seed study's recipe as defaults).
+    /// Which experiment: nose, face or ibug (its recipe, see `--recipe`, gives the defaults).
     #[arg(long)]
     task: String,
     /// Dataset (IMM folder, dlib XML, .pts folder) or a datasets folder holding the task's one.
