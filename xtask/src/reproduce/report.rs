@@ -229,7 +229,7 @@ pub fn write(
         .collect();
     if !face.is_empty() {
         report.heading("2. All 58 points (IMM, FaceKeypointNet, 160x120)");
-        report.paragraph("Seed recipe: 30 epochs, batch 2, lr 3e-4, random shift of ±10 px. The augmentation ablation trains the same network with each augmentation; the last row is kp's tuned recipe (same network and batch; lr 1e-3 with a cosine schedule, 60 epochs, mild augmentation with mirroring).");
+        report.paragraph("Seed recipe: 30 epochs, batch 2, lr 3e-4, random shift of ±10 px. The augmentation ablation trains the same network with each augmentation; the last row is kp's tuned recipe (same network, batch and lr; cosine lr schedule, 60 epochs, mild augmentation with mirroring).");
         let mut t = Table::new([
             "augmentation",
             "epochs",
