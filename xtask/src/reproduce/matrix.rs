@@ -26,9 +26,9 @@ fn lr_label(lr: f64) -> String {
 /// 1. Nose tip, Table 1: bs 1/4/32 at lr 1e-3; lr 1e-4 and 1e-2 at bs 1 (25 epochs).
 /// 2. Full face: the seed recipe (±10 px shift) and an augmentation ablation (none / shift /
 ///    shift+rotation / shift+rotation+jitter), 30 epochs, bs 2, lr 3e-4.
-///
-/// Each IMM experiment ends with kp's tuned recipe ([`TrainConfig::tuned`]).
 /// 3. ResNet18 on the 300-W training faces (80/20 split), 10 epochs, bs 16, lr 3e-4.
+///
+/// Experiments 1 and 2 each end with kp's tuned recipe ([`TrainConfig::tuned`]).
 pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
     let mut runs = Vec::new();
     for (bs, lr) in [(1, 1e-3), (4, 1e-3), (32, 1e-3), (1, 1e-4), (1, 1e-2)] {

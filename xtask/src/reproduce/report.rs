@@ -71,7 +71,6 @@ fn try_fig(report: &mut HtmlReport, what: &str, r: Result<()>) -> bool {
     }
 }
 
-/// Writes the whole report into `dir`.
 /// Adds the figure of six validation faces and the two worst of `run`, predicted by its model,
 /// as `figs/file`; a failure becomes a paragraph (see [`try_fig`]).
 fn add_val_grid(
@@ -90,6 +89,7 @@ fn add_val_grid(
     }
 }
 
+/// Writes the whole report into `dir`.
 pub fn write(
     dir: &Path,
     data: &Path,
