@@ -238,22 +238,24 @@ fn torch_python(args: &BenchArgs) -> Result<PathBuf> {
     if !status.success() {
         bail!("python3 -m venv {} failed", venv.display());
     }
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "torch",
-            "--index-url",
-            "https://download.pytorch.org/whl/cpu",
-        ])
-        .status()
-        .context("running pip install torch")?;
-    if !status.success() || !has_torch(&python) {
-        bail!("could not install torch into {}", venv.display());
+    // PyTorch's CPU-only index first (~200 MB); where only PyPI is reachable, PyPI's default
+    // wheel (the CUDA build with its nvidia-* dependencies, a few GB, runs fine on a CPU).
+    let indexes: [&[&str]; 2] = [
+        &["--index-url", "https://download.pytorch.org/whl/cpu"],
+        &[],
+    ];
+    for index in indexes {
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "torch"])
+            .args(index)
+            .status()
+            .context("running pip install torch")?;
+        if status.success() && has_torch(&python) {
+            return Ok(python);
+        }
+        tracing::warn!("pip install torch {} failed", index.join(" "));
     }
-    Ok(python)
+    bail!("could not install torch into {}", venv.display())
 }
 
 /// Runs the PyTorch script on `cases`; case name → median ms.

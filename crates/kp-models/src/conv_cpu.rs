@@ -223,8 +223,63 @@ impl ConvShape {
         Ok(y)
     }
 
-    /// `dx = fold(Wᵀ · g)` for the output gradient `g` (already masked after a ReLU).
+    /// The input gradient for the output gradient `g` (already masked after a ReLU): for
+    /// stride 1 a forward convolution of `g` (see [`ConvShape::transposed`]), otherwise
+    /// `fold(Wᵀ · g)`.
     fn input_grad<T: WithDType>(&self, g_out: &[T], w: &[T], n: usize) -> Result<Vec<T>> {
+        if let Some(transposed) = self.transposed()? {
+            let flipped = self.flip_transpose(w);
+            return transposed.forward(g_out, &flipped, None, n);
+        }
+        self.input_grad_fold(g_out, w, n)
+    }
+
+    /// For a stride-1 convolution, the convolution whose forward pass is this one's input
+    /// gradient: `dx = conv(g, W')` with `O` input and `C` output channels, the same kernel
+    /// and padding `k - 1 - p`, where `W'[c, o, i, j] = W[o, c, k-1-i, k-1-j]`
+    /// ([`ConvShape::flip_transpose`]). The forward path's GEMM has a long inner dimension
+    /// (`O·k·k`) and no scatter-add, so it runs about twice as fast as folding `Wᵀ · g`.
+    fn transposed(&self) -> Result<Option<ConvShape>> {
+        let g = self.geometry;
+        if g.stride != 1 || g.padding >= g.kernel {
+            return Ok(None);
+        }
+        let (oh, ow) = g.output_size()?;
+        Ok(Some(ConvShape {
+            geometry: UnfoldGeometry {
+                channels: self.out_channels,
+                height: oh,
+                width: ow,
+                kernel: g.kernel,
+                stride: 1,
+                padding: g.kernel - 1 - g.padding,
+                ones_row: false,
+            },
+            out_channels: g.channels,
+            relu: false,
+        }))
+    }
+
+    /// `W'[c, o, i, j] = W[o, c, k-1-i, k-1-j]` for `W` of shape `(O, C, k, k)`.
+    fn flip_transpose<T: WithDType>(&self, w: &[T]) -> Vec<T> {
+        let g = &self.geometry;
+        let (o, c, k) = (self.out_channels, g.channels, g.kernel);
+        let kk = k * k;
+        let mut flipped = vec![T::zero(); w.len()];
+        for oc in 0..o {
+            for ic in 0..c {
+                let src = &w[(oc * c + ic) * kk..][..kk];
+                let dst = &mut flipped[(ic * o + oc) * kk..][..kk];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        flipped
+    }
+
+    /// `dx = fold(Wᵀ · g)` (any stride).
+    fn input_grad_fold<T: WithDType>(&self, g_out: &[T], w: &[T], n: usize) -> Result<Vec<T>> {
         let g = self.geometry;
         let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
         let (kk, plane) = (g.kernel * g.kernel, self.input_plane());
@@ -796,6 +851,50 @@ mod tests {
                     analytic[i]
                 );
             }
+        }
+    }
+
+    /// For stride 1 the input gradient as a forward convolution equals the folded one.
+    #[test]
+    fn transposed_input_grad_equals_fold() {
+        for (n, c, h, w, o, k, p) in [
+            (2, 3, 9, 7, 4, 3, 0),
+            (1, 2, 6, 8, 5, 3, 1),
+            (2, 4, 5, 5, 3, 3, 2),
+            (3, 2, 12, 10, 6, 5, 0),
+            (1, 5, 40, 30, 7, 5, 2),
+            (2, 3, 7, 7, 2, 1, 0),
+        ] {
+            let shape = ConvShape {
+                geometry: UnfoldGeometry {
+                    channels: c,
+                    height: h,
+                    width: w,
+                    kernel: k,
+                    stride: 1,
+                    padding: p,
+                    ones_row: false,
+                },
+                out_channels: o,
+                relu: false,
+            };
+            assert!(shape.transposed().unwrap().is_some());
+            let (oh, ow) = shape.geometry.output_size().unwrap();
+            let wt: Vec<f64> = (0..o * c * k * k)
+                .map(|i| (i as f64 * 0.37).sin())
+                .collect();
+            let g: Vec<f64> = (0..n * o * oh * ow)
+                .map(|i| (i as f64 * 0.11).cos())
+                .collect();
+            let fast = shape.input_grad(&g, &wt, n).unwrap();
+            let fold = shape.input_grad_fold(&g, &wt, n).unwrap();
+            assert_eq!(fast.len(), n * c * h * w);
+            let d = fast
+                .iter()
+                .zip(&fold)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(d < 1e-10, "{:?}: differs by {d}", (n, c, h, w, o, k, p));
         }
     }
 
