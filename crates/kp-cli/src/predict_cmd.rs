@@ -8,6 +8,28 @@ use kp_data::{BBox, GrayF32, Point};
 use kp_train::predict::Predictor;
 use serde::Serialize;
 
+/// `--mirror` / `--no-mirror`: test-time mirroring regardless of the run's own setting.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Average each prediction with the mirrored image's (mirrored back): test-time mirroring.
+    #[arg(long, overrides_with = "no_mirror")]
+    mirror: bool,
+    /// No test-time mirroring, even if the run was trained with it.
+    #[arg(long)]
+    no_mirror: bool,
+}
+
+impl MirrorArgs {
+    /// Applies the flags to `predictor` (neither flag: the run's own setting).
+    pub fn apply(&self, predictor: Predictor) -> Result<Predictor> {
+        match (self.mirror, self.no_mirror) {
+            (true, _) => Ok(predictor.with_test_time_mirror(true)?),
+            (_, true) => Ok(predictor.with_test_time_mirror(false)?),
+            _ => Ok(predictor),
+        }
+    }
+}
+
 /// Arguments of `kp predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -29,6 +51,8 @@ pub struct PredictArgs {
     /// cpu or cuda (default: the run's device).
     #[arg(long)]
     device: Option<String>,
+    #[command(flatten)]
+    mirror: MirrorArgs,
 }
 
 /// Arguments of `kp submit`.
@@ -49,6 +73,8 @@ pub struct SubmitArgs {
     /// cpu or cuda (default: the run's device).
     #[arg(long)]
     device: Option<String>,
+    #[command(flatten)]
+    mirror: MirrorArgs,
 }
 
 fn parse_box(s: &str) -> std::result::Result<BBox, String> {
@@ -85,6 +111,7 @@ fn is_photo(p: &Path) -> bool {
 pub fn predict(a: PredictArgs) -> Result<()> {
     let predictor = Predictor::open(&a.run, a.device.as_deref())
         .with_context(|| format!("opening run {}", a.run.display()))?;
+    let predictor = a.mirror.apply(predictor)?;
     let (photos, folder_mode) = if a.image.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&a.image)
             .with_context(|| format!("reading {}", a.image.display()))?
@@ -166,6 +193,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
 pub fn submit(a: SubmitArgs) -> Result<()> {
     let predictor = Predictor::open(&a.run, a.device.as_deref())
         .with_context(|| format!("opening run {}", a.run.display()))?;
+    let predictor = a.mirror.apply(predictor)?;
     let dataset = kp_data::dlib_xml::load_dlib_xml(&a.xml)?;
     let missing: Vec<usize> = (0..dataset.faces.len())
         .filter(|&i| !dataset.faces[i].image.is_file())

@@ -8,6 +8,8 @@ use kp_train::config::{LrSchedule, Task, TrainConfig};
 use kp_train::predict::{EvalSplit, Predictor};
 use kp_train::trainer::{train as run_training, TrainOptions};
 
+use crate::predict_cmd::MirrorArgs;
+
 /// Where `kp train`'s defaults come from.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Recipe {
@@ -66,6 +68,10 @@ pub struct TrainArgs {
     /// Leave out faces whose annotation or image is bad (and report them) instead of failing.
     #[arg(long)]
     skip_bad: bool,
+    /// Test-time mirroring: validation (and later `kp eval` / `kp predict`) averages each
+    /// prediction with the mirrored image's, mirrored back.
+    #[arg(long)]
+    test_time_mirror: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -102,6 +108,8 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    mirror: MirrorArgs,
 }
 
 /// Prints how many faces `--skip-bad` left out, and why, on stderr.
@@ -144,6 +152,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     cfg.device = a.device;
     cfg.limit = a.limit;
     cfg.skip_bad = a.skip_bad;
+    cfg.test_time_mirror |= a.test_time_mirror;
     let opts = TrainOptions {
         resume: a.resume,
         progress: !a.quiet,
@@ -179,6 +188,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             .with_preprocessing(spec, a.seed)
             .with_context(|| format!("evaluation preprocessing `{spec}`"))?;
     }
+    let mut predictor = a.mirror.apply(predictor)?;
     predictor.config.skip_bad |= a.skip_bad;
     let data = a.data.unwrap_or_else(|| predictor.config.data.clone());
     let split = EvalSplit::parse(&a.split)?;

@@ -84,10 +84,19 @@ fn train_eval_predict_on_a_few_faces() {
     assert_eq!(config["augment"], "face-tuned");
     assert_eq!(config["lr_schedule"], "cosine");
     assert_eq!(config["epochs"], 1);
-    let ev = stdout_json(&kp(&["eval", "--run", run.to_str().unwrap(), "--json"]));
+    assert_eq!(config["test_time_mirror"], true);
+    let r = run.to_str().unwrap();
+    let ev = stdout_json(&kp(&["eval", "--run", r, "--json"]));
     assert!(ev["mean_px_error"].as_f64().unwrap().is_finite());
     assert!(ev["mae"].as_f64().unwrap().is_finite());
     assert_eq!(ev["mean_px_error"], summary["val"]["mean_px_error"]);
+    // The run's test-time mirroring is on by default, off with --no-mirror.
+    assert_eq!(
+        stdout_json(&kp(&["eval", "--run", r, "--json", "--mirror"])),
+        ev
+    );
+    let plain = stdout_json(&kp(&["eval", "--run", r, "--json", "--no-mirror"]));
+    assert_ne!(plain["mean_px_error"], ev["mean_px_error"]);
 
     let photo = d.join("imm_face_db/40-1m.jpg");
     let png = tmp.path().join("pred.png");

@@ -125,6 +125,20 @@ impl LandmarkScheme {
             .map(|(n, _)| *n)
     }
 
+    /// The flip permutation of a subset of this scheme's points (`subset[i]` is a point
+    /// index): entry `i` is the position in `subset` of point `subset[i]`'s mirror partner.
+    /// `None` when a partner is not in the subset (or an index is out of range). For the nose
+    /// tip alone (a midline point) this is `[0]`.
+    pub fn flip_within(&self, subset: &[usize]) -> Option<Vec<usize>> {
+        subset
+            .iter()
+            .map(|&p| {
+                let partner = *self.flip.get(p)?;
+                subset.iter().position(|&q| q == partner)
+            })
+            .collect()
+    }
+
     /// Mirrors a face horizontally in an image `image_width` pixels wide: each point moves to
     /// `x' = image_width - 1 - x` (pixel centres at integers) and the points are re-ordered with
     /// [`flip`](Self::flip) so that, e.g., the new left eye is the old right eye.
@@ -152,6 +166,21 @@ impl LandmarkScheme {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn flip_within_subsets() {
+        assert_eq!(IMM58.flip_within(&[IMM58.nose_tip]), Some(vec![0]));
+        let full: Vec<usize> = (0..68).collect();
+        assert_eq!(IBUG68.flip_within(&full).as_deref(), Some(IBUG68.flip));
+        // The outer eye corners swap; one corner alone has no partner.
+        let (a, b) = IBUG68.outer_eye_corners;
+        assert_eq!(
+            IBUG68.flip_within(&[a, IBUG68.nose_tip, b]),
+            Some(vec![2, 1, 0])
+        );
+        assert_eq!(IBUG68.flip_within(&[a]), None);
+        assert_eq!(IBUG68.flip_within(&[68]), None);
+    }
 
     fn check_permutation_involution(s: &LandmarkScheme) {
         assert_eq!(s.flip.len(), s.num_points, "{}", s.name);

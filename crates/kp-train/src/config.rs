@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kp_data::scheme::LandmarkScheme;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -148,6 +149,10 @@ pub struct TrainConfig {
     /// Leave out faces whose annotation or image is bad (reported) instead of failing.
     #[serde(default)]
     pub skip_bad: bool,
+    /// Test-time mirroring: every prediction (validation, `kp eval`, `kp predict`) averages
+    /// the network's points on the image and, mirrored back, on its mirror image.
+    #[serde(default)]
+    pub test_time_mirror: bool,
 }
 
 impl TrainConfig {
@@ -178,6 +183,7 @@ impl TrainConfig {
                 split: SplitKind::ImmStandard,
                 num_keypoints: None,
                 skip_bad: false,
+                test_time_mirror: false,
             },
             Task::Face => Self {
                 task,
@@ -198,6 +204,7 @@ impl TrainConfig {
                 split: SplitKind::ImmStandard,
                 num_keypoints: None,
                 skip_bad: false,
+                test_time_mirror: false,
             },
             Task::Ibug => Self {
                 task,
@@ -218,6 +225,7 @@ impl TrainConfig {
                 split: SplitKind::Random { val_fraction: 0.2 },
                 num_keypoints: None,
                 skip_bad: false,
+                test_time_mirror: false,
             },
         }
     }
@@ -228,7 +236,8 @@ impl TrainConfig {
     ///
     /// nose: 100 epochs, lr 1e-3 cosine, `nose-tuned` augmentation; face: 60 epochs, lr 3e-4
     /// cosine, `face-tuned` (lr 1e-3 fits better from some initialisations but from others never
-    /// leaves the mean shape); ibug: the seed's recipe (whose augmentation is already kp's).
+    /// leaves the mean shape); both trained with mirrored faces and predicted with test-time
+    /// mirroring. ibug: the seed's recipe (whose augmentation is already kp's).
     pub fn tuned(task: Task, data: impl Into<PathBuf>) -> Self {
         let mut c = Self::recipe(task, data);
         match task {
@@ -236,15 +245,50 @@ impl TrainConfig {
                 c.epochs = 100;
                 c.lr_schedule = LrSchedule::Cosine;
                 c.augment = "nose-tuned".into();
+                c.test_time_mirror = true;
             }
             Task::Face => {
                 c.epochs = 60;
                 c.lr_schedule = LrSchedule::Cosine;
                 c.augment = "face-tuned".into();
+                c.test_time_mirror = true;
             }
             Task::Ibug => {}
         }
         c
+    }
+
+    /// The landmark scheme of the task's points: IMM-58 for `nose` and `face`, iBUG-68 for
+    /// `ibug`.
+    pub fn scheme(&self) -> &'static LandmarkScheme {
+        match self.task {
+            Task::Nose | Task::Face => &kp_data::scheme::IMM58,
+            Task::Ibug => &kp_data::scheme::IBUG68,
+        }
+    }
+
+    /// How the model's `num_keypoints` points reorder when the image is mirrored: entry `i`
+    /// is the index of point `i`'s mirror partner (see [`LandmarkScheme::flip_within`]).
+    pub fn mirror_permutation(&self, num_keypoints: usize) -> Result<Vec<usize>> {
+        let scheme = self.scheme();
+        let all: Vec<usize>;
+        let points = match &self.keypoints {
+            Some(subset) => subset.as_slice(),
+            None => {
+                all = (0..num_keypoints).collect();
+                &all
+            }
+        };
+        match scheme.flip_within(points) {
+            Some(perm) if perm.len() == num_keypoints => Ok(perm),
+            _ => Err(Error::Config(format!(
+                "test-time mirroring needs points closed under the {} mirror; the model's {} \
+                 points ({:?}) are not",
+                scheme.name,
+                num_keypoints,
+                self.keypoints.as_deref().unwrap_or(&[])
+            ))),
+        }
     }
 
     /// Resolves `data` when it is a datasets folder rather than a dataset: a folder that holds
@@ -325,6 +369,7 @@ mod tests {
             let t = TrainConfig::tuned(task, "d");
             kp_augment::PipelineConfig::preset(&t.augment).unwrap();
             t.validate().unwrap();
+            assert!(t.test_time_mirror && !TrainConfig::recipe(task, "d").test_time_mirror);
         }
         assert_eq!(
             TrainConfig::tuned(Task::Ibug, "d"),
@@ -359,11 +404,14 @@ mod tests {
     }
 
     #[test]
-    fn configs_without_a_schedule_load_as_constant() {
-        let mut v = serde_json::to_value(TrainConfig::recipe(Task::Nose, "d")).unwrap();
-        v.as_object_mut().unwrap().remove("lr_schedule");
+    fn configs_of_older_runs_load_with_the_seed_defaults() {
+        let mut v = serde_json::to_value(TrainConfig::tuned(Task::Nose, "d")).unwrap();
+        for field in ["lr_schedule", "test_time_mirror"] {
+            v.as_object_mut().unwrap().remove(field);
+        }
         let c: TrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!(c.lr_schedule, LrSchedule::Constant);
+        assert!(!c.test_time_mirror);
     }
 
     #[test]

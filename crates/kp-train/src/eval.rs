@@ -23,26 +23,64 @@ pub struct Evaluation {
     pub predictions_input: Vec<Vec<Point>>,
 }
 
-/// Predicts prepared samples in batches; returns points in input pixels.
+/// Predicts prepared samples in batches; returns points in input pixels. With the model's
+/// test-time mirroring ([`LoadedModel::mirror`]) each batch also holds the mirrored images,
+/// whose points are mirrored back, reordered and averaged with the plain prediction.
 pub fn predict_samples(model: &LoadedModel, samples: &[Sample]) -> Result<Vec<Vec<Point>>> {
     let (w, h) = (model.width, model.height);
     let mut out = Vec::with_capacity(samples.len());
+    let views = if model.mirror.is_some() { 2 } else { 1 };
     for chunk in samples.chunks(EVAL_BATCH) {
-        let mut images = Vec::with_capacity(chunk.len() * w * h);
+        let mut images = Vec::with_capacity(views * chunk.len() * w * h);
         for s in chunk {
             images.extend_from_slice(s.image.as_raw());
         }
-        let y = model.predict(&images, chunk.len())?;
-        let k2 = y.len() / chunk.len();
-        for row in y.chunks(k2) {
-            out.push(
+        if model.mirror.is_some() {
+            for s in chunk {
+                for row in s.image.as_raw().chunks(w) {
+                    images.extend(row.iter().rev());
+                }
+            }
+        }
+        let y = model.predict(&images, views * chunk.len())?;
+        let points: Vec<Vec<Point>> = y
+            .chunks(y.len() / (views * chunk.len()))
+            .map(|row| {
                 row.chunks(2)
                     .map(|c| Point::new(c[0] * w as f32, c[1] * h as f32))
-                    .collect(),
-            );
+                    .collect()
+            })
+            .collect();
+        let (plain, mirrored) = points.split_at(chunk.len());
+        match &model.mirror {
+            None => out.extend_from_slice(plain),
+            Some(perm) => {
+                for (a, b) in plain.iter().zip(mirrored) {
+                    out.push(average_with_mirror(a, b, perm, w));
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// The mean of `plain` (points on an image) and `mirrored` (points on its mirror image, `width`
+/// pixels wide): mirrored point `perm[i]` is the mirror of plain point `i`.
+fn average_with_mirror(
+    plain: &[Point],
+    mirrored: &[Point],
+    perm: &[usize],
+    width: usize,
+) -> Vec<Point> {
+    let right = width as f32 - 1.0;
+    plain
+        .iter()
+        .zip(perm)
+        .map(|(p, &j)| {
+            let m = mirrored[j];
+            Point::new((p.x + right - m.x) / 2.0, (p.y + m.y) / 2.0)
+        })
+        .collect()
 }
 
 /// Evaluates `model` on `cache[indices]` after `pipeline`. Random steps of the pipeline (such
@@ -83,4 +121,77 @@ pub fn evaluate(
         predictions: pred,
         predictions_input: pred_input,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Task, TrainConfig};
+    use candle_core::Device;
+    use kp_augment::Affine;
+    use kp_data::scheme::IMM58;
+    use kp_data::GrayF32;
+
+    fn sample(width: u32, height: u32, pixel: impl Fn(u32, u32) -> f32) -> Sample {
+        Sample {
+            image: GrayF32::from_fn(width, height, |x, y| image::Luma([pixel(x, y)])),
+            keypoints: Vec::new(),
+            to_input: Affine::IDENTITY,
+        }
+    }
+
+    #[test]
+    fn averaging_with_an_exact_mirror_changes_nothing() {
+        let plain: Vec<Point> = (0..58)
+            .map(|i| Point::new(i as f32 * 2.5, 100.0 - i as f32))
+            .collect();
+        let mirrored = IMM58.mirror(&plain, 160.0).unwrap();
+        let avg = average_with_mirror(&plain, &mirrored, IMM58.flip, 160);
+        for (a, p) in avg.iter().zip(&plain) {
+            assert!(
+                (a.x - p.x).abs() < 1e-4 && (a.y - p.y).abs() < 1e-4,
+                "{a:?} vs {p:?}"
+            );
+        }
+    }
+
+    /// With test-time mirroring any network, even an untrained one, becomes mirror-equivariant:
+    /// the prediction on a mirrored image is the mirrored prediction.
+    #[test]
+    fn test_time_mirror_makes_predictions_mirror_equivariant() {
+        let mut cfg = TrainConfig::recipe(Task::Face, "unused");
+        cfg.test_time_mirror = true;
+        let model = LoadedModel::build(&cfg, 58, &Device::Cpu).unwrap();
+        assert_eq!(model.mirror.as_deref(), Some(IMM58.flip));
+        let (w, h) = (cfg.width as u32, cfg.height as u32);
+        let pattern =
+            |x: u32, y: u32| ((x * 7 + y * 3) % 11) as f32 / 11.0 - 0.5 + (x as f32 / 400.0);
+        let img = sample(w, h, pattern);
+        let flipped = sample(w, h, |x, y| pattern(w - 1 - x, y));
+        let p = predict_samples(&model, &[img, flipped]).unwrap();
+        let mirrored_back = IMM58.mirror(&p[1], w as f32).unwrap();
+        for (a, b) in p[0].iter().zip(&mirrored_back) {
+            assert!(
+                (a.x - b.x).abs() < 1e-3 && (a.y - b.y).abs() < 1e-3,
+                "{a:?} vs {b:?}"
+            );
+        }
+        let mut plain = model;
+        plain.mirror = None;
+        let q = predict_samples(&plain, &[sample(w, h, pattern)]).unwrap();
+        assert_ne!(
+            q[0], p[0],
+            "mirroring changes an asymmetric network's prediction"
+        );
+    }
+
+    #[test]
+    fn mirror_permutation_of_subsets() {
+        let nose = TrainConfig::recipe(Task::Nose, "unused");
+        assert_eq!(nose.mirror_permutation(1).unwrap(), vec![0]);
+        let mut eye = TrainConfig::recipe(Task::Ibug, "unused");
+        eye.keypoints = Some(vec![36]);
+        let err = eye.mirror_permutation(1).unwrap_err().to_string();
+        assert!(err.contains("ibug68") && err.contains("[36]"), "{err}");
+    }
 }

@@ -39,6 +39,10 @@ pub struct LoadedModel {
     pub width: usize,
     /// Input height.
     pub height: usize,
+    /// Test-time mirroring: when set, predictions average the image's points with its mirror
+    /// image's, mirrored back and reordered by this permutation (see
+    /// [`TrainConfig::mirror_permutation`]).
+    pub mirror: Option<Vec<usize>>,
 }
 
 impl LoadedModel {
@@ -54,12 +58,18 @@ impl LoadedModel {
             height: cfg.height,
         };
         let model = build_model(&cfg.model, vb, &mcfg)?;
+        let mirror = if cfg.test_time_mirror {
+            Some(cfg.mirror_permutation(num_keypoints)?)
+        } else {
+            None
+        };
         Ok(Self {
             varmap,
             model,
             device: device.clone(),
             width: cfg.width,
             height: cfg.height,
+            mirror,
         })
     }
 
