@@ -41,7 +41,8 @@ pub struct TrainArgs {
     #[arg(long)]
     lr: Option<f64>,
     /// Defaults to start from: `seed` (the study's recipe for the task) or `tuned` (kp's: longer,
-    /// cosine learning rate, milder and richer augmentation; nose and face only).
+    /// cosine learning rate, test-time mirroring; nose/face: milder, richer augmentation; ibug:
+    /// the heatmap ResNet18).
     #[arg(long, value_enum, default_value_t = Recipe::Seed)]
     recipe: Recipe,
     /// Learning-rate schedule: constant (the seed's) or cosine (annealed to zero per step).

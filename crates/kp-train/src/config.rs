@@ -237,7 +237,8 @@ impl TrainConfig {
     /// nose: 100 epochs, lr 1e-3 cosine, `nose-tuned` augmentation; face: 60 epochs, lr 3e-4
     /// cosine, `face-tuned` (lr 1e-3 fits better from some initialisations but from others never
     /// leaves the mean shape); both trained with mirrored faces and predicted with test-time
-    /// mirroring. ibug: the seed's recipe (whose augmentation is already kp's).
+    /// mirroring. ibug: the heatmap ResNet18 (`heatmap-resnet18`), 20 epochs, lr 3e-4 cosine,
+    /// test-time mirroring (the seed's batch, split and `ibug` augmentation).
     pub fn tuned(task: Task, data: impl Into<PathBuf>) -> Self {
         let mut c = Self::recipe(task, data);
         match task {
@@ -253,7 +254,12 @@ impl TrainConfig {
                 c.augment = "face-tuned".into();
                 c.test_time_mirror = true;
             }
-            Task::Ibug => {}
+            Task::Ibug => {
+                c.model = "heatmap-resnet18".into();
+                c.epochs = 20;
+                c.lr_schedule = LrSchedule::Cosine;
+                c.test_time_mirror = true;
+            }
         }
         c
     }
@@ -371,10 +377,16 @@ mod tests {
             t.validate().unwrap();
             assert!(t.test_time_mirror && !TrainConfig::recipe(task, "d").test_time_mirror);
         }
-        assert_eq!(
+        let (t, r) = (
             TrainConfig::tuned(Task::Ibug, "d"),
-            TrainConfig::recipe(Task::Ibug, "d")
+            TrainConfig::recipe(Task::Ibug, "d"),
         );
+        assert_eq!((t.model.as_str(), t.epochs), ("heatmap-resnet18", 20));
+        assert_eq!(
+            (t.batch_size, t.lr, &t.augment),
+            (r.batch_size, r.lr, &r.augment)
+        );
+        assert!(t.test_time_mirror && t.lr_schedule == LrSchedule::Cosine);
     }
 
     #[test]

@@ -103,10 +103,15 @@ fn tuned(task: Task, data: &Path, quick: bool) -> RunSpec {
     let mut c = TrainConfig::tuned(task, data);
     c.resolve_data();
     let label = format!(
-        "kp tuned: {} epochs, {} lr, {} augmentation",
+        "kp tuned: {} epochs, {} lr, {} augmentation{}",
         c.epochs,
         c.lr_schedule.name(),
-        c.augment
+        c.augment,
+        if c.test_time_mirror {
+            ", test-time mirroring"
+        } else {
+            ""
+        }
     );
     if quick {
         shrink_for_quick(&mut c);

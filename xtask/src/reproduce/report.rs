@@ -130,7 +130,7 @@ pub fn write(
         report.paragraph(
             "Table 1: the batch-size / learning-rate sweep (the seed's recipe: 25 epochs, constant \
              lr, no augmentation), then kp's tuned recipe (same network, batch and lr; cosine lr \
-             schedule, more epochs, mild augmentation with mirroring). Validation = persons 33-40 \
+             schedule, more epochs, mild augmentation with mirroring, test-time mirroring). Validation = persons 33-40 \
              (48 faces). Error = mean distance between predicted and true nose tip.",
         );
         let mut t = Table::new([
@@ -229,7 +229,7 @@ pub fn write(
         .collect();
     if !face.is_empty() {
         report.heading("2. All 58 points (IMM, FaceKeypointNet, 160x120)");
-        report.paragraph("Seed recipe: 30 epochs, batch 2, lr 3e-4, random shift of ±10 px. The augmentation ablation trains the same network with each augmentation; the last row is kp's tuned recipe (same network, batch and lr; cosine lr schedule, 60 epochs, mild augmentation with mirroring).");
+        report.paragraph("Seed recipe: 30 epochs, batch 2, lr 3e-4, random shift of ±10 px. The augmentation ablation trains the same network with each augmentation; the last row is kp's tuned recipe (same network, batch and lr; cosine lr schedule, 60 epochs, mild augmentation with mirroring, test-time mirroring).");
         let mut t = Table::new([
             "augmentation",
             "epochs",
