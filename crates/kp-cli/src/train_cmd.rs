@@ -45,6 +45,9 @@ pub struct TrainArgs {
     /// the heatmap ResNet18).
     #[arg(long, value_enum, default_value_t = Recipe::Seed)]
     recipe: Recipe,
+    /// Decoupled weight decay (AdamW), e.g. 0.05; 0 (the default) is the seed's plain Adam.
+    #[arg(long)]
+    weight_decay: Option<f64>,
     /// Learning-rate schedule: constant (the seed's) or cosine (annealed to zero per step).
     #[arg(long, value_parser = LrSchedule::parse)]
     lr_schedule: Option<LrSchedule>,
@@ -139,6 +142,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.lr {
         cfg.lr = v;
+    }
+    if let Some(v) = a.weight_decay {
+        cfg.weight_decay = v;
     }
     if let Some(v) = a.lr_schedule {
         cfg.lr_schedule = v;

@@ -193,6 +193,24 @@ fn bad_input_gives_one_line_error_and_nonzero_exit() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("learning-rate schedule `cosin`"));
 
+    let out = tmp.path().join("wd");
+    let o = kp(&[
+        "train",
+        "--task",
+        "nose",
+        "--data",
+        data().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--weight-decay=-0.5",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("weight decay must be zero or positive"),
+        "{err}"
+    );
+
     let o = kp(&["eval", "--run", tmp.path().to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));

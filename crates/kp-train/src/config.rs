@@ -125,6 +125,9 @@ pub struct TrainConfig {
     /// Learning-rate schedule (`constant` in the seed's recipes).
     #[serde(default)]
     pub lr_schedule: LrSchedule,
+    /// Decoupled (AdamW) weight decay; 0, the seed's, is plain Adam.
+    #[serde(default)]
+    pub weight_decay: f64,
     /// Augmentation used for training: a kp-augment preset name or a TOML/JSON file.
     pub augment: String,
     /// Deterministic preprocessing for validation, evaluation and prediction (preset or file).
@@ -172,6 +175,7 @@ impl TrainConfig {
                 batch_size: 1,
                 lr: 1e-3,
                 lr_schedule: LrSchedule::Constant,
+                weight_decay: 0.0,
                 augment: "none".into(),
                 eval_augment: "none".into(),
                 seed: 0,
@@ -193,6 +197,7 @@ impl TrainConfig {
                 batch_size: 2,
                 lr: 3e-4,
                 lr_schedule: LrSchedule::Constant,
+                weight_decay: 0.0,
                 augment: "seed-shift".into(),
                 eval_augment: "none".into(),
                 seed: 0,
@@ -214,6 +219,7 @@ impl TrainConfig {
                 batch_size: 16,
                 lr: 3e-4,
                 lr_schedule: LrSchedule::Constant,
+                weight_decay: 0.0,
                 augment: "ibug".into(),
                 eval_augment: "ibug-eval".into(),
                 seed: 0,
@@ -318,6 +324,12 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("learning rate must be positive, got {}", self.lr));
         }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "weight decay must be zero or positive, got {}",
+                self.weight_decay
+            ));
+        }
         if self.width == 0 || self.height == 0 {
             return bad("input size must be positive".into());
         }
@@ -401,6 +413,13 @@ mod tests {
         let mut c = TrainConfig::recipe(Task::Nose, "d");
         c.batch_size = 0;
         assert!(c.validate().is_err());
+        let mut c = TrainConfig::recipe(Task::Nose, "d");
+        c.weight_decay = -0.1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("weight decay"));
         assert!(Task::parse("nosee").is_err());
         assert!(LrSchedule::parse("cosin").is_err());
     }
@@ -418,12 +437,13 @@ mod tests {
     #[test]
     fn configs_of_older_runs_load_with_the_seed_defaults() {
         let mut v = serde_json::to_value(TrainConfig::tuned(Task::Nose, "d")).unwrap();
-        for field in ["lr_schedule", "test_time_mirror"] {
+        for field in ["lr_schedule", "test_time_mirror", "weight_decay"] {
             v.as_object_mut().unwrap().remove(field);
         }
         let c: TrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!(c.lr_schedule, LrSchedule::Constant);
         assert!(!c.test_time_mirror);
+        assert_eq!(c.weight_decay, 0.0);
     }
 
     #[test]

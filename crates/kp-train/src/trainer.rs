@@ -190,6 +190,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         model.named_vars(),
         AdamConfig {
             lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
             ..Default::default()
         },
     )?;
