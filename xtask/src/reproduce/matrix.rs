@@ -102,17 +102,18 @@ fn shrink_for_quick(c: &mut TrainConfig) {
 fn tuned(task: Task, data: &Path, quick: bool) -> RunSpec {
     let mut c = TrainConfig::tuned(task, data);
     c.resolve_data();
-    let label = format!(
-        "kp tuned: {} epochs, {} lr, {} augmentation{}",
+    let mut label = format!(
+        "kp tuned: {} epochs, {} lr, {} augmentation",
         c.epochs,
         c.lr_schedule.name(),
-        c.augment,
-        if c.test_time_mirror {
-            ", test-time mirroring"
-        } else {
-            ""
-        }
+        c.augment
     );
+    if c.weight_decay > 0.0 {
+        label.push_str(&format!(", weight decay {}", c.weight_decay));
+    }
+    if c.test_time_mirror {
+        label.push_str(", test-time mirroring");
+    }
     if quick {
         shrink_for_quick(&mut c);
     }

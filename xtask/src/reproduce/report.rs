@@ -130,8 +130,9 @@ pub fn write(
         report.paragraph(
             "Table 1: the batch-size / learning-rate sweep (the seed's recipe: 25 epochs, constant \
              lr, no augmentation), then kp's tuned recipe (same network, batch and lr; cosine lr \
-             schedule, more epochs, mild augmentation with mirroring, test-time mirroring). Validation = persons 33-40 \
-             (48 faces). Error = mean distance between predicted and true nose tip.",
+             schedule, more epochs, mild augmentation with mirroring, weight decay, test-time \
+             mirroring). Validation = persons 33-40 (48 faces). Error = mean distance between \
+             predicted and true nose tip.",
         );
         let mut t = Table::new([
             "run",
