@@ -305,6 +305,14 @@ impl TrainConfig {
         }
     }
 
+    /// The permutation test-time mirroring predicts with ([`Self::mirror_permutation`]), or
+    /// `None` when [`Self::test_time_mirror`] is off.
+    pub fn prediction_mirror(&self, num_keypoints: usize) -> Result<Option<Vec<usize>>> {
+        self.test_time_mirror
+            .then(|| self.mirror_permutation(num_keypoints))
+            .transpose()
+    }
+
     /// Resolves `data` when it is a datasets folder rather than a dataset: a folder that holds
     /// the task's default dataset (e.g. `../shared/datasets` → `../shared/datasets/imm_face_db`).
     pub fn resolve_data(&mut self) {

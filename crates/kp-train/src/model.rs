@@ -58,11 +58,7 @@ impl LoadedModel {
             height: cfg.height,
         };
         let model = build_model(&cfg.model, vb, &mcfg)?;
-        let mirror = if cfg.test_time_mirror {
-            Some(cfg.mirror_permutation(num_keypoints)?)
-        } else {
-            None
-        };
+        let mirror = cfg.prediction_mirror(num_keypoints)?;
         Ok(Self {
             varmap,
             model,

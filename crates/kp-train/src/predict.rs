@@ -93,19 +93,11 @@ impl Predictor {
     /// Turns test-time mirroring on or off, whatever the run was trained with (see
     /// [`TrainConfig::test_time_mirror`]); fails when the run's points have no mirror order.
     pub fn with_test_time_mirror(mut self, on: bool) -> Result<Self> {
-        self.model.mirror = if on {
-            let k = self.model_points();
-            Some(self.config.mirror_permutation(k)?)
-        } else {
-            None
-        };
         self.config.test_time_mirror = on;
+        // `open` checked that the run knows its point count.
+        let k = self.config.num_keypoints.unwrap_or(0);
+        self.model.mirror = self.config.prediction_mirror(k)?;
         Ok(self)
-    }
-
-    /// Points per face the model predicts.
-    fn model_points(&self) -> usize {
-        self.config.num_keypoints.unwrap_or(0)
     }
 
     /// The face box used when none is given: the whole image for box-based models.
