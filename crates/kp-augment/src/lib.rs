@@ -12,10 +12,11 @@
 //!
 //! Pipelines come from a [`PipelineConfig`] (TOML/JSON via serde, or a named preset:
 //! `none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`, `nose-tuned`, `face-tuned`,
-//! `ibug`, `ibug-eval`, `ibug-detector`). Each step has a probability `p` and draws its parameters from a
-//! [`Range`] (`[min, max]` uniform or `[min, mode, max]` triangular). Pipelines are
-//! deterministic: the same seed gives the same output bytes. [`Augmented::to_original`] maps
-//! predictions on the output back to original image pixels (undoing flip reordering too).
+//! `ibug`, `ibug-eval`, `ibug-detector`). Each step has a probability `p` and draws its
+//! parameters from a [`Range`] (`[min, max]` uniform or `[min, mode, max]` triangular).
+//! Pipelines are deterministic: the same seed gives the same output bytes.
+//! [`Augmented::to_original`] maps predictions on the output back to original image pixels
+//! (undoing flip reordering too).
 //!
 //! ```
 //! use kp_augment::{Pipeline, PipelineConfig};

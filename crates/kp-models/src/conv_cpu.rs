@@ -246,8 +246,9 @@ impl ConvShape {
     /// For a stride-1 convolution, the convolution whose forward pass is this one's input
     /// gradient: `dx = conv(g, W')` with `O` input and `C` output channels, the same kernel
     /// and padding `k - 1 - p`, where `W'[c, o, i, j] = W[o, c, k-1-i, k-1-j]`
-    /// ([`ConvShape::flip_transpose`]). The forward path's GEMM has a long inner dimension
-    /// (`O·k·k`) and no scatter-add, so it runs about twice as fast as folding `Wᵀ · g`.
+    /// ([`ConvShape::flip_transpose`]). Its GEMM has a long inner dimension (`O·k·k`) and no
+    /// scatter-add but only `C` rows: it beats folding `Wᵀ · g` from
+    /// [`TRANSPOSED_MIN_CHANNELS`] input channels.
     fn transposed(&self) -> Result<Option<ConvShape>> {
         let g = self.geometry;
         if g.stride != 1 || g.padding >= g.kernel {
