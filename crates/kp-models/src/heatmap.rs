@@ -6,6 +6,10 @@
 //! `x, y` in input pixels, pixel centres at integers. Heatmap cell `j` of a `w`-cell-wide map
 //! over a `W`-pixel input is centred on input pixel `(j + 0.5) * W / w - 0.5`
 //! ([`HeatmapGrid`]).
+//!
+//! Inputs whose sides are not a multiple of the backbone's stride (80x60 and 160x120 for the
+//! IMM tasks) are padded with zeros on the right and bottom to the next multiple; the heatmaps
+//! then cover the padded image and the decoded coordinates are rescaled to the real one.
 
 use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
@@ -188,14 +192,26 @@ impl Default for HeatmapConfig {
 }
 
 impl HeatmapConfig {
-    /// Heatmap `(width, height)`: a quarter of the input.
-    pub fn heatmap_size(&self) -> (usize, usize) {
-        (self.width / 4, self.height / 4)
+    /// Total downsampling of the backbone: 8, 16 or 32 for 2, 3 or 4 stages.
+    pub fn stride(&self) -> usize {
+        2usize << self.backbone_stages
     }
 
-    /// The grid used to decode and to make targets.
+    /// Input `(width, height)` after zero padding to a multiple of [`Self::stride`].
+    pub fn padded_size(&self) -> (usize, usize) {
+        let s = self.stride();
+        (self.width.div_ceil(s) * s, self.height.div_ceil(s) * s)
+    }
+
+    /// Heatmap `(width, height)`: a quarter of the (padded) input.
+    pub fn heatmap_size(&self) -> (usize, usize) {
+        let (w, h) = self.padded_size();
+        (w / 4, h / 4)
+    }
+
+    /// The grid used to decode and to make targets, over the padded input.
     pub fn grid(&self) -> HeatmapGrid {
-        HeatmapGrid::new(self.heatmap_size(), (self.width, self.height))
+        HeatmapGrid::new(self.heatmap_size(), self.padded_size())
     }
 }
 
@@ -220,10 +236,9 @@ impl HeatmapNet {
                 "heatmap net needs 2..=4 backbone stages, keypoints and head channels ({config:?})"
             )));
         }
-        let stride = 2usize << config.backbone_stages;
-        if config.width % stride != 0 || config.height % stride != 0 || config.width < stride {
+        if config.width == 0 || config.height == 0 {
             return Err(Error::Config(format!(
-                "heatmap net input {}x{} must be a positive multiple of {stride}",
+                "heatmap net input {}x{} is empty",
                 config.width, config.height
             )));
         }
@@ -281,7 +296,8 @@ impl HeatmapNet {
         &self.config
     }
 
-    /// Heatmap logits `(B, K, H/4, W/4)`.
+    /// Heatmap logits `(B, K, Hp/4, Wp/4)` over the zero-padded input (`Hp`, `Wp`: sides rounded
+    /// up to a multiple of the stride, see [`HeatmapConfig::padded_size`]).
     pub fn forward_heatmaps(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         if (w, h) != (self.config.width, self.config.height) {
@@ -290,15 +306,43 @@ impl HeatmapNet {
                 self.config.width, self.config.height
             )));
         }
+        let (wp, hp) = self.config.padded_size();
+        let padded;
+        let x = if (wp, hp) == (w, h) {
+            x
+        } else {
+            padded = x
+                .pad_with_zeros(3, 0, wp - w)?
+                .pad_with_zeros(2, 0, hp - h)?;
+            &padded
+        };
         let f = self.backbone.features(x, train)?;
         let f = self.head.forward(&f, train)?;
         self.final_layer.forward(&f)
     }
 
-    /// Normalised coordinates `(B, 2K)` decoded with [`soft_argmax`].
+    /// Normalised coordinates `(B, 2K)` decoded with [`soft_argmax`] (relative to the real,
+    /// unpadded input).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let hm = self.forward_heatmaps(x, train)?;
-        soft_argmax(&hm, self.config.beta, self.config.grid())
+        self.decode(&self.forward_heatmaps(x, train)?)
+    }
+
+    /// Decodes heatmaps from [`Self::forward_heatmaps`] to normalised coordinates `(B, 2K)` of
+    /// the real, unpadded input.
+    pub fn decode(&self, heatmaps: &Tensor) -> Result<Tensor> {
+        let uv = soft_argmax(heatmaps, self.config.beta, self.config.grid())?;
+        let (wp, hp) = self.config.padded_size();
+        let (w, h) = (self.config.width, self.config.height);
+        if (wp, hp) == (w, h) {
+            return Ok(uv);
+        }
+        // u = x / W = (x / Wp) * Wp / W, and the same for v.
+        let k = self.config.num_keypoints;
+        let scale: Vec<f64> = (0..k)
+            .flat_map(|_| [wp as f64 / w as f64, hp as f64 / h as f64])
+            .collect();
+        let scale = Tensor::from_vec(scale, (1, 2 * k), uv.device())?.to_dtype(uv.dtype())?;
+        Ok(uv.broadcast_mul(&scale)?)
     }
 }
 
@@ -428,5 +472,38 @@ mod tests {
         }
         assert!(!data.keys().any(|k| k.contains("layer4")));
         assert_eq!(HeatmapConfig::default().heatmap_size(), (56, 56));
+    }
+
+    #[test]
+    fn padded_inputs_decode_in_real_coordinates() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let cfg = HeatmapConfig {
+            width: 80,
+            height: 60,
+            num_keypoints: 2,
+            head_channels: 8,
+            beta: 50.0,
+            ..Default::default()
+        };
+        assert_eq!(cfg.padded_size(), (80, 64));
+        assert_eq!(cfg.heatmap_size(), (20, 16));
+        let net = HeatmapNet::new(vb, cfg).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 1, 60, 80), &Device::Cpu).unwrap();
+        assert_eq!(
+            net.forward_heatmaps(&x, false).unwrap().dims(),
+            [3, 2, 16, 20]
+        );
+        assert_eq!(net.forward(&x, true).unwrap().dims(), [3, 4]);
+        // Points on cell centres (pixel 4j + 1.5); targets live in the padded (80x64) frame.
+        let (px, py) = ([29.5f32, 61.5], [41.5f32, 5.5]);
+        let padded: Vec<f32> = vec![px[0] / 80.0, py[0] / 64.0, px[1] / 80.0, py[1] / 64.0];
+        let pts = Tensor::from_vec(padded, (1, 4), &Device::Cpu).unwrap();
+        let hm = gaussian_heatmaps(&pts, cfg.grid(), 0.5).unwrap();
+        let uv = net.decode(&hm).unwrap().to_vec2::<f32>().unwrap();
+        let want = [px[0] / 80.0, py[0] / 60.0, px[1] / 80.0, py[1] / 60.0];
+        for (got, want) in uv[0].iter().zip(want) {
+            assert!((got - want).abs() < 1e-3, "{:?} vs {want:?}", uv[0]);
+        }
     }
 }
