@@ -82,6 +82,7 @@ fn train_eval_predict_on_a_few_faces() {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["augment"], "face-tuned");
+    assert_eq!(config["model"], "heatmap-resnet18");
     assert_eq!(config["lr_schedule"], "cosine");
     assert_eq!(config["epochs"], 1);
     assert_eq!(config["test_time_mirror"], true);

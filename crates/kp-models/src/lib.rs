@@ -6,7 +6,8 @@
 //!   outputs, trainable [`BatchNorm2d`] (running statistics saved with the weights), and
 //!   [`ResNet18::features`] for dense heads.
 //! * [`HeatmapNet`]: ResNet18 backbone + upsampling head to per-keypoint heatmaps, decoded by a
-//!   differentiable [`soft_argmax`]; [`gaussian_heatmaps`] makes targets.
+//!   differentiable [`soft_argmax`]; [`gaussian_heatmaps`] makes targets. Any input size (the
+//!   input is zero-padded to a multiple of the backbone's stride).
 //! * [`MaxPool2d`]: a max-pool with the correct gradient (candle's own `max_pool2d` backward is
 //!   wrong), padding and PyTorch's output sizes.
 //! * On the CPU, [`Conv2d`] runs as [`conv_cpu::conv2d`] (blocked im2col + GEMM with bias and

@@ -103,7 +103,8 @@ fn tuned(task: Task, data: &Path, quick: bool) -> RunSpec {
     let mut c = TrainConfig::tuned(task, data);
     c.resolve_data();
     let mut label = format!(
-        "kp tuned: {} epochs, {} lr, {} augmentation",
+        "kp tuned: {}, {} epochs, {} lr, {} augmentation",
+        c.model,
         c.epochs,
         c.lr_schedule.name(),
         c.augment
