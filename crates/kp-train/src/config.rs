@@ -245,29 +245,25 @@ impl TrainConfig {
     /// - nose: batch 8, lr 1e-3, 100 epochs, AdamW weight decay 0.05, `nose-tuned`
     ///   augmentation (mild, with mirroring);
     /// - face: batch 8, lr 1e-3, 100 epochs, `face-tuned` augmentation;
-    /// - ibug: the seed's batch 16 and lr 3e-4, 20 epochs, the seed's `ibug` augmentation.
+    /// - ibug: batch 8, lr 1e-3, the seed's 10 epochs and `ibug` augmentation.
     pub fn tuned(task: Task, data: impl Into<PathBuf>) -> Self {
         let mut c = Self::recipe(task, data);
         c.model = "heatmap-resnet18".into();
+        c.batch_size = 8;
+        c.lr = 1e-3;
         c.lr_schedule = LrSchedule::Cosine;
         c.test_time_mirror = true;
         match task {
             Task::Nose => {
                 c.epochs = 100;
-                c.batch_size = 8;
-                c.lr = 1e-3;
                 c.augment = "nose-tuned".into();
                 c.weight_decay = 0.05;
             }
             Task::Face => {
                 c.epochs = 100;
-                c.batch_size = 8;
-                c.lr = 1e-3;
                 c.augment = "face-tuned".into();
             }
-            Task::Ibug => {
-                c.epochs = 20;
-            }
+            Task::Ibug => {}
         }
         c
     }
@@ -406,11 +402,8 @@ mod tests {
             TrainConfig::tuned(Task::Ibug, "d"),
             TrainConfig::recipe(Task::Ibug, "d"),
         );
-        assert_eq!((t.model.as_str(), t.epochs), ("heatmap-resnet18", 20));
-        assert_eq!(
-            (t.batch_size, t.lr, &t.augment),
-            (r.batch_size, r.lr, &r.augment)
-        );
+        assert_eq!((t.model.as_str(), t.epochs), ("heatmap-resnet18", r.epochs));
+        assert_eq!((t.batch_size, t.lr, &t.augment), (8, 1e-3, &r.augment));
         assert!(t.test_time_mirror && t.lr_schedule == LrSchedule::Cosine);
     }
 
