@@ -9,7 +9,8 @@
 //!
 //! Inputs whose sides are not a multiple of the backbone's stride (80x60 and 160x120 for the
 //! IMM tasks) are padded with zeros on the right and bottom to the next multiple; the heatmaps
-//! then cover the padded image and the decoded coordinates are rescaled to the real one.
+//! then cover the padded image, and the grid ([`HeatmapGrid::padded`]) still normalises by the
+//! real input, so decoding and targets both use the real image's coordinates.
 
 use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
@@ -28,45 +29,88 @@ use crate::upsample::Upsample;
 pub struct HeatmapGrid {
     /// Heatmap `(width, height)` in cells.
     pub heatmap: (usize, usize),
-    /// Input `(width, height)` in pixels.
+    /// Input `(width, height)` in pixels: coordinates are normalised by it.
     pub input: (usize, usize),
+    /// `(width, height)` in pixels the heatmap covers: the input plus its zero padding on the
+    /// right and bottom (equal to `input` without padding).
+    pub covered: (usize, usize),
+}
+
+/// One axis of a [`HeatmapGrid`]: `cells` cells over `covered` pixels, normalised by `pixels`.
+#[derive(Clone, Copy)]
+struct GridAxis {
+    cells: usize,
+    covered: usize,
+    pixels: usize,
+}
+
+impl GridAxis {
+    /// Normalised coordinate of the centre of cell `j`.
+    fn cell_to_norm(self, j: f64) -> f64 {
+        ((j + 0.5) * self.covered as f64 / self.cells as f64 - 0.5) / self.pixels as f64
+    }
+
+    /// Cell coordinate (fractional) of normalised coordinate `u`: `u * scale + offset`.
+    fn norm_to_cell(self, u: f64) -> f64 {
+        let (scale, offset) = self.norm_to_cell_affine();
+        u * scale + offset
+    }
+
+    /// `(scale, offset)` of [`Self::norm_to_cell`].
+    fn norm_to_cell_affine(self) -> (f64, f64) {
+        let per_pixel = self.cells as f64 / self.covered as f64;
+        (self.pixels as f64 * per_pixel, 0.5 * per_pixel - 0.5)
+    }
 }
 
 impl HeatmapGrid {
     /// A grid of `heatmap` cells over an `input`-pixel image, both `(width, height)`.
     pub fn new(heatmap: (usize, usize), input: (usize, usize)) -> Self {
-        Self { heatmap, input }
+        Self::padded(heatmap, input, input)
     }
 
-    /// Normalised coordinate of the centre of cell `j` along an axis of `cells` cells over
-    /// `pixels` input pixels.
-    fn cell_to_norm(j: f64, cells: usize, pixels: usize) -> f64 {
-        ((j + 0.5) * pixels as f64 / cells as f64 - 0.5) / pixels as f64
+    /// A grid of `heatmap` cells over `covered` pixels: an `input`-pixel image zero-padded on
+    /// the right and bottom. Coordinates stay normalised by `input`.
+    pub fn padded(heatmap: (usize, usize), input: (usize, usize), covered: (usize, usize)) -> Self {
+        Self {
+            heatmap,
+            input,
+            covered,
+        }
     }
 
-    /// Cell coordinate (fractional) of normalised coordinate `u`.
-    fn norm_to_cell(u: f64, cells: usize, pixels: usize) -> f64 {
-        (u * pixels as f64 + 0.5) * cells as f64 / pixels as f64 - 0.5
+    fn x_axis(&self) -> GridAxis {
+        GridAxis {
+            cells: self.heatmap.0,
+            covered: self.covered.0,
+            pixels: self.input.0,
+        }
+    }
+
+    fn y_axis(&self) -> GridAxis {
+        GridAxis {
+            cells: self.heatmap.1,
+            covered: self.covered.1,
+            pixels: self.input.1,
+        }
     }
 
     /// Normalised `(u, v)` of the centre of heatmap cell `(col, row)`.
     pub fn cell_center(&self, col: f64, row: f64) -> (f64, f64) {
         (
-            Self::cell_to_norm(col, self.heatmap.0, self.input.0),
-            Self::cell_to_norm(row, self.heatmap.1, self.input.1),
+            self.x_axis().cell_to_norm(col),
+            self.y_axis().cell_to_norm(row),
         )
     }
 
     /// Fractional heatmap `(col, row)` of normalised `(u, v)`.
     pub fn to_cells(&self, u: f64, v: f64) -> (f64, f64) {
-        (
-            Self::norm_to_cell(u, self.heatmap.0, self.input.0),
-            Self::norm_to_cell(v, self.heatmap.1, self.input.1),
-        )
+        (self.x_axis().norm_to_cell(u), self.y_axis().norm_to_cell(v))
     }
 
     fn check(&self) -> Result<()> {
-        if self.heatmap.0 == 0 || self.heatmap.1 == 0 || self.input.0 == 0 || self.input.1 == 0 {
+        let sizes = [self.heatmap, self.input, self.covered];
+        if sizes.iter().any(|&(w, h)| w == 0 || h == 0) {
             return Err(Error::Config(format!("empty heatmap grid {self:?}")));
         }
         Ok(())
@@ -75,12 +119,9 @@ impl HeatmapGrid {
     /// Normalised coordinate of every cell centre along x `(w)` and y `(h)`.
     fn axes(&self, dtype: DType, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
         let (w, h) = self.heatmap;
-        let xs: Vec<f64> = (0..w)
-            .map(|j| Self::cell_to_norm(j as f64, w, self.input.0))
-            .collect();
-        let ys: Vec<f64> = (0..h)
-            .map(|i| Self::cell_to_norm(i as f64, h, self.input.1))
-            .collect();
+        let (xa, ya) = (self.x_axis(), self.y_axis());
+        let xs: Vec<f64> = (0..w).map(|j| xa.cell_to_norm(j as f64)).collect();
+        let ys: Vec<f64> = (0..h).map(|i| ya.cell_to_norm(i as f64)).collect();
         Ok((
             Tensor::from_vec(xs, w, device)?.to_dtype(dtype)?,
             Tensor::from_vec(ys, h, device)?.to_dtype(dtype)?,
@@ -137,12 +178,10 @@ pub fn gaussian_heatmaps(points: &Tensor, grid: HeatmapGrid, sigma: f64) -> Resu
     };
     let (b, k, _) = pts.dims3()?;
     let (w, h) = grid.heatmap;
-    let (wi, hi) = grid.input;
     let dtype = pts.dtype();
     let dev = pts.device();
-    // Cell coordinate = (u * W + 0.5) * w / W - 0.5 = u * w + (0.5 * w / W - 0.5).
-    let (ax, cx) = (w as f64, 0.5 * w as f64 / wi as f64 - 0.5);
-    let (ay, cy) = (h as f64, 0.5 * h as f64 / hi as f64 - 0.5);
+    let (ax, cx) = grid.x_axis().norm_to_cell_affine();
+    let (ay, cy) = grid.y_axis().norm_to_cell_affine();
     let px = pts.narrow(2, 0, 1)?.affine(ax, cx)?.reshape((b, k, 1, 1))?;
     let py = pts.narrow(2, 1, 1)?.affine(ay, cy)?.reshape((b, k, 1, 1))?;
     let cols = Tensor::arange(0u32, w as u32, dev)?
@@ -209,9 +248,14 @@ impl HeatmapConfig {
         (w / 4, h / 4)
     }
 
-    /// The grid used to decode and to make targets, over the padded input.
+    /// The grid used to decode and to make targets: cells over the padded input, coordinates
+    /// normalised by the real one.
     pub fn grid(&self) -> HeatmapGrid {
-        HeatmapGrid::new(self.heatmap_size(), self.padded_size())
+        HeatmapGrid::padded(
+            self.heatmap_size(),
+            (self.width, self.height),
+            self.padded_size(),
+        )
     }
 }
 
@@ -324,25 +368,8 @@ impl HeatmapNet {
     /// Normalised coordinates `(B, 2K)` decoded with [`soft_argmax`] (relative to the real,
     /// unpadded input).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.decode(&self.forward_heatmaps(x, train)?)
-    }
-
-    /// Decodes heatmaps from [`Self::forward_heatmaps`] to normalised coordinates `(B, 2K)` of
-    /// the real, unpadded input.
-    pub fn decode(&self, heatmaps: &Tensor) -> Result<Tensor> {
-        let uv = soft_argmax(heatmaps, self.config.beta, self.config.grid())?;
-        let (wp, hp) = self.config.padded_size();
-        let (w, h) = (self.config.width, self.config.height);
-        if (wp, hp) == (w, h) {
-            return Ok(uv);
-        }
-        // u = x / W = (x / Wp) * Wp / W, and the same for v.
-        let k = self.config.num_keypoints;
-        let scale: Vec<f64> = (0..k)
-            .flat_map(|_| [wp as f64 / w as f64, hp as f64 / h as f64])
-            .collect();
-        let scale = Tensor::from_vec(scale, (1, 2 * k), uv.device())?.to_dtype(uv.dtype())?;
-        Ok(uv.broadcast_mul(&scale)?)
+        let hm = self.forward_heatmaps(x, train)?;
+        soft_argmax(&hm, self.config.beta, self.config.grid())
     }
 }
 
@@ -495,13 +522,24 @@ mod tests {
             [3, 2, 16, 20]
         );
         assert_eq!(net.forward(&x, true).unwrap().dims(), [3, 4]);
-        // Points on cell centres (pixel 4j + 1.5); targets live in the padded (80x64) frame.
+        // Points on cell centres (pixel 4j + 1.5), normalised by the real 80x60 input: the
+        // targets' peaks sit in the right cells of the padded 80x64 frame and decode back.
         let (px, py) = ([29.5f32, 61.5], [41.5f32, 5.5]);
-        let padded: Vec<f32> = vec![px[0] / 80.0, py[0] / 64.0, px[1] / 80.0, py[1] / 64.0];
-        let pts = Tensor::from_vec(padded, (1, 4), &Device::Cpu).unwrap();
-        let hm = gaussian_heatmaps(&pts, cfg.grid(), 0.5).unwrap();
-        let uv = net.decode(&hm).unwrap().to_vec2::<f32>().unwrap();
         let want = [px[0] / 80.0, py[0] / 60.0, px[1] / 80.0, py[1] / 60.0];
+        let pts = Tensor::from_vec(want.to_vec(), (1, 4), &Device::Cpu).unwrap();
+        let grid = cfg.grid();
+        for (i, cell) in [(0, (7.0, 10.0)), (2, (15.0, 1.0))] {
+            let (c, r) = grid.to_cells(want[i] as f64, want[i + 1] as f64);
+            assert!(
+                (c - cell.0).abs() < 1e-5 && (r - cell.1).abs() < 1e-5,
+                "{c}, {r}"
+            );
+        }
+        let hm = gaussian_heatmaps(&pts, grid, 0.5).unwrap();
+        let uv = soft_argmax(&hm, cfg.beta, grid)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         for (got, want) in uv[0].iter().zip(want) {
             assert!((got - want).abs() < 1e-3, "{:?} vs {want:?}", uv[0]);
         }
