@@ -3,6 +3,7 @@
 
 use kp_tests::{data_dir, imm_dir};
 use kp_train::config::{LrSchedule, Task, TrainConfig};
+use kp_train::loss::Loss;
 use kp_train::predict::{EvalSplit, Predictor};
 use kp_train::run::RunDir;
 use kp_train::trainer::{train, TrainOptions};
@@ -123,6 +124,43 @@ fn cosine_schedule_trains_differently_and_resumes_exactly() {
         std::fs::read(tmp.path().join("u/model.safetensors")).unwrap(),
         std::fs::read(r.join("model.safetensors")).unwrap()
     );
+}
+
+/// A pixel loss trains a different model, while the metrics still log the normalised MSE: the
+/// first step (same initial weights, same batch) logs the same value under both losses, later
+/// steps differ.
+#[test]
+fn wing_loss_trains_differently_and_logs_the_mse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wing = || {
+        let mut c = nose_config(12, 2);
+        c.loss = Loss::Wing;
+        c
+    };
+    let sm = train(
+        nose_config(12, 2),
+        &tmp.path().join("m"),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let sw = train(wing(), &tmp.path().join("w"), &TrainOptions::default()).unwrap();
+    assert_ne!(sm, sw);
+    let train_losses = |name: &str| -> Vec<f64> {
+        RunDir::open(tmp.path().join(name))
+            .unwrap()
+            .read_metrics()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.split == "train")
+            .map(|r| r.loss)
+            .collect()
+    };
+    let (m, w) = (train_losses("m"), train_losses("w"));
+    assert_eq!(m[0], w[0]);
+    assert_ne!(m[1], w[1]);
+    assert!(w.iter().all(|&l| l < 1.0), "not a normalised MSE: {w:?}");
+    let cfg = TrainConfig::load(&tmp.path().join("w/config.json")).unwrap();
+    assert_eq!(cfg.loss, Loss::Wing);
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use kp_train::config::{LrSchedule, Task, TrainConfig};
+use kp_train::loss::Loss;
 use kp_train::predict::{EvalSplit, Predictor};
 use kp_train::trainer::{train as run_training, TrainOptions};
 
@@ -51,6 +52,10 @@ pub struct TrainArgs {
     /// Learning-rate schedule: constant (the seed's) or cosine (annealed to zero per step).
     #[arg(long, value_parser = LrSchedule::parse)]
     lr_schedule: Option<LrSchedule>,
+    /// Training loss on the coordinates: mse (the seed's, on normalised coordinates), l1 or wing
+    /// (both in input pixels; Wing with w = 10, epsilon = 2).
+    #[arg(long, value_parser = Loss::parse)]
+    loss: Option<Loss>,
     /// Augmentation: a kp-augment preset name or a TOML/JSON file.
     #[arg(long)]
     augment: Option<String>,
@@ -148,6 +153,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.lr_schedule {
         cfg.lr_schedule = v;
+    }
+    if let Some(v) = a.loss {
+        cfg.loss = v;
     }
     if let Some(v) = a.augment {
         cfg.augment = v;

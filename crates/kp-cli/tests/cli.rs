@@ -72,6 +72,8 @@ fn train_eval_predict_on_a_few_faces() {
         "1",
         "--limit",
         "8",
+        "--loss",
+        "l1",
         "--quiet",
         "--json",
     ]);
@@ -85,6 +87,7 @@ fn train_eval_predict_on_a_few_faces() {
     assert_eq!(config["model"], "heatmap-resnet18");
     assert_eq!(config["lr_schedule"], "cosine");
     assert_eq!(config["epochs"], 1);
+    assert_eq!(config["loss"], "l1");
     assert_eq!(config["test_time_mirror"], true);
     let r = run.to_str().unwrap();
     let ev = stdout_json(&kp(&["eval", "--run", r, "--json"]));
@@ -193,6 +196,11 @@ fn bad_input_gives_one_line_error_and_nonzero_exit() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("learning-rate schedule `cosin`"));
+    let o = kp(&[
+        "train", "--task", "nose", "--data", ".", "--out", "x", "--loss", "l3",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown loss `l3`"));
 
     let out = tmp.path().join("wd");
     let o = kp(&[

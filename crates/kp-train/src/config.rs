@@ -6,6 +6,7 @@ use kp_data::scheme::LandmarkScheme;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::loss::Loss;
 
 /// The three experiments of the seed study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +129,9 @@ pub struct TrainConfig {
     /// Decoupled (AdamW) weight decay; 0, the seed's, is plain Adam.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Training objective on the coordinates (`mse`, the seed's, in older runs).
+    #[serde(default)]
+    pub loss: Loss,
     /// Augmentation used for training: a kp-augment preset name or a TOML/JSON file.
     pub augment: String,
     /// Deterministic preprocessing for validation, evaluation and prediction (preset or file).
@@ -176,6 +180,7 @@ impl TrainConfig {
                 lr: 1e-3,
                 lr_schedule: LrSchedule::Constant,
                 weight_decay: 0.0,
+                loss: Loss::Mse,
                 augment: "none".into(),
                 eval_augment: "none".into(),
                 seed: 0,
@@ -198,6 +203,7 @@ impl TrainConfig {
                 lr: 3e-4,
                 lr_schedule: LrSchedule::Constant,
                 weight_decay: 0.0,
+                loss: Loss::Mse,
                 augment: "seed-shift".into(),
                 eval_augment: "none".into(),
                 seed: 0,
@@ -220,6 +226,7 @@ impl TrainConfig {
                 lr: 3e-4,
                 lr_schedule: LrSchedule::Constant,
                 weight_decay: 0.0,
+                loss: Loss::Mse,
                 augment: "ibug".into(),
                 eval_augment: "ibug-eval".into(),
                 seed: 0,
@@ -443,13 +450,14 @@ mod tests {
     #[test]
     fn configs_of_older_runs_load_with_the_seed_defaults() {
         let mut v = serde_json::to_value(TrainConfig::tuned(Task::Nose, "d")).unwrap();
-        for field in ["lr_schedule", "test_time_mirror", "weight_decay"] {
+        for field in ["lr_schedule", "test_time_mirror", "weight_decay", "loss"] {
             v.as_object_mut().unwrap().remove(field);
         }
         let c: TrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!(c.lr_schedule, LrSchedule::Constant);
         assert!(!c.test_time_mirror);
         assert_eq!(c.weight_decay, 0.0);
+        assert_eq!(c.loss, Loss::Mse);
     }
 
     #[test]

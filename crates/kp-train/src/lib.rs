@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod loader;
+pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;

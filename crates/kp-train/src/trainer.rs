@@ -13,6 +13,7 @@ use crate::config::{SplitKind, TrainConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Evaluation};
 use crate::loader::{epoch_order, for_each_batch};
+use crate::loss::{self, Loss};
 use crate::model::{device, LoadedModel};
 use crate::optim::{Adam, AdamConfig};
 use crate::prep::{cache_faces, load_pipeline, CachedFace};
@@ -247,19 +248,25 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                 let x = Tensor::from_slice(&batch.images, (b, 1, h, w), &dev)?;
                 let t = Tensor::from_slice(&batch.targets, (b, batch.targets.len() / b), &dev)?;
                 let y = model.model.forward(&x, true)?;
-                let loss = (y - t)?.sqr()?.mean_all()?;
-                let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+                let objective = cfg.loss.compute(&y, &t, (w, h))?;
+                let value = loss::scalar(&objective)?;
                 step += 1;
                 if !value.is_finite() {
                     diverged = Some((step, value));
                     return Ok(());
                 }
-                opt.backward_step(&loss)?;
+                // The metrics keep the normalised MSE whatever the objective, so train and
+                // validation curves compare.
+                let mse = match cfg.loss {
+                    Loss::Mse => value,
+                    _ => loss::scalar(&Loss::Mse.compute(&y, &t, (w, h))?)?,
+                };
+                opt.backward_step(&objective)?;
                 rows.push(MetricRow {
                     step,
                     epoch,
                     split: "train".into(),
-                    loss: value as f64,
+                    loss: mse as f64,
                 });
                 if let Some(bar) = &bar {
                     bar.inc(1);
