@@ -30,7 +30,9 @@ pub fn predict_samples(model: &LoadedModel, samples: &[Sample]) -> Result<Vec<Ve
     let (w, h) = (model.width, model.height);
     let mut out = Vec::with_capacity(samples.len());
     let views = if model.mirror.is_some() { 2 } else { 1 };
-    for chunk in samples.chunks(EVAL_BATCH) {
+    // At most EVAL_BATCH images (faces times views) go through the network at once: a batch's
+    // activations dominate peak memory.
+    for chunk in samples.chunks((EVAL_BATCH / views).max(1)) {
         let mut images = Vec::with_capacity(views * chunk.len() * w * h);
         for s in chunk {
             images.extend_from_slice(s.image.as_raw());
