@@ -30,7 +30,7 @@ pub struct MetricRow {
     pub epoch: usize,
     /// `train` or `val`.
     pub split: String,
-    /// MSE loss on normalised coordinates.
+    /// MSE on normalised coordinates (whatever the run's training objective, [`crate::loss::Loss`]).
     pub loss: f64,
 }
 
