@@ -43,7 +43,7 @@ pub struct TrainArgs {
     lr: Option<f64>,
     /// Defaults to start from: `seed` (the study's recipe for the task) or `tuned` (kp's: the
     /// heatmap ResNet18 at the task's input size, batch 8, lr 1e-3 cosine, test-time mirroring;
-    /// nose/face: 100 epochs, milder, richer augmentation; ibug: the Wing loss).
+    /// nose/face: 100 epochs, milder, richer augmentation; ibug: 20 epochs, the Wing loss).
     #[arg(long, value_enum, default_value_t = Recipe::Seed)]
     recipe: Recipe,
     /// Decoupled weight decay (AdamW), e.g. 0.05; 0 (the default) is the seed's plain Adam.
