@@ -91,6 +91,7 @@ pub fn scalar(loss: &Tensor) -> Result<f32> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+    use kp_models::{check_gradients, GradCheckConfig};
 
     fn wing(x: f64) -> f64 {
         let c = WING_WIDTH - WING_WIDTH * (1.0 + WING_WIDTH / WING_EPSILON).ln();
@@ -138,36 +139,17 @@ mod tests {
         let d = Device::Cpu;
         let values = [0.003f64, -0.02, 0.2, -0.07, 0.0011, 0.4];
         let t = Tensor::zeros((2, 3), DType::F64, &d).unwrap();
+        let config = GradCheckConfig {
+            eps: 1e-7,
+            max_entries: values.len(),
+            ..Default::default()
+        };
         for loss in [Loss::Mse, Loss::L1, Loss::Wing] {
             let v = Var::from_vec(values.to_vec(), (2, 3), &d).unwrap();
-            let l = loss.compute(v.as_tensor(), &t, (64, 32)).unwrap();
-            let grads = l.backward().unwrap();
-            let g: Vec<f64> = grads
-                .get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let f = |vals: &[f64]| -> f64 {
-                let x = Tensor::from_slice(vals, (2, 3), &d).unwrap();
-                loss.compute(&x, &t, (64, 32))
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
-            };
-            for i in 0..values.len() {
-                let eps = 1e-7;
-                let (mut up, mut down) = (values.to_vec(), values.to_vec());
-                up[i] += eps;
-                down[i] -= eps;
-                let num = (f(&up) - f(&down)) / (2.0 * eps);
-                assert!(
-                    (num - g[i]).abs() < 1e-5 * num.abs().max(1.0),
-                    "{loss:?} coordinate {i}: {} vs {num}",
-                    g[i]
-                );
-            }
+            let objective = || Ok(loss.compute(v.as_tensor(), &t, (64, 32)).unwrap());
+            let report = check_gradients(&[("pred", &v)], objective, &config).unwrap();
+            assert!(report.passed(), "{loss:?}: {}", report.describe());
+            assert_eq!(report.checked, values.len());
         }
     }
 
