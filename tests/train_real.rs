@@ -91,6 +91,31 @@ fn same_seed_same_summary_and_resume_is_exact() {
     );
 }
 
+/// Training in a pool of 1 thread and one of 3 gives the same weights and metrics bit for bit
+/// (the convolution's weight gradient splits its sums by a constant, not by the thread count).
+#[test]
+fn the_number_of_threads_does_not_change_the_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_with = |threads: usize, name: &str| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let out = tmp.path().join(name);
+        pool.install(|| train(nose_config(12, 2), &out, &TrainOptions::default()))
+            .unwrap();
+        out
+    };
+    let (one, three) = (run_with(1, "one"), run_with(3, "three"));
+    for file in ["model.safetensors", "metrics.csv"] {
+        assert_eq!(
+            std::fs::read(one.join(file)).unwrap(),
+            std::fs::read(three.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}
+
 /// The cosine schedule changes training (it is not the constant rate) and, being a function of
 /// the step count, continues exactly across a resume.
 #[test]
