@@ -3,7 +3,10 @@
 //!
 //! A training step is forward + MSE loss + backward + Adam update on a fixed random batch (the
 //! same definition as `xtask/bench/torch_bench.py`); inference is one forward pass in eval mode.
-//! Each case reports the median over its iterations after warm-up.
+//! Each case reports the median over its iterations after warm-up. With `--rounds R` each case
+//! is timed R times, kp then PyTorch in every round, and the table gives the medians over the
+//! rounds; its ratio is the median of the rounds' `kp_ms / torch_ms` (the two sides of a ratio
+//! always ran back to back, which matters on a machine whose speed drifts by tens of percent).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,6 +48,11 @@ pub struct BenchArgs {
     /// Datasets folder for the data-loading cases (default: KP_DATA_DIR or ../shared/datasets).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Rounds per case. With `--against-torch` every round times the case in kp and then in
+    /// PyTorch, so both see the machine in the same state; the table gives the medians over
+    /// rounds and the median of the per-round ratios (robust on a machine whose speed drifts).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 /// What a case times.
@@ -335,24 +343,53 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for case in &selected {
         let name = case.name();
-        let (ms, note) = match case.kind {
-            Kind::Load => match &data {
-                Some(d) => (Some(time_load(case, d)?), None),
-                None => (None, Some("no datasets folder".to_string())),
-            },
-            _ => (Some(time_model(case)?), None),
-        };
         let images = match case.kind {
             Kind::Load => 1,
             _ => case.batch,
         };
-        tracing::info!("{name}: {} ms", fmt(ms, 2));
+        let mut kp = Vec::new();
+        let mut torch = Vec::new();
+        let mut note = None;
+        for round in 0..args.rounds {
+            let ms = match case.kind {
+                Kind::Load => match &data {
+                    Some(d) => Some(time_load(case, d)?),
+                    None => {
+                        note = Some("no datasets folder".to_string());
+                        None
+                    }
+                },
+                _ => Some(time_model(case)?),
+            };
+            let torch_ms = if args.against_torch && case.kind != Kind::Load {
+                torch_times(&args, std::slice::from_ref(case))?
+                    .into_iter()
+                    .find(|(c, _)| *c == name)
+                    .map(|(_, ms)| ms)
+            } else {
+                None
+            };
+            tracing::info!(
+                "{name} (round {}/{}): kp {} ms, torch {} ms",
+                round + 1,
+                args.rounds,
+                fmt(ms, 2),
+                fmt(torch_ms, 2)
+            );
+            kp.extend(ms);
+            torch.extend(torch_ms.map(|t| (t, ms)));
+        }
+        let kp_ms = (!kp.is_empty()).then(|| median(kp));
+        let ratios: Vec<f64> = torch
+            .iter()
+            .filter_map(|&(t, k)| k.map(|k| k / t))
+            .collect();
         rows.push(Row {
             case: name,
-            kp_ms: ms,
-            torch_ms: None,
-            ratio: None,
-            images_per_s: ms.map(|ms| images as f64 * 1e3 / ms),
+            kp_ms,
+            torch_ms: (!torch.is_empty()).then(|| median(torch.iter().map(|t| t.0).collect())),
+            ratio: (!ratios.is_empty()).then(|| median(ratios)),
+            images_per_s: kp_ms.map(|ms| images as f64 * 1e3 / ms),
             note,
         });
     }
@@ -372,14 +409,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
             });
         }
         kp_models::conv::use_candle_conv_on_cpu(false);
-    }
-    if args.against_torch {
-        for (case, ms) in torch_times(&args, &selected)? {
-            if let Some(r) = rows.iter_mut().find(|r| r.case == case) {
-                r.torch_ms = Some(ms);
-                r.ratio = r.kp_ms.map(|k| k / ms);
-            }
-        }
     }
     let mut out = std::io::stdout().lock();
     writeln!(
