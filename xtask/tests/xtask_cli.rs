@@ -106,6 +106,19 @@ fn reproduce_quick_writes_a_complete_report() {
     let rewritten: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
     assert_eq!(rewritten.len(), rows.len());
+
+    // Retraining a run alone (`--jobs 1`, all threads) gives the weights it got beside others.
+    let model = out.path().join("runs/face-none/model.safetensors");
+    let before = std::fs::read(&model).unwrap();
+    run_ok(
+        xtask()
+            .args(["reproduce", "--quick", "--only", "face-none", "--force", "--jobs", "1"])
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(out.path()),
+    );
+    assert!(std::fs::read(&model).unwrap() == before, "--jobs changed the weights");
 }
 
 /// One tiny benchmark case runs and writes bench.csv with the documented columns.

@@ -35,6 +35,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Stop after this many epochs in this session (for tests of resume); `None` = all.
     pub stop_after_epochs: Option<usize>,
+    /// Draw the progress bar in this group, beside other runs' bars (runs trained at once).
+    pub progress_group: Option<indicatif::MultiProgress>,
 }
 
 /// A dataset split into cached training and validation faces.
@@ -212,7 +214,14 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
 
     let steps_per_epoch = data.train.len().div_ceil(cfg.batch_size);
     let total_steps = (steps_per_epoch * cfg.epochs) as u64;
-    let bar = progress_bar(opts.progress, total_steps, step as u64);
+    let bar = progress_bar(opts.progress, total_steps, step as u64).map(|bar| {
+        let name = run.path().file_name().unwrap_or_default();
+        bar.set_prefix(name.to_string_lossy().into_owned());
+        match &opts.progress_group {
+            Some(group) => group.add(bar),
+            None => bar,
+        }
+    });
     let last_epoch = match opts.stop_after_epochs {
         Some(n) => (epoch0 + n).min(cfg.epochs),
         None => cfg.epochs,
@@ -342,7 +351,7 @@ fn progress_bar(show: bool, total: u64, done: u64) -> Option<ProgressBar> {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
+            "{prefix} {elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
         )
         .expect("valid template")
         .progress_chars("=> "),

@@ -36,6 +36,22 @@ pub struct ReproduceArgs {
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Runs trained at once, each on its share of the CPU threads (default: 2 on a CPU with 2
+    /// or more cores, 1 otherwise and on cuda). The numbers do not depend on it: kp trains to
+    /// the same weights on any number of threads.
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+impl ReproduceArgs {
+    /// Runs trained at once.
+    fn jobs(&self) -> usize {
+        match self.jobs {
+            Some(j) => j.max(1),
+            None if self.device == "cpu" => rayon::current_num_threads().clamp(1, 2),
+            None => 1,
+        }
+    }
 }
 
 /// One row of `results.csv` / `results.json`.
@@ -129,54 +145,44 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     std::fs::create_dir_all(&runs_dir)
         .with_context(|| format!("creating {}", runs_dir.display()))?;
     let n = specs.len();
-    let mut rows = Vec::with_capacity(n);
-    for (i, spec) in specs.iter().enumerate() {
-        let dir = runs_dir.join(&spec.name);
-        let t0 = Instant::now();
-        let skipped = !args.force && is_done(&dir, spec);
-        if !skipped && dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-        }
-        eprintln!(
-            "[{}/{n}] {} ({}){}",
-            i + 1,
-            spec.name,
-            spec.label,
-            if skipped {
-                ": done before, skipped"
-            } else {
-                ""
-            }
-        );
-        let error = if skipped {
-            None
-        } else {
-            let opts = TrainOptions {
-                progress: true,
-                ..Default::default()
-            };
-            match train(spec.config.clone(), &dir, &opts) {
-                Ok(_) => None,
-                Err(e @ kp_train::Error::Diverged { .. }) => {
-                    eprintln!("      {e}");
-                    None
-                }
-                Err(e) => {
-                    eprintln!("      failed: {e}");
-                    Some(e.to_string())
-                }
-            }
-        };
-        let row = result_row(spec, &dir, error);
-        eprintln!(
-            "      {} in {:.1}s: val error {} px (input), {} px (original)",
-            row.status,
-            t0.elapsed().as_secs_f64(),
-            fmt_opt(row.val_px_input, 3),
-            fmt_opt(row.val_px, 3)
-        );
-        rows.push(row);
+    let jobs = args.jobs().min(n);
+    let threads = (rayon::current_num_threads() / jobs).max(1);
+    if jobs > 1 {
+        eprintln!("training {jobs} runs at once, {threads} thread(s) each");
     }
+    let group = indicatif::MultiProgress::new();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<ResultRow>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .context("building a thread pool")?;
+                let (next, slots, specs, group) = (&next, &slots, &specs, &group);
+                let (runs_dir, force) = (&runs_dir, args.force);
+                Ok(scope.spawn(move || loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(spec) = specs.get(i) else {
+                        return Ok::<(), anyhow::Error>(());
+                    };
+                    let dir = runs_dir.join(&spec.name);
+                    let row = pool.install(|| run_one(spec, &dir, force, (i, n), group))?;
+                    *slots[i].lock().expect("no panics while holding the lock") = Some(row);
+                }))
+            })
+            .collect::<Result<_>>()?;
+        for w in workers {
+            w.join().expect("a training worker panicked")?;
+        }
+        Ok(())
+    })?;
+    let rows: Vec<ResultRow> = slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("no poisoned lock").expect("every run trained"))
+        .collect();
     // The report covers the whole matrix: runs outside `--only` that finished earlier count too.
     let mut report_specs = Vec::with_capacity(all.len());
     let mut report_rows = Vec::with_capacity(all.len());
@@ -197,6 +203,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         &report_rows,
         &runs_dir,
         args.quick,
+        (jobs, threads),
     )?;
     print_table(&report_rows);
     eprintln!(
@@ -209,6 +216,66 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         bail!("{failed} of {n} runs failed (see the report)");
     }
     Ok(())
+}
+
+/// Trains run `i` of `n` into `dir` (unless it finished before and `force` is off) and reads
+/// its result row; its progress bar joins `group`. A diverged run counts as finished (the
+/// report shows it), any other training error is recorded in the row.
+fn run_one(
+    spec: &RunSpec,
+    dir: &Path,
+    force: bool,
+    (i, n): (usize, usize),
+    group: &indicatif::MultiProgress,
+) -> Result<ResultRow> {
+    let say = |line: String| group.suspend(|| eprintln!("{line}"));
+    let t0 = Instant::now();
+    let skipped = !force && is_done(dir, spec);
+    if !skipped && dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    say(format!(
+        "[{}/{n}] {} ({}){}",
+        i + 1,
+        spec.name,
+        spec.label,
+        if skipped {
+            ": done before, skipped"
+        } else {
+            ""
+        }
+    ));
+    let error = if skipped {
+        None
+    } else {
+        let opts = TrainOptions {
+            progress: true,
+            progress_group: Some(group.clone()),
+            ..Default::default()
+        };
+        let span = tracing::info_span!("run", name = %spec.name);
+        match span.in_scope(|| train(spec.config.clone(), dir, &opts)) {
+            Ok(_) => None,
+            Err(e @ kp_train::Error::Diverged { .. }) => {
+                say(format!("      {}: {e}", spec.name));
+                None
+            }
+            Err(e) => {
+                say(format!("      {} failed: {e}", spec.name));
+                Some(e.to_string())
+            }
+        }
+    };
+    let row = result_row(spec, dir, error);
+    say(format!(
+        "      {} {} in {:.1}s: val error {} px (input), {} px (original)",
+        spec.name,
+        row.status,
+        t0.elapsed().as_secs_f64(),
+        fmt_opt(row.val_px_input, 3),
+        fmt_opt(row.val_px, 3)
+    ));
+    Ok(row)
 }
 
 fn result_row(spec: &RunSpec, dir: &Path, error: Option<String>) -> ResultRow {

@@ -97,6 +97,7 @@ pub fn write(
     rows: &[ResultRow],
     runs_dir: &Path,
     quick: bool,
+    sharing: (usize, usize),
 ) -> Result<()> {
     let figs = dir.join("figures");
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
@@ -116,6 +117,14 @@ pub fn write(
             "Quick mode: few faces and epochs. The numbers show the pipeline works, not the \
              study's accuracy.",
         );
+    }
+    let (jobs, threads) = sharing;
+    if jobs > 1 {
+        report.paragraph(format!(
+            "This invocation trained {jobs} runs at once, {threads} thread(s) each: the training \
+             times and img/s below are wall-clock times under that sharing. The numbers do not \
+             depend on it (kp trains to the same weights on any number of threads)."
+        ));
     }
     let run_of = |name: &str| specs.iter().zip(rows).find(|(s, _)| s.name == name);
 
