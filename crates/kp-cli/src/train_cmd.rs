@@ -171,7 +171,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let opts = TrainOptions {
         resume: a.resume,
         progress: !a.quiet,
-        stop_after_epochs: None,
+        ..Default::default()
     };
     let out = a.out.clone();
     let summary = run_training(cfg, &a.out, &opts)

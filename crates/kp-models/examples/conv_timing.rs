@@ -24,7 +24,10 @@ fn main() {
         (16, 256, 14, 14, 256, 3, 1, 1),
         (16, 512, 7, 7, 512, 3, 1, 1),
     ];
-    for (n, c, h, w, o, k, s, p) in layers {
+    let only: Option<usize> = std::env::var("KP_LAYERS_UPTO")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for &(n, c, h, w, o, k, s, p) in &layers[..only.unwrap_or(layers.len())] {
         let x = Var::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap();
         let wt = Var::randn(0f32, 0.1, (o, c, k, k), &dev).unwrap();
         let b = Var::randn(0f32, 0.1, o, &dev).unwrap();

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::im2col::{contiguous, to_candle, UnfoldGeometry};
+use crate::reduce::lane_sum;
 use crate::relu::ReluGrad;
 
 /// Target size (elements) of one block's column matrix: 256 Ki f32 = 1 MiB, about an L2 cache.
@@ -433,14 +434,10 @@ impl ConvShape {
         // db: per output channel, the gradient summed in a fixed order.
         let plane = self.output_plane();
         dw.par_chunks_mut(ld).enumerate().for_each(|(oc, row)| {
-            let mut sum = T::zero();
-            for image in 0..n {
+            row[kd] = (0..n).fold(T::zero(), |sum, image| {
                 let at = (image * o + oc) * plane;
-                for &gv in &g_out[at..at + plane] {
-                    sum += gv;
-                }
-            }
-            row[kd] = sum;
+                sum + lane_sum(&g_out[at..at + plane], T::zero(), |v| v)
+            });
         });
         Ok(dw)
     }

@@ -60,6 +60,7 @@ pub mod linear;
 pub mod maxpool;
 pub mod nose;
 pub mod params;
+pub mod reduce;
 pub mod registry;
 pub mod relu;
 pub mod resnet;

@@ -281,6 +281,13 @@ impl Geometry {
             .zip(idx.par_chunks_mut(out_plane))
             .zip(x.par_chunks(in_plane))
             .for_each(|((o, ix), plane)| {
+                if (self.k, self.s, self.p) == (2, 2, 0)
+                    && 2 * self.oh <= self.h
+                    && 2 * self.ow <= self.w
+                {
+                    self.forward_2x2(plane, o, ix);
+                    return;
+                }
                 for oy in 0..self.oh {
                     for ox in 0..self.ow {
                         let i = self.argmax(plane, oy, ox);
@@ -290,6 +297,39 @@ impl Geometry {
                 }
             });
         (out, idx)
+    }
+
+    /// [`Self::forward`] of one plane for the common 2x2 window, stride 2, no padding, every
+    /// window inside the plane (floor mode): the
+    /// same rule as [`Self::argmax`] (its four candidates in row-major order) without the
+    /// general window's bounds arithmetic.
+    fn forward_2x2<T: PoolElem>(&self, plane: &[T], o: &mut [T], ix: &mut [u32]) {
+        let w = self.w;
+        for oy in 0..self.oh {
+            let top = 2 * oy * w;
+            let rows = (&plane[top..top + w], &plane[top + w..top + 2 * w]);
+            let outs = o[oy * self.ow..(oy + 1) * self.ow]
+                .iter_mut()
+                .zip(&mut ix[oy * self.ow..(oy + 1) * self.ow]);
+            for (ox, (out, index)) in outs.enumerate() {
+                let x = 2 * ox;
+                let candidates = [
+                    (rows.0[x], top + x),
+                    (rows.0[x + 1], top + x + 1),
+                    (rows.1[x], top + w + x),
+                    (rows.1[x + 1], top + w + x + 1),
+                ];
+                let (mut best_v, mut best) = candidates[0];
+                for &(v, i) in &candidates[1..] {
+                    if v > best_v || (v.is_nan() && !best_v.is_nan()) {
+                        best = i;
+                        best_v = v;
+                    }
+                }
+                *out = best_v;
+                *index = best as u32;
+            }
+        }
     }
 
     /// Scatters output gradients to the recorded arg-max positions (summing overlaps).
@@ -584,6 +624,43 @@ mod tests {
                 );
             }
             assert!(ga.iter().filter(|v| **v == 0.0).count() > 0);
+        }
+    }
+
+    #[test]
+    fn two_by_two_fast_path_matches_the_general_window() {
+        // Many ties (values from a set of 3) and some NaNs, odd and even sizes.
+        for (h, w) in [(2, 2), (5, 7), (6, 8), (9, 4)] {
+            let x: Vec<f32> = (0..2 * h * w)
+                .map(|i| match (i * 7919) % 11 {
+                    0 => f32::NAN,
+                    r => (r % 3) as f32,
+                })
+                .collect();
+            let g = Geometry {
+                planes: 2,
+                h,
+                w,
+                oh: h / 2,
+                ow: w / 2,
+                k: 2,
+                s: 2,
+                p: 0,
+            };
+            let (out, idx) = g.forward(&x);
+            for (plane, (o, ix)) in x
+                .chunks(h * w)
+                .zip(out.chunks(g.oh * g.ow).zip(idx.chunks(g.oh * g.ow)))
+            {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let i = g.argmax(plane, oy, ox);
+                        assert_eq!(ix[oy * g.ow + ox] as usize, i, "{h}x{w} ({oy}, {ox})");
+                        let (got, want) = (o[oy * g.ow + ox], plane[i]);
+                        assert!(got == want || (got.is_nan() && want.is_nan()));
+                    }
+                }
+            }
         }
     }
 

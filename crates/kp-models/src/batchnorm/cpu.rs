@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::reduce::{lane_sum, lane_sum2};
 
 /// Floats the kernels run on.
 trait Float:
@@ -73,18 +74,16 @@ fn per_channel<T: Float>(
 
 fn stats<T: Float>(x: &[T], d: (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
     let count = (d.0 * d.2) as f64;
-    let mean: Vec<f64> = per_channel(x, d, |_, _, p| p.iter().map(|v| v.to_f64()).sum::<f64>())
+    let mean: Vec<f64> = per_channel(x, d, |_, _, p| lane_sum(p, 0.0, T::to_f64))
         .into_iter()
         .map(|s| s / count)
         .collect();
     let var: Vec<f64> = per_channel(x, d, |ch, _, p| {
         let m = mean[ch];
-        p.iter()
-            .map(|v| {
-                let z = v.to_f64() - m;
-                z * z
-            })
-            .sum::<f64>()
+        lane_sum(p, 0.0, |v| {
+            let z = v.to_f64() - m;
+            z * z
+        })
     })
     .into_iter()
     .map(|s| s / count)
@@ -223,13 +222,12 @@ impl CustomOp3 for NormalizeOp {
 }
 
 fn sums<T: Float>(x: &[T], dy: &[T], norm: &Norm, d: (usize, usize, usize)) -> Vec<f64> {
-    let sum_dy = per_channel(dy, d, |_, _, p| p.iter().map(|v| v.to_f64()).sum::<f64>());
+    let sum_dy = per_channel(dy, d, |_, _, p| lane_sum(p, 0.0, T::to_f64));
     let sum_dy_xhat = per_channel(x, d, |ch, start, p| {
         let (m, inv) = (norm.mean[ch], norm.invstd[ch]);
-        p.iter()
-            .zip(&dy[start..start + p.len()])
-            .map(|(v, g)| (v.to_f64() - m) * inv * g.to_f64())
-            .sum::<f64>()
+        lane_sum2(p, &dy[start..start + p.len()], 0.0, |v, g| {
+            (v.to_f64() - m) * inv * g.to_f64()
+        })
     });
     sum_dy.into_iter().chain(sum_dy_xhat).collect()
 }
