@@ -112,13 +112,24 @@ fn reproduce_quick_writes_a_complete_report() {
     let before = std::fs::read(&model).unwrap();
     run_ok(
         xtask()
-            .args(["reproduce", "--quick", "--only", "face-none", "--force", "--jobs", "1"])
+            .args([
+                "reproduce",
+                "--quick",
+                "--only",
+                "face-none",
+                "--force",
+                "--jobs",
+                "1",
+            ])
             .arg("--data")
             .arg(&data)
             .arg("--out")
             .arg(out.path()),
     );
-    assert!(std::fs::read(&model).unwrap() == before, "--jobs changed the weights");
+    assert!(
+        std::fs::read(&model).unwrap() == before,
+        "--jobs changed the weights"
+    );
 }
 
 /// One tiny benchmark case runs and writes bench.csv with the documented columns.

@@ -15,6 +15,8 @@ pub struct RunSpec {
     pub label: String,
     /// The configuration trained.
     pub config: TrainConfig,
+    /// kp's tuned recipe rather than one of the seed study's own runs.
+    pub tuned: bool,
 }
 
 fn lr_label(lr: f64) -> String {
@@ -44,6 +46,7 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
             experiment: "nose",
             label: format!("bs {bs}, lr {}", lr_label(lr)),
             config: c,
+            tuned: false,
         });
     }
     runs.push(tuned(Task::Nose, data, quick));
@@ -64,6 +67,7 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
             experiment: "face",
             label: label.into(),
             config: c,
+            tuned: false,
         });
     }
     runs.push(tuned(Task::Face, data, quick));
@@ -77,6 +81,7 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
         experiment: "ibug",
         label: "ResNet18 regression".into(),
         config: c,
+        tuned: false,
     });
     runs
 }
@@ -123,16 +128,16 @@ fn tuned(task: Task, data: &Path, quick: bool) -> RunSpec {
         experiment: task.name(),
         label,
         config: c,
+        tuned: true,
     }
 }
 
-/// Keeps the runs named by `only` (an experiment name or a run name); all when empty.
-pub fn select(runs: Vec<RunSpec>, only: &[String]) -> Vec<RunSpec> {
-    if only.is_empty() {
-        return runs;
-    }
+/// Keeps the runs named by `only` (an experiment name or a run name; all when empty), without
+/// kp's tuned runs when `no_tuned` is set.
+pub fn select(runs: Vec<RunSpec>, only: &[String], no_tuned: bool) -> Vec<RunSpec> {
     runs.into_iter()
-        .filter(|r| only.iter().any(|o| o == r.experiment || *o == r.name))
+        .filter(|r| only.is_empty() || only.iter().any(|o| o == r.experiment || *o == r.name))
+        .filter(|r| !(no_tuned && r.tuned))
         .collect()
 }
 
@@ -162,7 +167,11 @@ mod tests {
             ]
         );
         assert!(runs.iter().all(|r| r.config.validate().is_ok()));
-        assert_eq!(select(runs.clone(), &["nose".into()]).len(), 6);
-        assert_eq!(select(runs, &["face-none".into()]).len(), 1);
+        assert_eq!(select(runs.clone(), &["nose".into()], false).len(), 6);
+        assert_eq!(select(runs.clone(), &["face-none".into()], false).len(), 1);
+        let imm_seed = select(runs.clone(), &["nose".into(), "face".into()], true);
+        assert_eq!(imm_seed.len(), 9, "the nose sweep and the four face runs");
+        assert!(imm_seed.iter().all(|r| !r.name.ends_with("-tuned")));
+        assert_eq!(select(runs, &[], true).len(), 10);
     }
 }

@@ -30,6 +30,9 @@ pub struct ReproduceArgs {
     /// Only these experiments (nose, face, ibug) or runs (e.g. nose-bs4-lr1e-3).
     #[arg(long)]
     pub only: Vec<String>,
+    /// Skip kp's tuned runs (train the seed study's own runs only).
+    #[arg(long)]
+    pub no_tuned: bool,
     /// Retrain runs that already finished.
     #[arg(long)]
     pub force: bool,
@@ -137,7 +140,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     for s in all.iter_mut() {
         s.config.device = args.device.clone();
     }
-    let specs = matrix::select(all.clone(), &args.only);
+    let specs = matrix::select(all.clone(), &args.only, args.no_tuned);
     if specs.is_empty() {
         bail!("--only {:?} matches no experiment or run", args.only);
     }
@@ -181,7 +184,11 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     })?;
     let rows: Vec<ResultRow> = slots
         .into_iter()
-        .map(|s| s.into_inner().expect("no poisoned lock").expect("every run trained"))
+        .map(|s| {
+            s.into_inner()
+                .expect("no poisoned lock")
+                .expect("every run trained")
+        })
         .collect();
     // The report covers the whole matrix: runs outside `--only` that finished earlier count too.
     let mut report_specs = Vec::with_capacity(all.len());
