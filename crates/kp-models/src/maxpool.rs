@@ -300,9 +300,8 @@ impl Geometry {
     }
 
     /// [`Self::forward`] of one plane for the common 2x2 window, stride 2, no padding, every
-    /// window inside the plane (floor mode): the
-    /// same rule as [`Self::argmax`] (its four candidates in row-major order) without the
-    /// general window's bounds arithmetic.
+    /// window inside the plane (floor mode): the same rule as [`Self::argmax`] (its four
+    /// candidates in row-major order) without the general window's bounds arithmetic.
     fn forward_2x2<T: PoolElem>(&self, plane: &[T], o: &mut [T], ix: &mut [u32]) {
         let w = self.w;
         for oy in 0..self.oh {
@@ -313,21 +312,16 @@ impl Geometry {
                 .zip(&mut ix[oy * self.ow..(oy + 1) * self.ow]);
             for (ox, (out, index)) in outs.enumerate() {
                 let x = 2 * ox;
-                let candidates = [
-                    (rows.0[x], top + x),
-                    (rows.0[x + 1], top + x + 1),
-                    (rows.1[x], top + w + x),
-                    (rows.1[x + 1], top + w + x + 1),
-                ];
-                let (mut best_v, mut best) = candidates[0];
-                for &(v, i) in &candidates[1..] {
-                    if v > best_v || (v.is_nan() && !best_v.is_nan()) {
-                        best = i;
-                        best_v = v;
-                    }
+                // Branch-free (the comparisons of random activations mispredict half the
+                // time): candidates in row-major order, offsets from the window's corner.
+                let (mut best_v, mut best) = (rows.0[x], 0);
+                for (v, offset) in [(rows.0[x + 1], 1), (rows.1[x], w), (rows.1[x + 1], w + 1)] {
+                    let take = (v > best_v) | (v.is_nan() & !best_v.is_nan());
+                    best_v = if take { v } else { best_v };
+                    best = if take { offset } else { best };
                 }
                 *out = best_v;
-                *index = best as u32;
+                *index = (top + x + best) as u32;
             }
         }
     }

@@ -29,27 +29,19 @@ pub(crate) struct ReluGrad;
 const CHUNK: usize = 1 << 14;
 
 fn relu_vec<T: WithDType>(x: &[T]) -> Vec<T> {
-    let mut y = x.to_vec();
-    y.par_chunks_mut(CHUNK).for_each(|c| {
-        for v in c {
-            if *v < T::zero() {
-                *v = T::zero();
-            }
-        }
-    });
-    y
+    // One pass straight into the new buffer (no copy of `x` first).
+    x.par_iter()
+        .with_min_len(CHUNK)
+        .map(|&v| if v < T::zero() { T::zero() } else { v })
+        .collect()
 }
 
 fn mask_vec<T: WithDType>(dy: &[T], y: &[T]) -> Vec<T> {
-    let mut g = dy.to_vec();
-    g.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK))
-        .for_each(|(g, y)| {
-            for (g, &y) in g.iter_mut().zip(y) {
-                *g = if y > T::zero() { *g } else { T::zero() };
-            }
-        });
-    g
+    dy.par_iter()
+        .zip(y)
+        .with_min_len(CHUNK)
+        .map(|(&g, &y)| if y > T::zero() { g } else { T::zero() })
+        .collect()
 }
 
 impl CustomOp1 for Relu {
