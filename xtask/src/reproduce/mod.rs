@@ -5,6 +5,8 @@ mod matrix;
 mod report;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -153,43 +155,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     if jobs > 1 {
         eprintln!("training {jobs} runs at once, {threads} thread(s) each");
     }
-    let group = indicatif::MultiProgress::new();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<ResultRow>>> =
-        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..jobs)
-            .map(|_| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .context("building a thread pool")?;
-                let (next, slots, specs, group) = (&next, &slots, &specs, &group);
-                let (runs_dir, force) = (&runs_dir, args.force);
-                Ok(scope.spawn(move || loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(spec) = specs.get(i) else {
-                        return Ok::<(), anyhow::Error>(());
-                    };
-                    let dir = runs_dir.join(&spec.name);
-                    let row = pool.install(|| run_one(spec, &dir, force, (i, n), group))?;
-                    *slots[i].lock().expect("no panics while holding the lock") = Some(row);
-                }))
-            })
-            .collect::<Result<_>>()?;
-        for w in workers {
-            w.join().expect("a training worker panicked")?;
-        }
-        Ok(())
-    })?;
-    let rows: Vec<ResultRow> = slots
-        .into_iter()
-        .map(|s| {
-            s.into_inner()
-                .expect("no poisoned lock")
-                .expect("every run trained")
-        })
-        .collect();
+    let rows = train_runs(&specs, &runs_dir, args.force, (jobs, threads))?;
     // The report covers the whole matrix: runs outside `--only` that finished earlier count too.
     let mut report_specs = Vec::with_capacity(all.len());
     let mut report_rows = Vec::with_capacity(all.len());
@@ -223,6 +189,54 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         bail!("{failed} of {n} runs failed (see the report)");
     }
     Ok(())
+}
+
+/// Trains `specs` into `runs_dir`, `jobs` at a time, each in a pool of `threads` threads, in
+/// the order given (a worker takes the next run when its last one ends); rows in `specs` order.
+fn train_runs(
+    specs: &[RunSpec],
+    runs_dir: &Path,
+    force: bool,
+    (jobs, threads): (usize, usize),
+) -> Result<Vec<ResultRow>> {
+    let n = specs.len();
+    let group = indicatif::MultiProgress::new();
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<ResultRow>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .context("building a thread pool")?;
+                let (next, slots, group) = (&next, &slots, &group);
+                Ok(scope.spawn(move || -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(spec) = specs.get(i) else {
+                            return Ok(());
+                        };
+                        let dir = runs_dir.join(&spec.name);
+                        let row = pool.install(|| run_one(spec, &dir, force, (i, n), group))?;
+                        *slots[i].lock().expect("no panic while holding the lock") = Some(row);
+                    }
+                }))
+            })
+            .collect::<Result<_>>()?;
+        for w in workers {
+            w.join().expect("a training worker panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .expect("no poisoned lock")
+                .expect("every run trained")
+        })
+        .collect())
 }
 
 /// Trains run `i` of `n` into `dir` (unless it finished before and `force` is off) and reads
