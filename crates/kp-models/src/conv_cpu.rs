@@ -752,6 +752,10 @@ mod tests {
         let dev = Device::Cpu;
         for &(n, c, h, w, o, k, s, p, with_bias, relu) in &[
             (2, 1, 12, 9, 4, 5, 1, 0, true, false),
+            // One input channel (a first layer), padded, strided.
+            (3, 1, 9, 13, 6, 3, 1, 1, true, true),
+            (1, 1, 6, 5, 2, 5, 1, 3, false, false),
+            (2, 1, 20, 18, 4, 7, 2, 3, true, true),
             (3, 3, 11, 11, 5, 3, 1, 1, false, true),
             (2, 4, 10, 10, 6, 3, 2, 1, true, true),
             (1, 2, 15, 15, 3, 7, 2, 3, false, false),
