@@ -136,6 +136,23 @@ impl UnfoldGeometry {
         oys: Range<usize>,
         ow: usize,
     ) {
+        if self.stride == 1 && ow == self.width {
+            self.unfold_plane_same(plane, dst, ld, col0, oys);
+        } else {
+            self.unfold_plane_rows(plane, dst, ld, col0, oys, ow);
+        }
+    }
+
+    /// [`Self::unfold_plane`] for any geometry, one output row at a time.
+    fn unfold_plane_rows<T: WithDType>(
+        &self,
+        plane: &[T],
+        dst: &mut [T],
+        ld: usize,
+        col0: usize,
+        oys: Range<usize>,
+        ow: usize,
+    ) {
         let (h, w, k) = (self.height, self.width, self.kernel);
         let span = oys.len() * ow;
         for ky in 0..k {
@@ -155,6 +172,56 @@ impl UnfoldGeometry {
                         // The first inside column reads `a`, the next ones every `stride`.
                         let a = lo * self.stride + kx - self.padding;
                         gather_strided(&mut dst[lo..hi], &src[a..], self.stride);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Self::unfold_plane`] of a stride-1 convolution whose output is as wide as its input
+    /// (`2·padding = kernel - 1`, ResNet's 3x3 convolutions): output row `oy` of kernel offset
+    /// `(ky, kx)` reads input row `oy + ky - p` shifted by `kx - p`, so all the inside rows of
+    /// a band are one contiguous run of the plane. One copy per run (rows of a small plane are
+    /// a few elements long, and copying them one by one cost more than the data), then the
+    /// `|kx - p|` edge columns per row that the run wrapped into the neighbouring row are zeroed.
+    fn unfold_plane_same<T: WithDType>(
+        &self,
+        plane: &[T],
+        dst: &mut [T],
+        ld: usize,
+        col0: usize,
+        oys: Range<usize>,
+    ) {
+        let (h, w, k, p) = (self.height, self.width, self.kernel, self.padding);
+        for ky in 0..k {
+            // Output rows whose input row oy + ky - p is inside the image.
+            let first = oys.start.max(p.saturating_sub(ky)).min(oys.end);
+            let end = oys.end.min((h + p).saturating_sub(ky)).max(first);
+            for kx in 0..k {
+                let row = &mut dst[(ky * k + kx) * ld + col0..][..oys.len() * w];
+                let (d0, d1) = ((first - oys.start) * w, (end - oys.start) * w);
+                row[..d0].fill(T::zero());
+                row[d1..].fill(T::zero());
+                if d0 == d1 {
+                    continue;
+                }
+                // Source index of the run's first element (negative before the plane).
+                let s0 = ((first + ky - p) * w + kx) as isize - p as isize;
+                let lead = (-s0).max(0) as usize;
+                let len = (d1 - d0).min((plane.len() as isize - s0).max(0) as usize);
+                let run = &mut row[d0..d1];
+                run[..lead.min(len)].fill(T::zero());
+                if lead < len {
+                    let from = (s0 + lead as isize) as usize;
+                    run[lead..len].copy_from_slice(&plane[from..from + (len - lead)]);
+                }
+                run[len.max(lead)..].fill(T::zero());
+                // Columns whose source column ox + kx - p is outside 0..w.
+                for r in run.chunks_exact_mut(w) {
+                    if kx < p {
+                        r[..p - kx].fill(T::zero());
+                    } else if kx > p {
+                        r[w - (kx - p)..].fill(T::zero());
                     }
                 }
             }
@@ -383,6 +450,42 @@ mod tests {
     }
 
     /// `fold` is the adjoint of `unfold`: <unfold(x), y> = <x, fold(y)>.
+    #[test]
+    fn same_size_unfold_matches_the_row_by_row_one() {
+        for (h, w, k) in [
+            (1, 1, 3),
+            (2, 3, 5),
+            (7, 5, 3),
+            (6, 9, 5),
+            (4, 4, 7),
+            (9, 2, 3),
+        ] {
+            let g = UnfoldGeometry {
+                channels: 1,
+                height: h,
+                width: w,
+                kernel: k,
+                stride: 1,
+                padding: (k - 1) / 2,
+                ones_row: false,
+            };
+            assert_eq!(g.output_size().unwrap(), (h, w));
+            let plane: Vec<f64> = (0..h * w).map(|i| i as f64 + 1.0).collect();
+            for (oys, col0) in [(0..h, 0), (h / 2..h, 3), (0..h.div_ceil(2), 1)] {
+                let ld = col0 + oys.len() * w + 2;
+                let mut fast = vec![f64::NAN; k * k * ld];
+                let mut rows = fast.clone();
+                g.unfold_plane_same(&plane, &mut fast, ld, col0, oys.clone());
+                g.unfold_plane_rows(&plane, &mut rows, ld, col0, oys.clone(), w);
+                let same = fast
+                    .iter()
+                    .zip(&rows)
+                    .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+                assert!(same, "{h}x{w} k{k} rows {oys:?}: {fast:?} vs {rows:?}");
+            }
+        }
+    }
+
     #[test]
     fn fold_is_the_adjoint_of_unfold() {
         let dev = Device::Cpu;
