@@ -263,10 +263,10 @@ impl Geometry {
         for y in y0..y1 {
             let start = y * self.w + x0;
             for (i, &v) in plane[start..start + (x1 - x0)].iter().enumerate() {
-                if v > best_v || (v.is_nan() && !best_v.is_nan()) {
-                    best = start + i;
-                    best_v = v;
-                }
+                // Branch-free: on activations the comparison is a coin flip for the predictor.
+                let take = (v > best_v) | (v.is_nan() & !best_v.is_nan());
+                best = if take { start + i } else { best };
+                best_v = if take { v } else { best_v };
             }
         }
         best
