@@ -249,6 +249,14 @@ impl PoolElem for f64 {
     }
 }
 
+/// Whether candidate `v` replaces the window's best so far `best` (PyTorch's rule: a larger
+/// value wins, NaN wins over numbers, so the first maximum or NaN in row-major order stays).
+/// Branch-free: on activations the comparison is a coin flip for the branch predictor.
+#[inline]
+fn beats<T: PoolElem>(v: T, best: T) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
 impl Geometry {
     /// Index (within the plane) of the maximum of window `(oy, ox)`.
     /// PyTorch's rule: the first maximum in row-major order wins, NaN wins over numbers.
@@ -263,8 +271,7 @@ impl Geometry {
         for y in y0..y1 {
             let start = y * self.w + x0;
             for (i, &v) in plane[start..start + (x1 - x0)].iter().enumerate() {
-                // Branch-free: on activations the comparison is a coin flip for the predictor.
-                let take = (v > best_v) | (v.is_nan() & !best_v.is_nan());
+                let take = beats(v, best_v);
                 best = if take { start + i } else { best };
                 best_v = if take { v } else { best_v };
             }
@@ -312,11 +319,10 @@ impl Geometry {
                 .zip(&mut ix[oy * self.ow..(oy + 1) * self.ow]);
             for (ox, (out, index)) in outs.enumerate() {
                 let x = 2 * ox;
-                // Branch-free (the comparisons of random activations mispredict half the
-                // time): candidates in row-major order, offsets from the window's corner.
+                // Candidates in row-major order, offsets from the window's corner.
                 let (mut best_v, mut best) = (rows.0[x], 0);
                 for (v, offset) in [(rows.0[x + 1], 1), (rows.1[x], w), (rows.1[x + 1], w + 1)] {
-                    let take = (v > best_v) | (v.is_nan() & !best_v.is_nan());
+                    let take = beats(v, best_v);
                     best_v = if take { v } else { best_v };
                     best = if take { offset } else { best };
                 }
