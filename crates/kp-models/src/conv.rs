@@ -198,10 +198,16 @@ impl Conv2d {
             )));
         }
         let (s, p) = (self.config.stride, self.config.padding);
-        if x.device().is_cpu() && !CANDLE_CONV_ON_CPU.load(Ordering::Relaxed) {
-            return crate::conv_cpu::conv2d(x, &self.weight, self.bias.as_ref(), s, p, relu);
-        }
-        let y = self.forward_candle(x)?;
+        let y = if crate::dispatch::uses_cpu_kernels(x.device()) {
+            if !CANDLE_CONV_ON_CPU.load(Ordering::Relaxed) {
+                return crate::conv_cpu::conv2d(x, &self.weight, self.bias.as_ref(), s, p, relu);
+            }
+            self.forward_candle(x)?
+        } else if crate::conv_device::gpu_backward() == crate::conv_device::GpuBackward::Candle {
+            self.forward_candle(x)?
+        } else {
+            crate::conv_device::conv2d(x, &self.weight, s, p)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, self.out_channels, 1, 1))?)?,
             None => y,

@@ -12,7 +12,8 @@
 //!   wrong), padding and PyTorch's output sizes.
 //! * On the CPU, [`Conv2d`] runs as [`conv_cpu::conv2d`] (blocked im2col + GEMM with bias and
 //!   ReLU fused, hand-written backward) and [`relu::relu`] has a one-pass backward; on other
-//!   devices both use candle's ops.
+//!   devices the convolution is [`conv_device::conv2d`] (candle's forward, a backward of
+//!   convolutions instead of candle's slow `conv_transpose2d`) and ReLU is candle's.
 //! * [`build_model`] / [`list_models`]: models by name behind the [`KeypointModel`] trait.
 //! * [`summary`] prints a module tree like PyTorch's `repr` with parameter counts;
 //!   [`save_varmap`] / [`load_varmap`] store variables as safetensors under PyTorch's
@@ -48,7 +49,11 @@
 pub mod batchnorm;
 pub mod conv;
 pub mod conv_cpu;
+#[cfg(feature = "cudnn")]
+pub mod conv_cudnn;
+pub mod conv_device;
 pub mod convmlp;
+pub mod dispatch;
 pub mod error;
 pub mod face;
 pub mod gradcheck;

@@ -122,7 +122,9 @@ impl MaxPool2d {
                 x.dtype()
             )));
         }
-        if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        if crate::dispatch::uses_cpu_kernels(x.device())
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+        {
             self.forward_cpu(x)
         } else {
             self.forward_composite(x)

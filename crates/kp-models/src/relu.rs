@@ -14,7 +14,7 @@ use crate::im2col::contiguous;
 
 /// `max(x, 0)` elementwise (NaN stays NaN), differentiable.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !crate::dispatch::uses_cpu_kernels(x.device()) {
         return Ok(x.relu()?);
     }
     Ok(x.contiguous()?.apply_op1(Relu)?)

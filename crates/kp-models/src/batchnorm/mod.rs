@@ -112,7 +112,7 @@ impl BatchNorm2d {
     /// running statistics otherwise. Fused kernels on the CPU, candle ops elsewhere.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x, train)?;
-        let fused = x.device().is_cpu()
+        let fused = crate::dispatch::uses_cpu_kernels(x.device())
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.weight.dtype() == x.dtype();
         match (fused, train) {
