@@ -75,7 +75,9 @@ impl Adam {
             if !var.dtype().is_float() {
                 continue;
             }
-            let moments = if var.device().is_cpu() && var.dtype() == DType::F32 {
+            let moments = if kp_models::dispatch::uses_cpu_kernels(var.device())
+                && var.dtype() == DType::F32
+            {
                 let n = var.elem_count();
                 Moments::Host {
                     m: vec![0.0; n],
@@ -145,6 +147,10 @@ impl Adam {
                     p.var.as_tensor().inplace_op2(&grad, &op)?;
                 }
                 Moments::Device { m, v } => {
+                    // A gradient carries the graph of the step that made it (candle records the
+                    // backward's ops); detached, the moments do not chain every step's
+                    // activations to the next (a leak that filled a GPU in a few steps).
+                    let grad = grad.detach();
                     *m = ((m.affine(c.beta1, 0.0)?) + grad.affine(1.0 - c.beta1, 0.0)?)?;
                     *v = ((v.affine(c.beta2, 0.0)?) + grad.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
                     // PyTorch: denom = sqrt(v)/sqrt(bc2) + eps; p -= lr/bc1 * m / denom
@@ -374,6 +380,27 @@ mod tests {
             .unwrap()
             .to_vec1::<f64>()
             .unwrap()
+    }
+
+    /// The device path's moments hold values, not the graph of the step whose gradient made
+    /// them: otherwise every step's activations stay alive through the next step's moments.
+    #[test]
+    fn device_moments_do_not_keep_the_graph() {
+        let var = Var::new(&[1.0f64, -2.0], &Device::Cpu).unwrap();
+        let mut opt = Adam::new(vec![("w".into(), var.clone())], AdamConfig::default()).unwrap();
+        for _ in 0..2 {
+            let x = (var.as_tensor() * 3.0).unwrap();
+            let loss = (var.as_tensor() * &x).unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            // candle's gradient of `w * x` for `w` is built from `x`, so it tracks the graph
+            // (as a convolution's weight gradient is built from its input).
+            assert!(grads.get(&var).unwrap().track_op());
+            opt.step(&grads).unwrap();
+            match &opt.params[0].moments {
+                Moments::Device { m, v } => assert!(!m.track_op() && !v.track_op()),
+                Moments::Host { .. } => unreachable!("f64 uses device moments"),
+            }
+        }
     }
 
     /// A gradient that becomes 0 lets the first moment decay by beta1 per step; it must reach
