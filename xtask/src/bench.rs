@@ -14,11 +14,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
+use candle_core::Device;
 use clap::Args;
-use kp_models::{build_model, seeded_var_builder, trainable_vars, ModelConfig};
-use kp_train::optim::{Adam, AdamConfig};
+use kp_train::bench::{StepBench, StepKind};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Args)]
@@ -152,39 +150,19 @@ fn warmup(case: &Case) -> usize {
 
 /// Median milliseconds of one model case in kp (candle, CPU).
 fn time_model(case: &Case) -> Result<f64> {
-    let dev = Device::Cpu;
-    let cfg = ModelConfig::for_model(case.model)?;
-    let varmap = VarMap::new();
-    let model = build_model(
-        case.model,
-        seeded_var_builder(&varmap, 0, DType::F32, &dev),
-        &cfg,
-    )?;
-    let (w, h) = model.input_size();
-    let x = (Tensor::rand(0f32, 1.0, (case.batch, cfg.in_channels, h, w), &dev)? - 0.5)?;
-    let outputs = 2 * cfg.num_keypoints;
-    let y = Tensor::rand(0f32, 1.0, (case.batch, outputs), &dev)?;
-    let mut adam = Adam::new(trainable_vars(&varmap), AdamConfig::default())?;
-    let mut times = Vec::with_capacity(case.iters);
-    for i in 0..warmup(case) + case.iters {
-        let t0 = Instant::now();
-        match case.kind {
-            Kind::Train => {
-                let loss = (model.forward(&x, true)? - &y)?.sqr()?.mean_all()?;
-                adam.backward_step(&loss)?;
-            }
-            Kind::Infer => {
-                let out = model.forward(&x, false)?;
-                // Force the result (candle is eager; this keeps the work observable).
-                std::hint::black_box(out.dims());
-            }
-            Kind::Load => unreachable!("model cases only"),
-        }
-        if i >= warmup(case) {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    Ok(median(times))
+    let kind = match case.kind {
+        Kind::Train => StepKind::Train,
+        Kind::Infer => StepKind::Infer,
+        Kind::Load => bail!("{} is not a model case", case.name()),
+    };
+    let bench = StepBench {
+        model: case.model.to_string(),
+        batch: case.batch,
+        kind,
+        warmup: warmup(case),
+        iters: case.iters,
+    };
+    Ok(bench.run(&Device::Cpu)?.median_ms())
 }
 
 /// Median milliseconds per image to decode, resize and augment faces of a real dataset.

@@ -1,12 +1,13 @@
 //! `kp`: facial keypoint detection from the command line.
 //!
-//! `kp data summary`, `kp train`, `kp eval`, `kp predict`, `kp submit`. Errors print one line
+//! `kp data summary`, `kp train`, `kp eval`, `kp predict`, `kp submit`, `kp bench`. Errors print one line
 //! and exit with status 1.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod data_cmd;
 mod predict_cmd;
 mod train_cmd;
@@ -46,6 +47,8 @@ enum Command {
     Predict(predict_cmd::PredictArgs),
     /// Write a Kaggle-format submission CSV for a dlib XML of face boxes.
     Submit(predict_cmd::SubmitArgs),
+    /// Time training steps (or inference) of a model on random batches, on the CPU or a GPU.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => train_cmd::eval(a),
         Command::Predict(a) => predict_cmd::predict(a),
         Command::Submit(a) => predict_cmd::submit(a),
+        Command::Bench(a) => bench_cmd::bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -224,3 +224,55 @@ fn bad_input_gives_one_line_error_and_nonzero_exit() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
 }
+
+#[test]
+fn bench_times_training_steps_per_batch_size() {
+    let o = kp(&[
+        "bench",
+        "--model",
+        "nosetipnet",
+        "--batch-size",
+        "1,3",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, b) in lines.iter().zip([1u64, 3]) {
+        assert_eq!(line["case"], format!("nosetipnet_train_b{b}"));
+        assert_eq!(line["batch"], b);
+        assert_eq!(line["ms"].as_array().unwrap().len(), 2);
+        let (ms, img_s) = (
+            line["median_ms"].as_f64().unwrap(),
+            line["images_per_second"].as_f64().unwrap(),
+        );
+        assert!(ms > 0.0);
+        assert!((img_s - b as f64 * 1e3 / ms).abs() < 1e-6 * img_s);
+    }
+    // The table form, and inference.
+    let o = kp(&[
+        "bench",
+        "--model",
+        "nosetipnet",
+        "--batch-size",
+        "2",
+        "--iters",
+        "1",
+        "--infer",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nosetipnet_infer_b2"));
+    // A kp without CUDA says so.
+    if !cfg!(feature = "cuda") {
+        let o = kp(&["bench", "--device", "cuda", "--iters", "1"]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("built without CUDA"));
+    }
+}

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod eval;

@@ -1,0 +1,115 @@
+//! `kp bench`: times training steps (or inference) of a model on random batches, on the CPU or a
+//! GPU, and prints milliseconds per step and images per second.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kp_models::conv_device::GpuBackward;
+use kp_train::bench::{StepBench, StepKind};
+
+/// `--conv-backward` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ConvBackward {
+    Cudnn,
+    Convolutions,
+    Candle,
+}
+
+impl ConvBackward {
+    fn kind(self) -> GpuBackward {
+        match self {
+            ConvBackward::Cudnn => GpuBackward::Cudnn,
+            ConvBackward::Convolutions => GpuBackward::Convolutions,
+            ConvBackward::Candle => GpuBackward::Candle,
+        }
+    }
+}
+
+/// Arguments of `kp bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model name from the registry.
+    #[arg(long, default_value = "resnet18")]
+    model: String,
+    /// Batch sizes to time (repeat or comma separate).
+    #[arg(long = "batch-size", value_delimiter = ',', default_values_t = [16usize, 64, 256])]
+    batch_sizes: Vec<usize>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Time inference (a forward pass in eval mode) instead of training steps.
+    #[arg(long)]
+    infer: bool,
+    /// Untimed iterations before the timed ones.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed iterations per batch size.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    iters: u64,
+    /// How convolutions on a GPU compute their gradients: `cudnn` (cuDNN's backward kernels;
+    /// the default in a build with the `cudnn` feature), `convolutions` (kp's: convolutions of
+    /// the output gradient; the default otherwise) or `candle` (candle's own backward).
+    #[arg(long, value_enum)]
+    conv_backward: Option<ConvBackward>,
+    /// On CUDA, let f32 matrix products (and so kp's convolutions) use TF32 tensor cores, as
+    /// PyTorch's cuDNN convolutions do by default.
+    #[arg(long)]
+    tf32: bool,
+    /// Print one JSON object per batch size.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let device = kp_train::model::device(&args.device)?;
+    let backward = args
+        .conv_backward
+        .map(ConvBackward::kind)
+        .unwrap_or(GpuBackward::default_for_build());
+    kp_models::conv_device::set_gpu_backward(backward);
+    candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
+    if !args.json {
+        println!(
+            "{:<28} {:>10} {:>10} {:>10}",
+            "case", "median ms", "min ms", "img/s"
+        );
+    }
+    for &batch in &args.batch_sizes {
+        let bench = StepBench {
+            model: args.model.clone(),
+            batch,
+            kind: if args.infer {
+                StepKind::Infer
+            } else {
+                StepKind::Train
+            },
+            warmup: args.warmup,
+            iters: args.iters as usize,
+        };
+        let times = bench
+            .run(&device)
+            .with_context(|| format!("timing {}", bench.name()))?;
+        let median = times.median_ms();
+        let min = times.ms.iter().copied().fold(f64::INFINITY, f64::min);
+        let img_s = batch as f64 / (median / 1e3);
+        if args.json {
+            let line = serde_json::json!({
+                "case": times.case,
+                "device": args.device,
+                "conv_backward": format!("{backward:?}").to_lowercase(),
+                "tf32": args.tf32,
+                "batch": batch,
+                "median_ms": median,
+                "min_ms": min,
+                "images_per_second": img_s,
+                "ms": times.ms,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{:<28} {median:>10.2} {min:>10.2} {img_s:>10.1}",
+                times.case
+            );
+        }
+    }
+    Ok(())
+}

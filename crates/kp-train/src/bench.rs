@@ -1,0 +1,158 @@
+//! Timing a model's training step or inference on a fixed random batch, on any device: what
+//! `kp bench` and `cargo xtask bench` measure.
+//!
+//! A training step is forward + MSE loss + backward + Adam update (the same definition as
+//! `xtask/bench/torch_bench.py`); inference is one forward pass in eval mode. On a GPU each
+//! iteration ends with a device synchronisation, so the time is the work's, not its launch's.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use kp_models::{build_model, seeded_var_builder, trainable_vars, ModelConfig};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::optim::{Adam, AdamConfig};
+
+/// What an iteration does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Forward + MSE loss + backward + Adam update.
+    Train,
+    /// A forward pass in eval mode.
+    Infer,
+}
+
+/// One timing case: a registry model at its default input size, a batch size and a kind.
+#[derive(Debug, Clone)]
+pub struct StepBench {
+    /// Model name from the registry (`nosetipnet`, `facekeypointnet`, `resnet18`, ...).
+    pub model: String,
+    /// Images per iteration.
+    pub batch: usize,
+    /// Training step or inference.
+    pub kind: StepKind,
+    /// Untimed iterations first (allocator, kernel loading, cuBLAS set-up).
+    pub warmup: usize,
+    /// Timed iterations.
+    pub iters: usize,
+}
+
+/// The times of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTimes {
+    /// `<model>_<train|infer>_b<batch>`, as in `cargo xtask bench`.
+    pub case: String,
+    /// Milliseconds of each timed iteration.
+    pub ms: Vec<f64>,
+}
+
+impl StepTimes {
+    /// Median milliseconds per iteration.
+    pub fn median_ms(&self) -> f64 {
+        let mut v = self.ms.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+        }
+    }
+}
+
+impl StepBench {
+    /// The case's name: `<model>_<train|infer>_b<batch>`.
+    pub fn name(&self) -> String {
+        let kind = match self.kind {
+            StepKind::Train => "train",
+            StepKind::Infer => "infer",
+        };
+        format!("{}_{kind}_b{}", self.model, self.batch)
+    }
+
+    /// Builds the model on `device` (weights from seed 0) and times the iterations.
+    pub fn run(&self, device: &Device) -> Result<StepTimes> {
+        let cfg = ModelConfig::for_model(&self.model)?;
+        let varmap = VarMap::new();
+        let model = build_model(
+            &self.model,
+            seeded_var_builder(&varmap, 0, DType::F32, device),
+            &cfg,
+        )?;
+        let (w, h) = model.input_size();
+        let x = (Tensor::rand(0f32, 1.0, (self.batch, cfg.in_channels, h, w), device)? - 0.5)?;
+        let y = Tensor::rand(0f32, 1.0, (self.batch, 2 * cfg.num_keypoints), device)?;
+        let mut adam = Adam::new(trainable_vars(&varmap), AdamConfig::default())?;
+        let mut ms = Vec::with_capacity(self.iters);
+        for i in 0..self.warmup + self.iters {
+            device.synchronize()?;
+            let t0 = Instant::now();
+            match self.kind {
+                StepKind::Train => {
+                    let loss = (model.forward(&x, true)? - &y)?.sqr()?.mean_all()?;
+                    adam.backward_step(&loss)?;
+                }
+                StepKind::Infer => {
+                    let out = model.forward(&x, false)?;
+                    std::hint::black_box(out.dims());
+                }
+            }
+            device.synchronize()?;
+            if i >= self.warmup {
+                ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(StepTimes {
+            case: self.name(),
+            ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_a_training_step_and_inference() {
+        for kind in [StepKind::Train, StepKind::Infer] {
+            let b = StepBench {
+                model: "nosetipnet".into(),
+                batch: 2,
+                kind,
+                warmup: 1,
+                iters: 3,
+            };
+            let t = b.run(&Device::Cpu).unwrap();
+            assert_eq!(t.ms.len(), 3);
+            assert!(t.ms.iter().all(|&m| m > 0.0));
+            assert!(t.median_ms() > 0.0);
+        }
+        let b = StepBench {
+            model: "nosetipnet".into(),
+            batch: 4,
+            kind: StepKind::Train,
+            warmup: 0,
+            iters: 0,
+        };
+        assert_eq!(b.name(), "nosetipnet_train_b4");
+        assert!(b.run(&Device::Cpu).unwrap().median_ms().is_nan());
+        let bad = StepBench {
+            model: "nope".into(),
+            ..b
+        };
+        assert!(bad.run(&Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn medians() {
+        let t = |ms: Vec<f64>| StepTimes {
+            case: String::new(),
+            ms,
+        };
+        assert_eq!(t(vec![3.0, 1.0, 2.0]).median_ms(), 2.0);
+        assert_eq!(t(vec![4.0, 1.0, 2.0, 3.0]).median_ms(), 2.5);
+    }
+}
