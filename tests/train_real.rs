@@ -47,6 +47,11 @@ fn nose_training_reduces_loss_and_saves_a_loadable_run() {
     }
     let val = summary.val.clone().unwrap();
     assert!(val.mean_px_error_input.is_finite());
+    // One time per epoch, adding up to the training time.
+    let timing = run.read_timing().unwrap();
+    assert_eq!(timing.epoch_seconds.len(), 4);
+    let sum: f64 = timing.epoch_seconds.iter().sum();
+    assert!((sum - timing.train_seconds).abs() < 1e-9 * sum.max(1.0));
 
     // The saved model evaluates to exactly the same validation numbers.
     let p = Predictor::open(&out, None).unwrap();

@@ -100,6 +100,11 @@ pub struct Timing {
     pub peak_rss_mib: Option<f64>,
     /// Device used.
     pub device: String,
+    /// Seconds of each training epoch run by the last session (a resumed run lists only the
+    /// epochs after the resume). The first includes warm-up (on a GPU: kernel loading, cuBLAS
+    /// set-up), so the later ones give the steady speed.
+    #[serde(default)]
+    pub epoch_seconds: Vec<f64>,
 }
 
 /// A run folder on disk.

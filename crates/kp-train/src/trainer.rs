@@ -235,6 +235,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         "training"
     );
 
+    let mut epoch_seconds = Vec::new();
     for epoch in epoch0 + 1..=last_epoch {
         let started = Instant::now();
         let order = epoch_order(&data.train, cfg.seed, epoch);
@@ -284,7 +285,9 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                 Ok(())
             },
         )?;
-        train_seconds += started.elapsed().as_secs_f64();
+        let seconds = started.elapsed().as_secs_f64();
+        train_seconds += seconds;
+        epoch_seconds.push(seconds);
         if let Some((at, loss)) = diverged {
             if let Some(bar) = &bar {
                 bar.abandon_with_message(format!("diverged at step {at}"));
@@ -305,6 +308,8 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         });
         tracing::info!(
             epoch,
+            train_s = seconds,
+            images_per_s = data.train.len() as f64 / seconds,
             val_loss = ev.metrics.mse,
             val_px = ev.metrics.mean_px_error_input,
             "epoch done"
@@ -339,6 +344,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
             },
             peak_rss_mib: peak_rss_mib(),
             device: cfg.device.clone(),
+            epoch_seconds,
         },
     )?;
     Ok(summary)
