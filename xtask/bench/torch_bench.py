@@ -1,6 +1,7 @@
 """PyTorch side of `cargo xtask bench --against-torch`.
 
-Times the same cases as kp's benchmark on the CPU (same threads): a training step is
+Times the same cases as kp's benchmark on the CPU (same threads) or, with `--device cuda`, on a
+GPU (used by `xtask/bench/gpu_check.sh`): a training step is
 forward + MSE loss + backward + Adam update; inference is a forward pass in eval mode.
 Prints one JSON object per line: {"case": ..., "ms": median milliseconds}.
 """
@@ -131,8 +132,17 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cases", required=True, help="comma list of model:batch:mode:iters")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument(
+        "--tf32",
+        choices=["default", "on", "off"],
+        default="default",
+        help="TF32 on CUDA: PyTorch's defaults (cuDNN convolutions yes, matmuls no), or both on/off",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.tf32 != "default":
+        torch.backends.cudnn.allow_tf32 = a.tf32 == "on"
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
     for spec in a.cases.split(","):
         model, batch, mode, iters = spec.split(":")
         ms = time_case(model, int(batch), mode, int(iters), a.warmup, a.device)
