@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Shape, Tensor};
-use cudarc::cudnn::safe::{ConvBackwardData, ConvBackwardFilter, Cudnn};
+use cudarc::cudnn::safe::{
+    ConvBackwardData, ConvBackwardFilter, ConvDescriptor, Cudnn, FilterDescriptor, TensorDescriptor,
+};
 use cudarc::cudnn::sys::{cudnnConvolutionMode_t, cudnnTensorFormat_t};
 
 thread_local! {
@@ -66,6 +68,38 @@ fn view<'a>(
     Ok(s.as_cuda_slice::<f32>()?.slice(l.start_offset()..))
 }
 
+/// cuDNN's descriptions of one convolution: its geometry and the input (or input gradient),
+/// weight (or weight gradient) and output gradient tensors, all f32 NCHW.
+struct Descriptors {
+    conv: ConvDescriptor<f32>,
+    x: TensorDescriptor<f32>,
+    w: FilterDescriptor<f32>,
+    y: TensorDescriptor<f32>,
+}
+
+impl Descriptors {
+    fn new(g: Geometry, dev: &candle_core::CudaDevice) -> candle_core::Result<Self> {
+        let cudnn = handle(dev)?;
+        let e = candle_core::Error::wrap;
+        let (p, s) = (g.padding as i32, g.stride as i32);
+        let conv = cudnn
+            .create_conv2d::<f32>(
+                [p, p],
+                [s, s],
+                [1, 1],
+                cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            )
+            .map_err(e)?;
+        let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+        Ok(Self {
+            conv,
+            x: cudnn.create_4d_tensor::<f32>(nchw, c_int(g.x)).map_err(e)?,
+            w: cudnn.create_4d_filter::<f32>(nchw, c_int(g.w)).map_err(e)?,
+            y: cudnn.create_4d_tensor::<f32>(nchw, c_int(g.y)).map_err(e)?,
+        })
+    }
+}
+
 /// `(output gradient, weight) → input gradient`.
 struct DataGrad(Geometry);
 
@@ -96,26 +130,13 @@ impl CustomOp2 for DataGrad {
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let g = self.0;
         let dev = dy.device().clone();
-        let cudnn = handle(&dev)?;
         let e = candle_core::Error::wrap;
-        let (p, s) = (g.padding as i32, g.stride as i32);
-        let conv = cudnn
-            .create_conv2d::<f32>(
-                [p, p],
-                [s, s],
-                [1, 1],
-                cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-            )
-            .map_err(e)?;
-        let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
-        let dx_d = cudnn.create_4d_tensor::<f32>(nchw, c_int(g.x)).map_err(e)?;
-        let w_d = cudnn.create_4d_filter::<f32>(nchw, c_int(g.w)).map_err(e)?;
-        let dy_d = cudnn.create_4d_tensor::<f32>(nchw, c_int(g.y)).map_err(e)?;
+        let d = Descriptors::new(g, &dev)?;
         let op = ConvBackwardData {
-            conv: &conv,
-            dx: &dx_d,
-            w: &w_d,
-            dy: &dy_d,
+            conv: &d.conv,
+            dx: &d.x,
+            w: &d.w,
+            dy: &d.y,
         };
         let algo = op.pick_algorithm().map_err(e)?;
         let ws = op.get_workspace_size(algo).map_err(e)?;
@@ -159,26 +180,13 @@ impl CustomOp2 for FilterGrad {
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let g = self.0;
         let dev = x.device().clone();
-        let cudnn = handle(&dev)?;
         let e = candle_core::Error::wrap;
-        let (p, s) = (g.padding as i32, g.stride as i32);
-        let conv = cudnn
-            .create_conv2d::<f32>(
-                [p, p],
-                [s, s],
-                [1, 1],
-                cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-            )
-            .map_err(e)?;
-        let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
-        let x_d = cudnn.create_4d_tensor::<f32>(nchw, c_int(g.x)).map_err(e)?;
-        let dw_d = cudnn.create_4d_filter::<f32>(nchw, c_int(g.w)).map_err(e)?;
-        let dy_d = cudnn.create_4d_tensor::<f32>(nchw, c_int(g.y)).map_err(e)?;
+        let d = Descriptors::new(g, &dev)?;
         let op = ConvBackwardFilter {
-            conv: &conv,
-            x: &x_d,
-            dw: &dw_d,
-            dy: &dy_d,
+            conv: &d.conv,
+            x: &d.x,
+            dw: &d.w,
+            dy: &d.y,
         };
         let algo = op.pick_algorithm().map_err(e)?;
         let ws = op.get_workspace_size(algo).map_err(e)?;
