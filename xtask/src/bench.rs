@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
-use kp_train::bench::{StepBench, StepKind};
+use kp_train::bench::{median, StepBench, StepKind};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Args)]
@@ -130,16 +130,6 @@ struct Row {
     note: Option<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 fn warmup(case: &Case) -> usize {
     if case.model == "resnet18" {
         1
@@ -192,7 +182,7 @@ fn time_load(case: &Case, data: &Path) -> Result<f64> {
     if times.is_empty() {
         bail!("{}: no faces", dataset.name);
     }
-    Ok(median(times))
+    Ok(median(&times))
 }
 
 /// A Python with torch: `--python`, or the venv under the cache folder, created on demand.
@@ -357,7 +347,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             kp.extend(ms);
             torch.extend(torch_ms.map(|t| (t, ms)));
         }
-        let kp_ms = (!kp.is_empty()).then(|| median(kp));
+        let kp_ms = (!kp.is_empty()).then(|| median(&kp));
         let ratios: Vec<f64> = torch
             .iter()
             .filter_map(|&(t, k)| k.map(|k| k / t))
@@ -365,8 +355,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         rows.push(Row {
             case: name,
             kp_ms,
-            torch_ms: (!torch.is_empty()).then(|| median(torch.iter().map(|t| t.0).collect())),
-            ratio: (!ratios.is_empty()).then(|| median(ratios)),
+            torch_ms: (!torch.is_empty())
+                .then(|| median(&torch.iter().map(|t| t.0).collect::<Vec<_>>())),
+            ratio: (!ratios.is_empty()).then(|| median(&ratios)),
             images_per_s: kp_ms.map(|ms| images as f64 * 1e3 / ms),
             note,
         });
@@ -422,11 +413,5 @@ mod tests {
         assert_eq!(c.name(), "nosetipnet_train_b1");
         assert_eq!(c.torch_spec().unwrap(), "nosetipnet:1:train:2");
         assert!(cases(false).iter().any(|c| c.name() == "load_augment_ibug"));
-    }
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }

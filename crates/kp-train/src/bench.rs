@@ -52,13 +52,18 @@ pub struct StepTimes {
 impl StepTimes {
     /// Median milliseconds per iteration.
     pub fn median_ms(&self) -> f64 {
-        let mut v = self.ms.clone();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-        }
+        median(&self.ms)
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count; NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
     }
 }
 
@@ -154,5 +159,8 @@ mod tests {
         };
         assert_eq!(t(vec![3.0, 1.0, 2.0]).median_ms(), 2.0);
         assert_eq!(t(vec![4.0, 1.0, 2.0, 3.0]).median_ms(), 2.5);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 }
