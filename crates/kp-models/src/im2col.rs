@@ -449,7 +449,7 @@ mod tests {
         }
     }
 
-    /// `fold` is the adjoint of `unfold`: <unfold(x), y> = <x, fold(y)>.
+    /// The same-size fast path writes exactly what the row-by-row path writes.
     #[test]
     fn same_size_unfold_matches_the_row_by_row_one() {
         for (h, w, k) in [
@@ -486,6 +486,7 @@ mod tests {
         }
     }
 
+    /// `fold` is the adjoint of `unfold`: <unfold(x), y> = <x, fold(y)>.
     #[test]
     fn fold_is_the_adjoint_of_unfold() {
         let dev = Device::Cpu;
