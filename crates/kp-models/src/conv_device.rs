@@ -9,7 +9,9 @@
 //! The weight gradient is candle's own (a convolution of the input with the output gradient).
 //!
 //! The forward is candle's `conv2d` on detached inputs; a custom op then hands its result on
-//! (one copy) and attaches [`ConvBackward`] as the gradient.
+//! (one copy) and attaches [`ConvBackward`] as the gradient. In a `cudnn` build, f32 convolutions
+//! on CUDA go to `kp_models::cudnn::conv` instead (cuDNN's forward and backward kernels), unless
+//! [`set_gpu_backward`] chose otherwise.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -26,8 +28,9 @@ pub enum GpuBackward {
     /// [`conv2d`]'s: convolutions of the output gradient (through candle's im2col + GEMM, or
     /// cuDNN's forward kernels when candle is built with `cudnn`).
     Convolutions,
-    /// cuDNN's backward-data and backward-filter kernels (feature `cudnn`, f32 on CUDA; other
-    /// cases fall back to `Convolutions`).
+    /// cuDNN all through (feature `cudnn`, f32 on CUDA; other cases fall back to
+    /// `Convolutions`): `cudnn::conv::conv2d`, its forward, backward-data and
+    /// backward-filter kernels.
     Cudnn,
 }
 
@@ -83,6 +86,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         return Err(Error::Shape(format!(
             "conv2d padding {padding} must be smaller than the kernel {k}"
         )));
+    }
+    #[cfg(feature = "cudnn")]
+    if gpu_backward() == GpuBackward::Cudnn && crate::cudnn::applies(x) {
+        return Ok(crate::cudnn::conv::conv2d(x, w, stride, padding)?);
     }
     let y = x
         .detach()
@@ -154,18 +161,6 @@ impl CustomOp3 for ConvBackward {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        #[cfg(feature = "cudnn")]
-        if gpu_backward() == GpuBackward::Cudnn && crate::conv_cudnn::applies(x) {
-            let (dx, dw) = crate::conv_cudnn::gradients(
-                x,
-                w,
-                grad,
-                self.stride,
-                self.padding,
-                self.input_grad,
-            )?;
-            return Ok((None, dx, Some(dw)));
-        }
         let to_candle = |e: Error| candle_core::Error::Msg(e.to_string());
         let dx = if self.input_grad {
             Some(

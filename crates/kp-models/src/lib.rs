@@ -49,10 +49,12 @@
 pub mod batchnorm;
 pub mod conv;
 pub mod conv_cpu;
-#[cfg(feature = "cudnn")]
-pub mod conv_cudnn;
 pub mod conv_device;
 pub mod convmlp;
+#[cfg(feature = "cuda")]
+pub mod cuda_kernels;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 pub mod dispatch;
 pub mod error;
 pub mod face;

@@ -5,8 +5,9 @@
 //! kernel and the stride differ. [`MaxPool2d`] replaces it: on the CPU it runs as a candle
 //! [`CustomOp1`] whose backward routes each output gradient to the arg-max of its window, exactly
 //! like PyTorch (first maximum in scan order wins; NaN propagates): the forward records the
-//! arg-max indices and the backward scatters the output gradient there. On other devices it falls
-//! back to [`MaxPool2d::forward_composite`], built from differentiable candle ops.
+//! arg-max indices and the backward scatters the output gradient there. On CUDA with the `cudnn`
+//! feature it is cuDNN's max-pool (floor mode); on other devices it falls back to
+//! [`MaxPool2d::forward_composite`], built from differentiable candle ops.
 //!
 //! Padding acts as `-inf`; output sizes follow PyTorch's floor (or ceil) mode.
 
@@ -121,6 +122,15 @@ impl MaxPool2d {
                 "max-pool needs a float tensor, got {:?}",
                 x.dtype()
             )));
+        }
+        #[cfg(feature = "cudnn")]
+        if !self.ceil_mode && 2 * self.padding <= self.kernel && crate::cudnn::applies(x) {
+            return Ok(crate::cudnn::pool::max_pool2d(
+                x,
+                self.kernel,
+                self.stride,
+                self.padding,
+            )?);
         }
         if crate::dispatch::uses_cpu_kernels(x.device())
             && matches!(x.dtype(), DType::F32 | DType::F64)

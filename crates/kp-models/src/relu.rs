@@ -2,7 +2,8 @@
 //!
 //! candle's own `relu` backward builds a zero tensor, a comparison, a dtype conversion and a
 //! product (four passes and allocations over the activation); here the gradient is
-//! `dy · [y > 0]` in one pass (PyTorch's `threshold_backward` convention). Other devices use
+//! `dy · [y > 0]` in one pass (PyTorch's `threshold_backward` convention). On CUDA (f32, feature
+//! `cuda`) the same two ops run as kp's kernels (`kp_models::cuda_kernels`); other devices use
 //! candle's `relu`.
 
 use candle_core::backend::BackendStorage;
@@ -14,6 +15,10 @@ use crate::im2col::contiguous;
 
 /// `max(x, 0)` elementwise (NaN stays NaN), differentiable.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if crate::cuda_kernels::applies(x) {
+        return Ok(x.contiguous()?.apply_op1(Relu)?);
+    }
     if !crate::dispatch::uses_cpu_kernels(x.device()) {
         return Ok(x.relu()?);
     }
@@ -58,6 +63,15 @@ impl CustomOp1 for Relu {
         Ok((out, l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda_kernels::relu_fwd(s, l)
+    }
+
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(dy.contiguous()?.apply_op2_no_bwd(y, &ReluGrad)?))
     }
@@ -87,6 +101,17 @@ impl CustomOp2 for ReluGrad {
             _ => candle_core::bail!("relu grad: f32 or f64 inputs of one dtype expected"),
         };
         Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda_kernels::relu_bwd(s1, l1, s2, l2)
     }
 }
 

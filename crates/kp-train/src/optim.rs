@@ -2,7 +2,8 @@
 //! as `torch.optim.AdamW`, and a saveable state.
 //!
 //! On the CPU the update runs in place over the parameter's storage (one pass, no temporary
-//! tensors); on other devices it falls back to tensor ops. The moments and the step count are
+//! tensors), on CUDA (f32) as one kernel in place (`kp_models::cuda_kernels::adam_step`); on
+//! other devices it falls back to tensor ops. The moments and the step count are
 //! saved with [`Adam::save`] so a resumed run continues with exactly the same numbers.
 
 use std::cell::RefCell;
@@ -145,6 +146,19 @@ impl Adam {
                         bc2,
                     };
                     p.var.as_tensor().inplace_op2(&grad, &op)?;
+                }
+                #[cfg(feature = "cuda")]
+                Moments::Device { m, v } if kp_models::cuda_kernels::applies(p.var.as_tensor()) => {
+                    // One fused kernel, in place (the moments are this optimizer's own buffers).
+                    let step = kp_models::cuda_kernels::AdamStep {
+                        beta1: c.beta1,
+                        beta2: c.beta2,
+                        step_size: c.lr / bc1,
+                        inv_sqrt_bc2: 1.0 / bc2.sqrt(),
+                        eps: c.eps,
+                        decay: 1.0 - c.lr * c.weight_decay,
+                    };
+                    kp_models::cuda_kernels::adam_step(p.var.as_tensor(), m, v, grad, step)?;
                 }
                 Moments::Device { m, v } => {
                     // A gradient carries the graph of the step that made it (candle records the

@@ -8,8 +8,8 @@
 //! saved with the weights under PyTorch's names.
 //!
 //! On the CPU (f32/f64) both modes run as fused custom ops ([`cpu`]) with an analytic
-//! backward; elsewhere [`BatchNorm2d::forward_composite`] builds the same computation from
-//! candle ops.
+//! backward; on CUDA with the `cudnn` feature, cuDNN's (`kp_models::cudnn::batchnorm`); elsewhere
+//! [`BatchNorm2d::forward_composite`] builds the same computation from candle ops.
 
 pub mod cpu;
 
@@ -115,6 +115,20 @@ impl BatchNorm2d {
         let fused = crate::dispatch::uses_cpu_kernels(x.device())
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.weight.dtype() == x.dtype();
+        #[cfg(feature = "cudnn")]
+        if self.config.eps >= 1e-5 && crate::cudnn::applies(x) {
+            if train {
+                return self.forward_train_cudnn(x);
+            }
+            return Ok(crate::cudnn::batchnorm::forward_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                self.config.eps,
+            )?);
+        }
         match (fused, train) {
             (true, true) => self.forward_train_cpu(x),
             (true, false) => self.forward_eval_cpu(x),
@@ -183,6 +197,23 @@ impl BatchNorm2d {
             self.config.eps,
             false,
         )
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn forward_train_cudnn(&self, x: &Tensor) -> Result<Tensor> {
+        let y = crate::cudnn::batchnorm::forward_train(
+            x,
+            &self.weight,
+            &self.bias,
+            self.running_mean.as_tensor(),
+            self.running_var.as_tensor(),
+            self.config.eps,
+            self.config.momentum,
+        )?;
+        let nbt = self.num_batches_tracked.as_tensor();
+        self.num_batches_tracked
+            .set(&(nbt + Tensor::ones_like(nbt)?)?)?;
+        Ok(y)
     }
 
     fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
