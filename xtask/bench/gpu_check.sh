@@ -2,7 +2,9 @@
 # The GPU check of kp (issue #5), run once on a lent GPU machine from the repository root.
 #
 # Needs, in $KP_GPU_DIR (default .gpu): kp.xz (a stripped, xz-compressed `kp` built here with
-# `--features cuda`, see ../shared/gpu/README.md) and data/ (the 300-W train crops folder).
+# `--features cuda` or `cudnn`, see ../shared/gpu/README.md), data/ (the 300-W train crops
+# folder) and optionally cuda_ops.xz (the test binary of `cargo test --release -p kp-models
+# --features cudnn --test cuda_ops --no-run`: each CUDA layer against the CPU's).
 # The machine provides python3 with PyTorch and its CUDA libraries. Writes logs, JSON lines and
 # a summary table under $OUT (default /tmp/kp-gpu-out).
 #
@@ -39,6 +41,12 @@ export LD_LIBRARY_PATH="$LIBS:${LD_LIBRARY_PATH:-}"
 ldd /tmp/kp | grep -E "not found|cuda|cublas|curand" | tee "$OUT/ldd.txt"
 /tmp/kp --version || exit 1
 
+if [ -f "$G/cuda_ops.xz" ]; then
+  say "kp-models CUDA layer tests (against the CPU)"
+  xz -dc "$G/cuda_ops.xz" > /tmp/cuda_ops && chmod +x /tmp/cuda_ops
+  timeout 120 /tmp/cuda_ops --test-threads 1 --nocapture 2>&1 | tee "$OUT/cuda_ops.txt" | grep -E "relative|test |panicked|result"
+fi
+
 XML="$G/data/labels_ibug_300W_train_crops.xml"
 say "smoke: the same tiny run on cpu and $DEV"
 for dev in cpu "$DEV"; do
@@ -60,7 +68,7 @@ say "kp bench (training steps)"
 : > "$OUT/kp_bench.jsonl"
 # Variants: the build's default convolution backward (cuDNN's kernels in a `cudnn` build), kp's
 # convolutions of the output gradient, candle's own backward; TF32 for cuBLAS's f32 products.
-VARIANTS=${KP_GPU_VARIANTS:-"default;--tf32;--conv-backward convolutions;--conv-backward candle"}
+VARIANTS=${KP_GPU_VARIANTS:-"default;--tf32"}
 IFS=';' read -ra VARS <<< "$VARIANTS"
 for variant in "${VARS[@]}"; do
   timeout 200 /tmp/kp bench --device "$DEV" --model resnet18 --batch-size "$BATCHES" \
