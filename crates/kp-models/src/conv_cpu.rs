@@ -17,6 +17,9 @@
 //! Blocks run in parallel on rayon's pool; the GEMMs are single-threaded unless there are fewer
 //! blocks than threads. Every part is tested against candle's `conv2d` and finite differences.
 
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Range;
 
 use candle_core::backend::BackendStorage;
@@ -187,7 +190,8 @@ impl ConvShape {
         let par = gemm_parallelism(blocks.len());
         blocks
             .par_iter()
-            .for_each_init(scratch::<T>, |(cols_buf, out), block| {
+            .for_each_init(Scratch::<T>::take, |scratch, block| {
+                let Scratch(cols_buf, out) = scratch;
                 let cols = block.cols(ow);
                 self.unfold_block(x, block, 0..self.geometry.channels, cols_buf);
                 out.resize(o * cols, T::zero());
@@ -308,7 +312,8 @@ impl ConvShape {
             let par = gemm_parallelism(phase.len());
             phase
                 .par_iter()
-                .for_each_init(scratch::<T>, |(grad, dcols), block| {
+                .for_each_init(Scratch::<T>::take, |scratch, block| {
+                    let Scratch(grad, dcols) = scratch;
                     let cols = block.cols(ow);
                     let (grad, grad_ld) = self.grad_matrix(g_out, block, grad);
                     dcols.resize(kd * cols, T::zero());
@@ -391,12 +396,13 @@ impl ConvShape {
         let mut partials = vec![T::zero(); block_groups.len() * o * ld];
         let pp = SyncPtr(partials.as_mut_ptr());
         tasks.par_iter().for_each(|(group, chans)| {
-            let (mut cols_buf, mut grad) = scratch::<T>();
+            let mut scratch = Scratch::<T>::take();
+            let Scratch(cols_buf, grad) = &mut scratch;
             let tile = group * o * ld + chans.start * kk;
             for (i, block) in blocks[block_groups[*group].clone()].iter().enumerate() {
                 let cols = block.cols(ow);
-                self.unfold_block(x, block, chans.clone(), &mut cols_buf);
-                let (grad, grad_ld) = self.grad_matrix(g_out, block, &mut grad);
+                self.unfold_block(x, block, chans.clone(), cols_buf);
+                let (grad, grad_ld) = self.grad_matrix(g_out, block, grad);
                 // SAFETY: each task writes its own tile (columns of `chans` in its group's
                 // o x ld partial); grad is o x cols (row stride grad_ld), cols_bufᵀ is
                 // cols x (chans·k·k).
@@ -452,10 +458,41 @@ fn split(len: usize, parts: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// Two reusable buffers. Users resize them without clearing: every element is overwritten
-/// (unfold writes padding zeros, gathers and non-accumulating GEMMs write every entry).
-fn scratch<T>() -> (Vec<T>, Vec<T>) {
-    (Vec::new(), Vec::new())
+/// Two reusable buffers, taken from this thread's pool and given back on drop, so a
+/// convolution does not allocate and zero-fill fresh scratch memory on every call. Users resize
+/// them without clearing: every element is overwritten (unfold writes padding zeros, gathers
+/// and non-accumulating GEMMs write every entry).
+struct Scratch<T: 'static>(Vec<T>, Vec<T>);
+
+thread_local! {
+    /// Per element type, the buffers of the last [`Scratch`] dropped on this thread.
+    static SCRATCH_POOL: RefCell<HashMap<TypeId, Box<dyn Any>>> = RefCell::new(HashMap::new());
+}
+
+impl<T: 'static> Scratch<T> {
+    fn take() -> Self {
+        SCRATCH_POOL
+            .with(|p| p.borrow_mut().remove(&TypeId::of::<T>()))
+            .and_then(|b| b.downcast::<(Vec<T>, Vec<T>)>().ok())
+            .map_or_else(|| Scratch(Vec::new(), Vec::new()), |b| Scratch(b.0, b.1))
+    }
+}
+
+impl<T: 'static> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        let bufs = (std::mem::take(&mut self.0), std::mem::take(&mut self.1));
+        // Keep the larger pair when two scratches end on one thread.
+        let _ = SCRATCH_POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            let kept = p
+                .get(&TypeId::of::<T>())
+                .and_then(|b| b.downcast_ref::<(Vec<T>, Vec<T>)>())
+                .map_or(0, |k| k.0.capacity() + k.1.capacity());
+            if bufs.0.capacity() + bufs.1.capacity() >= kept {
+                p.insert(TypeId::of::<T>(), Box::new(bufs));
+            }
+        });
+    }
 }
 
 /// Single-threaded GEMMs when there are enough blocks to keep every thread busy.
