@@ -2,8 +2,9 @@
 //! one candle custom op with a hand-written backward.
 //!
 //! The output positions of a batch are cut into blocks of about [`BLOCK_ELEMENTS`] column
-//! entries (whole images when they are small, bands of output rows of one image when they are
-//! large), so every column matrix stays in cache and is never materialised for the whole batch:
+//! entries but at least [`MIN_BLOCK_COLUMNS`] columns (whole images when they are small, bands
+//! of output rows of one image when they are large), so every column matrix stays in cache (or
+//! near it) and is never materialised for the whole batch:
 //!
 //! * forward: per block, `cols = unfold(x)`, `out = W · cols` (the `gemm` crate), then
 //!   `y = relu(out + b)` is written in place;
@@ -34,6 +35,12 @@ use crate::relu::ReluGrad;
 
 /// Target size (elements) of one block's column matrix: 256 Ki f32 = 1 MiB, about an L2 cache.
 pub const BLOCK_ELEMENTS: usize = 256 << 10;
+
+/// Fewest output positions (columns) per block, whatever [`BLOCK_ELEMENTS`] allows. Layers with
+/// many input channels (ResNet18's layers 3-4: 2,304-4,608 rows per column) would otherwise get
+/// blocks of a few dozen columns, and every block's GEMMs would re-pack the whole weight matrix
+/// (up to 9 MiB) and re-read the weight gradient's tile for a few dozen columns of work.
+pub const MIN_BLOCK_COLUMNS: usize = 256;
 
 /// Fewest input channels for which a stride-1 input gradient runs as a transposed forward
 /// convolution. Its GEMM has one row per input channel; with few rows the GEMM tiles run
@@ -87,7 +94,9 @@ impl ConvShape {
     /// bands two apart never read the same input row (what the two-phase input gradient needs).
     fn blocks(&self, n: usize) -> Result<Vec<Block>> {
         let (oh, ow) = self.geometry.output_size()?;
-        let target = (BLOCK_ELEMENTS / self.k_dim().max(1)).max(ow);
+        let target = (BLOCK_ELEMENTS / self.k_dim().max(1))
+            .max(MIN_BLOCK_COLUMNS)
+            .max(ow);
         let per_image = oh * ow;
         let mut blocks = Vec::new();
         if per_image <= target {
