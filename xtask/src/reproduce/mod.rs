@@ -38,7 +38,8 @@ pub struct ReproduceArgs {
     /// Retrain runs that already finished.
     #[arg(long)]
     pub force: bool,
-    /// cpu or cuda.
+    /// cpu or cuda (cuda needs xtask built with the `cuda` or `cudnn` feature:
+    /// `cargo run --release -p xtask --features cudnn -- reproduce --device cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Runs trained at once, each on its share of the CPU threads (default: 2 on a CPU with 2
