@@ -2,9 +2,12 @@
 # The GPU check of kp (issue #5), run once on a lent GPU machine from the repository root.
 #
 # Needs, in $KP_GPU_DIR (default .gpu): kp.xz (a stripped, xz-compressed `kp` built here with
-# `--features cuda` or `cudnn`, see ../shared/gpu/README.md), data/ (the 300-W train crops
-# folder) and optionally cuda_ops.xz (the test binary of `cargo test --release -p kp-models
-# --features cudnn --test cuda_ops --no-run`: each CUDA layer against the CPU's).
+# `--features cuda` or `cudnn`, see ../shared/gpu/README.md) and datasets/ibug_300w_train_crops/
+# (the 300-W train crops). Optional: cuda_ops.xz (the test binary of `cargo test --release -p
+# kp-models --features cudnn --test cuda_ops --no-run`: each CUDA layer against the CPU's) and
+# xtask.xz (xtask built with `--features cudnn`: then the study's 300-W part, `reproduce --only
+# ibug --device cuda`, runs too; it also needs datasets/ibug_300W_large_face_landmark_dataset/
+# labels_ibug_300W_test_parsed.xml for the Kaggle submission).
 # The machine provides python3 with PyTorch and its CUDA libraries. Writes logs, JSON lines and
 # a summary table under $OUT (default /tmp/kp-gpu-out).
 #
@@ -47,7 +50,7 @@ if [ -f "$G/cuda_ops.xz" ]; then
   timeout 120 /tmp/cuda_ops --test-threads 1 --nocapture 2>&1 | tee "$OUT/cuda_ops.txt" | grep -E "relative|test |panicked|result"
 fi
 
-XML="$G/data/labels_ibug_300W_train_crops.xml"
+XML="$G/datasets/ibug_300w_train_crops/labels_ibug_300W_train_crops.xml"
 say "smoke: the same tiny run on cpu and $DEV"
 for dev in cpu "$DEV"; do
   rm -rf "/tmp/smoke-$dev"
@@ -95,6 +98,16 @@ for b in ${BATCHES//,/ }; do
   echo "b$b rc $?"
   cp "/tmp/train-b$b/timing.json" "$OUT/timing-b$b.json" 2>/dev/null && cat "$OUT/timing-b$b.json"
 done
+
+if [ -f "$G/xtask.xz" ]; then
+  say "xtask reproduce --only ibug --device $DEV (the study's 300-W part)"
+  xz -dc "$G/xtask.xz" > /tmp/xtask && chmod +x /tmp/xtask
+  rm -rf /tmp/repro
+  /usr/bin/time -v timeout 400 /tmp/xtask reproduce --only ibug --device "$DEV" \
+    --data "$G/datasets" --out /tmp/repro > "$OUT/reproduce.log" 2>&1
+  echo "rc $?"; grep -E "Elapsed|Maximum resident" "$OUT/reproduce.log"
+  tar -C /tmp/repro --exclude='*.safetensors' --exclude='*.png' -czf "$OUT/reproduce.tgz" . 2>/dev/null
+fi
 
 if [ -n "${KP_GPU_NCU:-}" ]; then
   # Per-kernel GPU time of one training step and one inference pass at batch 64 (Nsight
