@@ -7,16 +7,77 @@
 //! backward, which returns the input, scale and shift gradients from one call.
 
 use std::ffi::c_void;
+use std::rc::Rc;
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use cudarc::driver::CudaSlice;
 
-use super::{addr, check, dims4, raw_handle, scale, view, TensorDesc, ONE, ZERO};
+use super::{addr, check, dims4, raw_handle, scale, view, RawHandle, TensorDesc, ONE, ZERO};
 
 const MODE: cudarc::cudnn::sys::cudnnBatchNormMode_t =
     cudarc::cudnn::sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
+
+/// What every batch-norm call needs: the device, this thread's handle and the descriptors of
+/// the NCHW input and of the per-channel values, once these were checked to hold `c` values.
+struct Call {
+    dev: CudaDevice,
+    handle: Rc<RawHandle>,
+    x: TensorDesc,
+    per_channel: TensorDesc,
+    /// Elements of the input.
+    n: usize,
+    /// Channels.
+    c: usize,
+}
+
+impl Call {
+    fn new(x: &CudaStorage, x_l: &Layout, per_channel: &[&Layout]) -> candle_core::Result<Self> {
+        let dev = x.device().clone();
+        let d = dims4(x_l)?;
+        let c = d[1];
+        if per_channel.iter().any(|l| l.shape().elem_count() != c) {
+            candle_core::bail!("kp cuDNN batch norm: scale and shift need {c} values")
+        }
+        Ok(Self {
+            handle: raw_handle(&dev)?,
+            x: TensorDesc::nchw(d)?,
+            per_channel: TensorDesc::nchw([1, c, 1, 1])?,
+            n: x_l.shape().elem_count(),
+            c,
+            dev,
+        })
+    }
+}
+
+/// A layer's running mean and variance: contiguous f32 CUDA buffers of its own, which cuDNN
+/// reads (evaluation) or updates in place (training).
+struct Running {
+    mean: Tensor,
+    var: Tensor,
+}
+
+impl Running {
+    fn new(mean: &Tensor, var: &Tensor) -> candle_core::Result<Self> {
+        for t in [mean, var] {
+            if !t.is_contiguous() || !super::applies(t) {
+                candle_core::bail!(
+                    "kp cuDNN batch norm: running statistics must be contiguous f32 on CUDA"
+                )
+            }
+        }
+        Ok(Self {
+            mean: mean.clone(),
+            var: var.clone(),
+        })
+    }
+
+    /// The device addresses of the mean and the variance.
+    fn addrs(&self, dev: &CudaDevice) -> candle_core::Result<(*mut c_void, *mut c_void)> {
+        Ok((tensor_addr(&self.mean, dev)?, tensor_addr(&self.var, dev)?))
+    }
+}
 
 /// The batch statistics the forward saved: per-channel mean and `1 / sqrt(var + eps)`.
 struct Saved {
@@ -28,13 +89,12 @@ struct Saved {
 struct Train {
     eps: f64,
     momentum: f64,
-    running_mean: Tensor,
-    running_var: Tensor,
+    running: Running,
     saved: Mutex<Option<Saved>>,
 }
 
 /// The address of a contiguous f32 CUDA tensor's data (for cuDNN to update in place).
-fn tensor_addr(t: &Tensor, dev: &candle_core::CudaDevice) -> candle_core::Result<*mut c_void> {
+fn tensor_addr(t: &Tensor, dev: &CudaDevice) -> candle_core::Result<*mut c_void> {
     let (s, l) = t.storage_and_layout();
     match &*s {
         Storage::Cuda(c) => Ok(addr(&view(c, l)?, dev)),
@@ -56,7 +116,7 @@ impl CustomOp3 for Train {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the cuDNN batch norm runs on CUDA only")
+        super::cuda_only("batch norm")
     }
 
     fn cuda_fwd(
@@ -68,46 +128,42 @@ impl CustomOp3 for Train {
         beta: &CudaStorage,
         b_l: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let dev = x.device().clone();
-        let d = dims4(x_l)?;
-        let c = d[1];
-        if g_l.shape().elem_count() != c || b_l.shape().elem_count() != c {
-            candle_core::bail!("kp cuDNN batch norm: scale and shift need {c} values")
-        }
-        let handle = raw_handle(&dev)?;
-        let (xd, pd) = (TensorDesc::nchw(d)?, TensorDesc::nchw([1, c, 1, 1])?);
+        let call = Call::new(x, x_l, &[g_l, b_l])?;
+        let dev = &call.dev;
         // SAFETY: fully written by cuDNN.
-        let y = unsafe { dev.alloc::<f32>(x_l.shape().elem_count())? };
-        let mean = unsafe { dev.alloc::<f32>(c)? };
-        let inv_std = unsafe { dev.alloc::<f32>(c)? };
-        let rm = tensor_addr(&self.running_mean, &dev)?;
-        let rv = tensor_addr(&self.running_var, &dev)?;
+        let y = unsafe { dev.alloc::<f32>(call.n)? };
+        let mean = unsafe { dev.alloc::<f32>(call.c)? };
+        let inv_std = unsafe { dev.alloc::<f32>(call.c)? };
+        let (rm, rv) = self.running.addrs(dev)?;
         // SAFETY: the descriptors match the buffers (f32 NCHW, `c` per-channel values); the
         // running statistics are this layer's own buffers, updated in place on the stream.
         let status = unsafe {
             cudarc::cudnn::sys::cudnnBatchNormalizationForwardTraining(
-                handle.0,
+                call.handle.0,
                 MODE,
                 scale(&ONE),
                 scale(&ZERO),
-                xd.0,
-                addr(&view(x, x_l)?, &dev),
-                xd.0,
-                addr(&y, &dev),
-                pd.0,
-                addr(&view(gamma, g_l)?, &dev),
-                addr(&view(beta, b_l)?, &dev),
+                call.x.0,
+                addr(&view(x, x_l)?, dev),
+                call.x.0,
+                addr(&y, dev),
+                call.per_channel.0,
+                addr(&view(gamma, g_l)?, dev),
+                addr(&view(beta, b_l)?, dev),
                 self.momentum,
                 rm,
                 rv,
                 self.eps,
-                addr(&mean, &dev),
-                addr(&inv_std, &dev),
+                addr(&mean, dev),
+                addr(&inv_std, dev),
             )
         };
         check(status, "cudnnBatchNormalizationForwardTraining")?;
         *self.saved.lock().expect("batch-norm saved statistics") = Some(Saved { mean, inv_std });
-        Ok((CudaStorage::wrap_cuda_slice(y, dev), x_l.shape().clone()))
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, call.dev),
+            x_l.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -159,7 +215,7 @@ impl CustomOp3 for Backward {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the cuDNN batch norm runs on CUDA only")
+        super::cuda_only("batch norm")
     }
 
     fn cuda_fwd(
@@ -171,21 +227,18 @@ impl CustomOp3 for Backward {
         gamma: &CudaStorage,
         g_l: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let dev = x.device().clone();
-        let d = dims4(x_l)?;
-        let (n, c) = (x_l.shape().elem_count(), d[1]);
-        if dy_l.shape() != x_l.shape() || g_l.shape().elem_count() != c {
-            candle_core::bail!("kp cuDNN batch norm grad: shapes do not match")
+        if dy_l.shape() != x_l.shape() {
+            candle_core::bail!("kp cuDNN batch norm grad: gradient and input shapes differ")
         }
-        let handle = raw_handle(&dev)?;
-        let (xd, pd) = (TensorDesc::nchw(d)?, TensorDesc::nchw([1, c, 1, 1])?);
+        let call = Call::new(x, x_l, &[g_l])?;
+        let (dev, n, c) = (&call.dev, call.n, call.c);
         // SAFETY: fully written by cuDNN (beta factors 0).
         let out = unsafe { dev.alloc::<f32>(n + 2 * c)? };
         let saved = self.saved.lock().expect("batch-norm saved statistics");
         let (mean, inv_std) = match saved.as_ref() {
             Some(s) => (
-                addr(&s.mean, &dev) as *const c_void,
-                addr(&s.inv_std, &dev) as *const c_void,
+                addr(&s.mean, dev) as *const c_void,
+                addr(&s.inv_std, dev) as *const c_void,
             ),
             None => (std::ptr::null(), std::ptr::null()),
         };
@@ -195,22 +248,22 @@ impl CustomOp3 for Backward {
         // SAFETY: the descriptors match the buffers; `out` holds dx, dgamma and dbeta.
         let status = unsafe {
             cudarc::cudnn::sys::cudnnBatchNormalizationBackward(
-                handle.0,
+                call.handle.0,
                 MODE,
                 scale(&ONE),
                 scale(&ZERO),
                 scale(&ONE),
                 scale(&ZERO),
-                xd.0,
-                addr(&view(x, x_l)?, &dev),
-                xd.0,
-                addr(&view(dy, dy_l)?, &dev),
-                xd.0,
-                addr(&dx, &dev),
-                pd.0,
-                addr(&view(gamma, g_l)?, &dev),
-                addr(&dgamma, &dev),
-                addr(&dbeta, &dev),
+                call.x.0,
+                addr(&view(x, x_l)?, dev),
+                call.x.0,
+                addr(&view(dy, dy_l)?, dev),
+                call.x.0,
+                addr(&dx, dev),
+                call.per_channel.0,
+                addr(&view(gamma, g_l)?, dev),
+                addr(&dgamma, dev),
+                addr(&dbeta, dev),
                 self.eps,
                 mean,
                 inv_std,
@@ -219,7 +272,7 @@ impl CustomOp3 for Backward {
         check(status, "cudnnBatchNormalizationBackward")?;
         drop(saved);
         Ok((
-            CudaStorage::wrap_cuda_slice(out, dev),
+            CudaStorage::wrap_cuda_slice(out, call.dev),
             Shape::from(n + 2 * c),
         ))
     }
@@ -237,16 +290,10 @@ pub fn forward_train(
     eps: f64,
     momentum: f64,
 ) -> candle_core::Result<Tensor> {
-    for t in [running_mean, running_var] {
-        if !t.is_contiguous() || !super::applies(t) {
-            candle_core::bail!("kp cuDNN batch norm: running statistics must be contiguous f32")
-        }
-    }
     let op = Train {
         eps,
         momentum,
-        running_mean: running_mean.clone(),
-        running_var: running_var.clone(),
+        running: Running::new(running_mean, running_var)?,
         saved: Mutex::new(None),
     };
     x.contiguous()?
@@ -256,8 +303,7 @@ pub fn forward_train(
 /// `(x, gamma, beta) → y` with fixed statistics (evaluation mode; no gradient).
 struct Eval {
     eps: f64,
-    running_mean: Tensor,
-    running_var: Tensor,
+    running: Running,
 }
 
 impl CustomOp3 for Eval {
@@ -274,7 +320,7 @@ impl CustomOp3 for Eval {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the cuDNN batch norm runs on CUDA only")
+        super::cuda_only("batch norm")
     }
 
     fn cuda_fwd(
@@ -286,39 +332,35 @@ impl CustomOp3 for Eval {
         beta: &CudaStorage,
         b_l: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let dev = x.device().clone();
-        let d = dims4(x_l)?;
-        let c = d[1];
-        if g_l.shape().elem_count() != c || b_l.shape().elem_count() != c {
-            candle_core::bail!("kp cuDNN batch norm: scale and shift need {c} values")
-        }
-        let handle = raw_handle(&dev)?;
-        let (xd, pd) = (TensorDesc::nchw(d)?, TensorDesc::nchw([1, c, 1, 1])?);
+        let call = Call::new(x, x_l, &[g_l, b_l])?;
+        let dev = &call.dev;
         // SAFETY: fully written by cuDNN.
-        let y = unsafe { dev.alloc::<f32>(x_l.shape().elem_count())? };
-        let rm = tensor_addr(&self.running_mean, &dev)?;
-        let rv = tensor_addr(&self.running_var, &dev)?;
+        let y = unsafe { dev.alloc::<f32>(call.n)? };
+        let (rm, rv) = self.running.addrs(dev)?;
         // SAFETY: the descriptors match the buffers (f32 NCHW, `c` per-channel values).
         let status = unsafe {
             cudarc::cudnn::sys::cudnnBatchNormalizationForwardInference(
-                handle.0,
+                call.handle.0,
                 MODE,
                 scale(&ONE),
                 scale(&ZERO),
-                xd.0,
-                addr(&view(x, x_l)?, &dev),
-                xd.0,
-                addr(&y, &dev),
-                pd.0,
-                addr(&view(gamma, g_l)?, &dev),
-                addr(&view(beta, b_l)?, &dev),
+                call.x.0,
+                addr(&view(x, x_l)?, dev),
+                call.x.0,
+                addr(&y, dev),
+                call.per_channel.0,
+                addr(&view(gamma, g_l)?, dev),
+                addr(&view(beta, b_l)?, dev),
                 rm,
                 rv,
                 self.eps,
             )
         };
         check(status, "cudnnBatchNormalizationForwardInference")?;
-        Ok((CudaStorage::wrap_cuda_slice(y, dev), x_l.shape().clone()))
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, call.dev),
+            x_l.shape().clone(),
+        ))
     }
 
     /// With fixed statistics: `dx = dy gamma / std`, `dgamma = sum(dy xhat)`, `dbeta = sum(dy)`
@@ -333,12 +375,12 @@ impl CustomOp3 for Eval {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = gamma.elem_count();
         let per_channel = |t: &Tensor| t.detach().reshape((1, c, 1, 1));
-        let inv_std = (per_channel(&self.running_var)? + self.eps)?
+        let inv_std = (per_channel(&self.running.var)? + self.eps)?
             .sqrt()?
             .recip()?;
         let dx = grad.broadcast_mul(&per_channel(gamma)?.mul(&inv_std)?)?;
         let xhat = x
-            .broadcast_sub(&per_channel(&self.running_mean)?)?
+            .broadcast_sub(&per_channel(&self.running.mean)?)?
             .broadcast_mul(&inv_std)?;
         let dgamma = (grad * xhat)?.sum((0, 2, 3))?.reshape(gamma.shape())?;
         let dbeta = grad.sum((0, 2, 3))?.reshape(gamma.shape())?;
@@ -355,15 +397,9 @@ pub fn forward_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> candle_core::Result<Tensor> {
-    for t in [running_mean, running_var] {
-        if !t.is_contiguous() || !super::applies(t) {
-            candle_core::bail!("kp cuDNN batch norm: running statistics must be contiguous f32")
-        }
-    }
     let op = Eval {
         eps,
-        running_mean: running_mean.clone(),
-        running_var: running_var.clone(),
+        running: Running::new(running_mean, running_var)?,
     };
     x.contiguous()?
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)

@@ -200,10 +200,6 @@ struct DataGrad(Geometry);
 /// `(input, output gradient) → weight gradient`.
 struct FilterGrad(Geometry);
 
-fn cuda_only() -> candle_core::Result<(CpuStorage, Shape)> {
-    candle_core::bail!("the cuDNN convolutions run on CUDA only")
-}
-
 impl CustomOp2 for Forward {
     fn name(&self) -> &'static str {
         "kp-cudnn-conv2d"
@@ -216,7 +212,7 @@ impl CustomOp2 for Forward {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        cuda_only()
+        super::cuda_only("convolution")
     }
 
     fn cuda_fwd(
@@ -277,7 +273,7 @@ impl CustomOp2 for DataGrad {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        cuda_only()
+        super::cuda_only("convolution")
     }
 
     fn cuda_fwd(
@@ -320,7 +316,7 @@ impl CustomOp2 for FilterGrad {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        cuda_only()
+        super::cuda_only("convolution")
     }
 
     fn cuda_fwd(

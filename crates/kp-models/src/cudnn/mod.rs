@@ -30,6 +30,13 @@ pub(crate) fn wrap<E: std::error::Error + Send + Sync + 'static>(e: E) -> candle
     candle_core::Error::wrap(e)
 }
 
+/// The `cpu_fwd` of kp's cuDNN ops: an error (they run on CUDA only).
+pub(crate) fn cuda_only(
+    layer: &str,
+) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    candle_core::bail!("the cuDNN {layer} runs on CUDA only")
+}
+
 /// Turns a cuDNN status into a candle error naming the call.
 pub(crate) fn check(status: sys::cudnnStatus_t, call: &str) -> candle_core::Result<()> {
     status

@@ -63,15 +63,40 @@ impl Drop for PoolDesc {
     }
 }
 
+/// What both pooling calls need: the device, this thread's handle, the pooling descriptor and
+/// the input and output shapes with their descriptors.
+struct Call {
+    dev: candle_core::CudaDevice,
+    handle: std::rc::Rc<super::RawHandle>,
+    pool: PoolDesc,
+    x_dims: [usize; 4],
+    y_dims: [usize; 4],
+    x: TensorDesc,
+    y: TensorDesc,
+}
+
+impl Call {
+    fn new(w: Window, x: &CudaStorage, x_l: &Layout) -> candle_core::Result<Self> {
+        let dev = x.device().clone();
+        let x_dims = dims4(x_l)?;
+        let y_dims = w.out_dims(x_dims)?;
+        Ok(Self {
+            handle: raw_handle(&dev)?,
+            pool: PoolDesc::max(w)?,
+            x: TensorDesc::nchw(x_dims)?,
+            y: TensorDesc::nchw(y_dims)?,
+            x_dims,
+            y_dims,
+            dev,
+        })
+    }
+}
+
 /// `x → max-pool(x)`.
 struct Forward(Window);
 
 /// `(x, y, dy) → dx`.
 struct Backward(Window);
-
-fn cpu_only() -> candle_core::Result<(CpuStorage, Shape)> {
-    candle_core::bail!("the cuDNN max-pool runs on CUDA only")
-}
 
 impl CustomOp1 for Forward {
     fn name(&self) -> &'static str {
@@ -79,38 +104,31 @@ impl CustomOp1 for Forward {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        cpu_only()
+        super::cuda_only("max-pool")
     }
 
     fn cuda_fwd(&self, x: &CudaStorage, x_l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        let dev = x.device().clone();
-        let d = dims4(x_l)?;
-        let od = self.0.out_dims(d)?;
-        let handle = raw_handle(&dev)?;
-        let (pool, xd, yd) = (
-            PoolDesc::max(self.0)?,
-            TensorDesc::nchw(d)?,
-            TensorDesc::nchw(od)?,
-        );
+        let call = Call::new(self.0, x, x_l)?;
+        let dev = &call.dev;
         // SAFETY: fully written by cuDNN.
-        let y = unsafe { dev.alloc::<f32>(od.iter().product())? };
+        let y = unsafe { dev.alloc::<f32>(call.y_dims.iter().product())? };
         // SAFETY: the descriptors match the f32 NCHW buffers.
         let status = unsafe {
             sys::cudnnPoolingForward(
-                handle.0,
-                pool.0,
+                call.handle.0,
+                call.pool.0,
                 scale(&ONE),
-                xd.0,
-                addr(&view(x, x_l)?, &dev),
+                call.x.0,
+                addr(&view(x, x_l)?, dev),
                 scale(&ZERO),
-                yd.0,
-                addr(&y, &dev),
+                call.y.0,
+                addr(&y, dev),
             )
         };
         check(status, "cudnnPoolingForward")?;
         Ok((
-            CudaStorage::wrap_cuda_slice(y, dev),
-            Shape::from(od.to_vec()),
+            CudaStorage::wrap_cuda_slice(y, call.dev.clone()),
+            Shape::from(call.y_dims.to_vec()),
         ))
     }
 
@@ -136,7 +154,7 @@ impl CustomOp3 for Backward {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        cpu_only()
+        super::cuda_only("max-pool")
     }
 
     fn cuda_fwd(
@@ -148,41 +166,34 @@ impl CustomOp3 for Backward {
         dy: &CudaStorage,
         dy_l: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let dev = x.device().clone();
-        let d = dims4(x_l)?;
-        let od = self.0.out_dims(d)?;
-        if dims4(y_l)? != od || dims4(dy_l)? != od {
+        let call = Call::new(self.0, x, x_l)?;
+        let dev = &call.dev;
+        if dims4(y_l)? != call.y_dims || dims4(dy_l)? != call.y_dims {
             candle_core::bail!("kp cuDNN max-pool grad: output shapes do not match")
         }
-        let handle = raw_handle(&dev)?;
-        let (pool, xd, yd) = (
-            PoolDesc::max(self.0)?,
-            TensorDesc::nchw(d)?,
-            TensorDesc::nchw(od)?,
-        );
         // SAFETY: fully written by cuDNN (beta = 0).
-        let dx = unsafe { dev.alloc::<f32>(d.iter().product())? };
+        let dx = unsafe { dev.alloc::<f32>(call.x_dims.iter().product())? };
         // SAFETY: the descriptors match the f32 NCHW buffers.
         let status = unsafe {
             sys::cudnnPoolingBackward(
-                handle.0,
-                pool.0,
+                call.handle.0,
+                call.pool.0,
                 scale(&ONE),
-                yd.0,
-                addr(&view(y, y_l)?, &dev),
-                yd.0,
-                addr(&view(dy, dy_l)?, &dev),
-                xd.0,
-                addr(&view(x, x_l)?, &dev),
+                call.y.0,
+                addr(&view(y, y_l)?, dev),
+                call.y.0,
+                addr(&view(dy, dy_l)?, dev),
+                call.x.0,
+                addr(&view(x, x_l)?, dev),
                 scale(&ZERO),
-                xd.0,
-                addr(&dx, &dev),
+                call.x.0,
+                addr(&dx, dev),
             )
         };
         check(status, "cudnnPoolingBackward")?;
         Ok((
-            CudaStorage::wrap_cuda_slice(dx, dev),
-            Shape::from(d.to_vec()),
+            CudaStorage::wrap_cuda_slice(dx, call.dev.clone()),
+            Shape::from(call.x_dims.to_vec()),
         ))
     }
 }
