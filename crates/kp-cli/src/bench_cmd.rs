@@ -45,9 +45,10 @@ pub struct BenchArgs {
     /// Timed iterations per batch size.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     iters: u64,
-    /// How convolutions on a GPU compute their gradients: `cudnn` (cuDNN's backward kernels;
-    /// the default in a build with the `cudnn` feature), `convolutions` (kp's: convolutions of
-    /// the output gradient; the default otherwise) or `candle` (candle's own backward).
+    /// How convolutions on a GPU run: `cudnn` (cuDNN's forward and backward kernels; the
+    /// default in a build with the `cudnn` feature), `convolutions` (candle's forward, kp's
+    /// backward of convolutions of the output gradient; the default otherwise) or `candle`
+    /// (candle's own forward and backward).
     #[arg(long, value_enum)]
     conv_backward: Option<ConvBackward>,
     /// On CUDA, let f32 matrix products (and so kp's convolutions) use TF32 tensor cores, as
