@@ -124,7 +124,9 @@ impl MaxPool2d {
             )));
         }
         #[cfg(feature = "cudnn")]
-        if !self.ceil_mode && 2 * self.padding <= self.kernel && crate::cudnn::applies(x) {
+        if !self.ceil_mode && crate::cudnn::applies(x) {
+            // The same checks of the window and the input as the other paths.
+            self.geometry(x)?;
             return Ok(crate::cudnn::pool::max_pool2d(
                 x,
                 self.kernel,

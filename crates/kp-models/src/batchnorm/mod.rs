@@ -109,14 +109,15 @@ impl BatchNorm2d {
     }
 
     /// Normalises `x` (NCHW): batch statistics and a running-stat update when `train`, the
-    /// running statistics otherwise. Fused kernels on the CPU, candle ops elsewhere.
+    /// running statistics otherwise. Fused kernels on the CPU, cuDNN on CUDA (feature `cudnn`),
+    /// candle ops elsewhere.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x, train)?;
         let fused = crate::dispatch::uses_cpu_kernels(x.device())
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.weight.dtype() == x.dtype();
         #[cfg(feature = "cudnn")]
-        if self.config.eps >= 1e-5 && crate::cudnn::applies(x) {
+        if self.config.eps >= crate::cudnn::batchnorm::MIN_EPS && crate::cudnn::applies(x) {
             if train {
                 return self.forward_train_cudnn(x);
             }
@@ -210,9 +211,7 @@ impl BatchNorm2d {
             self.config.eps,
             self.config.momentum,
         )?;
-        let nbt = self.num_batches_tracked.as_tensor();
-        self.num_batches_tracked
-            .set(&(nbt + Tensor::ones_like(nbt)?)?)?;
+        self.count_batch()?;
         Ok(y)
     }
 
@@ -246,6 +245,11 @@ impl BatchNorm2d {
         let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
+        self.count_batch()
+    }
+
+    /// Adds one to `num_batches_tracked`.
+    fn count_batch(&self) -> Result<()> {
         let nbt = self.num_batches_tracked.as_tensor();
         let next = (nbt + Tensor::ones_like(nbt)?)?;
         self.num_batches_tracked.set(&next)?;

@@ -8,17 +8,13 @@
 //! once per device through candle's custom-kernel cache.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CudaDevice, CudaStorage, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CudaDevice, CudaStorage, DType, Error, Layout, Shape, Storage, Tensor};
 use cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
 
 /// The kernels' PTX, built by `build.rs`.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kp_kernels.ptx"));
 /// The module name under which candle caches the PTX.
 const MODULE: &str = "kp_kernels";
-
-fn wrap<E: std::error::Error + Send + Sync + 'static>(e: E) -> candle_core::Error {
-    candle_core::Error::wrap(e)
-}
 
 /// The contiguous f32 data of a CUDA storage, from its layout's offset.
 pub(crate) fn view<'a>(
@@ -33,7 +29,8 @@ pub(crate) fn view<'a>(
     Ok(slice.slice(l.start_offset()..l.start_offset() + l.shape().elem_count()))
 }
 
-/// Whether the kernels apply: an f32 tensor on a CUDA device.
+/// Whether kp's CUDA kernels (and, with `cudnn`, its cuDNN layers) apply: an f32 tensor on a
+/// CUDA device.
 pub fn applies(t: &Tensor) -> bool {
     t.device().is_cuda() && t.dtype() == DType::F32
 }
@@ -56,7 +53,7 @@ pub(crate) fn relu_fwd(s: &CudaStorage, l: &Layout) -> candle_core::Result<(Cuda
     b.arg(&x).arg(&y).arg(&n);
     // SAFETY: `x` and `y` hold `n` f32 each; the kernel's signature is (const float*, float*,
     // size_t).
-    unsafe { b.launch(config(n)?) }.map_err(wrap)?;
+    unsafe { b.launch(config(n)?) }.map_err(Error::wrap)?;
     Ok((CudaStorage::wrap_cuda_slice(y, dev), l.shape().clone()))
 }
 
@@ -83,7 +80,7 @@ pub(crate) fn relu_bwd(
     let mut b = func.builder();
     b.arg(&g).arg(&yv).arg(&dx).arg(&n);
     // SAFETY: three buffers of `n` f32; signature (const float*, const float*, float*, size_t).
-    unsafe { b.launch(config(n)?) }.map_err(wrap)?;
+    unsafe { b.launch(config(n)?) }.map_err(Error::wrap)?;
     Ok((CudaStorage::wrap_cuda_slice(dx, dev), dy_l.shape().clone()))
 }
 
@@ -160,6 +157,6 @@ pub fn adam_step(
     // SAFETY: four buffers of `n` f32, the first three written in place by the kernel (the
     // caller guarantees no one else uses them meanwhile; kernels on the stream run in order);
     // signature (float*, float*, float*, const float*, size_t, float x6).
-    unsafe { b.launch(config(n)?) }.map_err(wrap)?;
+    unsafe { b.launch(config(n)?) }.map_err(Error::wrap)?;
     Ok(())
 }

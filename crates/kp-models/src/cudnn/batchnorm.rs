@@ -16,6 +16,10 @@ use cudarc::driver::CudaSlice;
 
 use super::{addr, check, dims4, raw_handle, scale, view, RawHandle, TensorDesc, ONE, ZERO};
 
+/// The smallest `eps` cuDNN's batch norm accepts (`CUDNN_BN_MIN_EPSILON`); layers with a smaller
+/// one take candle's ops.
+pub const MIN_EPS: f64 = 1e-5;
+
 const MODE: cudarc::cudnn::sys::cudnnBatchNormMode_t =
     cudarc::cudnn::sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
 

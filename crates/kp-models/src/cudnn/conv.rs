@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::DeviceId;
-use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp2, Error, Layout, Shape, Tensor};
 use cudarc::cudnn::safe::{
     ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, FilterDescriptor,
     TensorDescriptor,
@@ -43,7 +43,7 @@ fn handle(dev: &CudaDevice) -> candle_core::Result<Arc<Cudnn>> {
         if let Some(c) = h.borrow().get(&dev.id()) {
             return Ok(c.clone());
         }
-        let c = Cudnn::new(dev.cuda_stream()).map_err(candle_core::Error::wrap)?;
+        let c = Cudnn::new(dev.cuda_stream()).map_err(Error::wrap)?;
         h.borrow_mut().insert(dev.id(), c.clone());
         Ok(c)
     })
@@ -71,10 +71,6 @@ fn c_int(v: [usize; 4]) -> [std::ffi::c_int; 4] {
     v.map(|d| d as std::ffi::c_int)
 }
 
-fn wrap(e: cudarc::cudnn::CudnnError) -> candle_core::Error {
-    candle_core::Error::wrap(e)
-}
-
 /// cuDNN's descriptions of one convolution: its geometry and the input (or input gradient),
 /// weight (or weight gradient) and output (or output gradient) tensors, all f32 NCHW.
 struct Descriptors {
@@ -95,19 +91,19 @@ impl Descriptors {
                 [1, 1],
                 cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
             )
-            .map_err(wrap)?;
+            .map_err(Error::wrap)?;
         let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
         Ok(Self {
             conv,
             x: cudnn
                 .create_4d_tensor::<f32>(nchw, c_int(g.x))
-                .map_err(wrap)?,
+                .map_err(Error::wrap)?,
             w: cudnn
                 .create_4d_filter::<f32>(nchw, c_int(g.w))
-                .map_err(wrap)?,
+                .map_err(Error::wrap)?,
             y: cudnn
                 .create_4d_tensor::<f32>(nchw, c_int(g.y))
-                .map_err(wrap)?,
+                .map_err(Error::wrap)?,
         })
     }
 
@@ -155,12 +151,21 @@ fn plan(g: Geometry, dev: &CudaDevice) -> candle_core::Result<Rc<Plan>> {
         return Ok(p);
     }
     let d = Descriptors::new(g, dev)?;
-    let fwd = d.forward().pick_algorithm().map_err(wrap)?;
-    let fwd = (fwd, d.forward().get_workspace_size(fwd).map_err(wrap)?);
-    let data = d.data().pick_algorithm().map_err(wrap)?;
-    let data = (data, d.data().get_workspace_size(data).map_err(wrap)?);
-    let filter = d.filter().pick_algorithm().map_err(wrap)?;
-    let filter = (filter, d.filter().get_workspace_size(filter).map_err(wrap)?);
+    let fwd = d.forward().pick_algorithm().map_err(Error::wrap)?;
+    let fwd = (
+        fwd,
+        d.forward().get_workspace_size(fwd).map_err(Error::wrap)?,
+    );
+    let data = d.data().pick_algorithm().map_err(Error::wrap)?;
+    let data = (
+        data,
+        d.data().get_workspace_size(data).map_err(Error::wrap)?,
+    );
+    let filter = d.filter().pick_algorithm().map_err(Error::wrap)?;
+    let filter = (
+        filter,
+        d.filter().get_workspace_size(filter).map_err(Error::wrap)?,
+    );
     let plan = Rc::new(Plan {
         d,
         fwd,
@@ -233,7 +238,7 @@ impl CustomOp2 for Forward {
             unsafe {
                 p.d.forward()
                     .launch(p.fwd.0, Some(ws), (1.0, 0.0), &x_v, &w_v, &mut y)
-                    .map_err(wrap)
+                    .map_err(Error::wrap)
             }
         })?;
         Ok((
@@ -294,7 +299,7 @@ impl CustomOp2 for DataGrad {
             unsafe {
                 p.d.data()
                     .launch(p.data.0, Some(ws), (1.0, 0.0), &mut dx, &w_v, &dy_v)
-                    .map_err(wrap)
+                    .map_err(Error::wrap)
             }
         })?;
         Ok((
@@ -337,7 +342,7 @@ impl CustomOp2 for FilterGrad {
             unsafe {
                 p.d.filter()
                     .launch(p.filter.0, Some(ws), (1.0, 0.0), &x_v, &mut dw, &dy_v)
-                    .map_err(wrap)
+                    .map_err(Error::wrap)
             }
         })?;
         Ok((
@@ -345,11 +350,6 @@ impl CustomOp2 for FilterGrad {
             Shape::from(g.w.to_vec()),
         ))
     }
-}
-
-/// Whether the cuDNN convolutions apply: f32 tensors on a CUDA device.
-pub fn applies(x: &Tensor) -> bool {
-    super::applies(x)
 }
 
 fn geometry(

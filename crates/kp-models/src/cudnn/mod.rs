@@ -17,18 +17,11 @@ use std::ffi::{c_int, c_void};
 use std::rc::Rc;
 
 use candle_core::cuda::DeviceId;
-use candle_core::{CudaDevice, CudaStorage, DType, Layout, Tensor};
+use candle_core::{CudaDevice, CudaStorage, Error, Layout};
 use cudarc::cudnn::{result, sys};
 use cudarc::driver::{CudaView, DevicePtr};
 
-/// Whether kp's cuDNN layers apply: an f32 tensor on a CUDA device.
-pub fn applies(x: &Tensor) -> bool {
-    x.device().is_cuda() && x.dtype() == DType::F32
-}
-
-pub(crate) fn wrap<E: std::error::Error + Send + Sync + 'static>(e: E) -> candle_core::Error {
-    candle_core::Error::wrap(e)
-}
+pub use crate::cuda_kernels::applies;
 
 /// The `cpu_fwd` of kp's cuDNN ops: an error (they run on CUDA only).
 pub(crate) fn cuda_only(
@@ -68,11 +61,11 @@ pub(crate) fn raw_handle(dev: &CudaDevice) -> candle_core::Result<Rc<RawHandle>>
             return Ok(handle.clone());
         }
         let stream = dev.cuda_stream();
-        stream.context().bind_to_thread().map_err(wrap)?;
-        let handle = RawHandle(result::create_handle().map_err(wrap)?);
+        stream.context().bind_to_thread().map_err(Error::wrap)?;
+        let handle = RawHandle(result::create_handle().map_err(Error::wrap)?);
         // SAFETY: a fresh handle and candle's live stream.
         unsafe { result::set_stream(handle.0, stream.cu_stream() as sys::cudaStream_t) }
-            .map_err(wrap)?;
+            .map_err(Error::wrap)?;
         let handle = Rc::new(handle);
         h.borrow_mut().insert(dev.id(), handle.clone());
         Ok(handle)
@@ -85,7 +78,7 @@ pub(crate) struct TensorDesc(pub(crate) sys::cudnnTensorDescriptor_t);
 impl TensorDesc {
     /// Describes a packed f32 NCHW tensor of `dims`.
     pub(crate) fn nchw(dims: [usize; 4]) -> candle_core::Result<Self> {
-        let desc = TensorDesc(result::create_tensor_descriptor().map_err(wrap)?);
+        let desc = TensorDesc(result::create_tensor_descriptor().map_err(Error::wrap)?);
         let dims = dims.map(|d| d as c_int);
         // SAFETY: a fresh descriptor.
         unsafe {
@@ -96,7 +89,7 @@ impl TensorDesc {
                 dims,
             )
         }
-        .map_err(wrap)?;
+        .map_err(Error::wrap)?;
         Ok(desc)
     }
 }
@@ -120,12 +113,7 @@ pub(crate) fn dims4(l: &Layout) -> candle_core::Result<[usize; 4]> {
 
 /// The contiguous f32 data of a CUDA storage, from its layout's offset.
 pub(crate) fn view<'a>(s: &'a CudaStorage, l: &Layout) -> candle_core::Result<CudaView<'a, f32>> {
-    if !l.is_contiguous() {
-        candle_core::bail!("kp cuDNN layers need contiguous tensors")
-    }
-    let start = l.start_offset();
-    Ok(s.as_cuda_slice::<f32>()?
-        .slice(start..start + l.shape().elem_count()))
+    crate::cuda_kernels::view(s, l, "cuDNN layer")
 }
 
 /// The raw device address of `v` for a call on `dev`'s stream (candle's single stream orders

@@ -2,10 +2,10 @@
 //! the whole gradient of a window goes to its maximum, as kp's CPU kernel and PyTorch.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp3, Error, Layout, Shape, Tensor};
 use cudarc::cudnn::sys;
 
-use super::{addr, check, dims4, raw_handle, scale, view, wrap, TensorDesc, ONE, ZERO};
+use super::{addr, check, dims4, raw_handle, scale, view, TensorDesc, ONE, ZERO};
 
 /// A square window's size, stride and padding.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +33,8 @@ struct PoolDesc(sys::cudnnPoolingDescriptor_t);
 
 impl PoolDesc {
     fn max(w: Window) -> candle_core::Result<Self> {
-        let desc = PoolDesc(cudarc::cudnn::result::create_pooling_descriptor().map_err(wrap)?);
+        let desc =
+            PoolDesc(cudarc::cudnn::result::create_pooling_descriptor().map_err(Error::wrap)?);
         let (k, s, p) = (w.k as i32, w.s as i32, w.p as i32);
         // SAFETY: a fresh descriptor.
         let status = unsafe {
