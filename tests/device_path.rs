@@ -1,7 +1,7 @@
 //! The code a GPU runs (candle's device ops, kp's convolution with a backward of convolutions,
 //! composite max-pool and batch norm, Adam on device tensors) trains like kp's CPU kernels.
 //!
-//! `kp_models::dispatch::use_device_ops_on_cpu` is process-wide, so this file is its own test
+//! `kp_ops::dispatch::use_device_ops_on_cpu` is process-wide, so this file is its own test
 //! binary with one test: nothing else runs beside the switch.
 
 use kp_tests::data_dir;
@@ -52,9 +52,9 @@ fn the_device_path_trains_like_the_cpu_kernels() {
     for (name, cfg) in [("nose", nose), ("ibug", ibug)] {
         let cpu = tmp.path().join(format!("{name}-cpu"));
         let dev = tmp.path().join(format!("{name}-device"));
-        kp_models::dispatch::use_device_ops_on_cpu(false);
+        kp_ops::dispatch::use_device_ops_on_cpu(false);
         train(cfg.clone(), &cpu, &TrainOptions::default()).unwrap();
-        kp_models::dispatch::use_device_ops_on_cpu(true);
+        kp_ops::dispatch::use_device_ops_on_cpu(true);
         // Stop after one epoch and resume: the optimizer's device-tensor moments are saved and
         // loaded too.
         let first = TrainOptions {
@@ -67,7 +67,7 @@ fn the_device_path_trains_like_the_cpu_kernels() {
             ..Default::default()
         };
         train(cfg.clone(), &dev, &resume).unwrap();
-        kp_models::dispatch::use_device_ops_on_cpu(false);
+        kp_ops::dispatch::use_device_ops_on_cpu(false);
         runs.push((name, cpu, dev));
     }
     for (name, cpu, dev) in runs {

@@ -363,7 +363,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         });
     }
     if args.baseline {
-        kp_models::conv::use_candle_conv_on_cpu(true);
+        kp_models::nn::conv::use_candle_conv_on_cpu(true);
         for case in selected.iter().filter(|c| c.kind != Kind::Load) {
             let name = format!("{}_candle_conv", case.name());
             let ms = time_model(case)?;
@@ -377,7 +377,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 note: Some("candle's conv2d (before)".into()),
             });
         }
-        kp_models::conv::use_candle_conv_on_cpu(false);
+        kp_models::nn::conv::use_candle_conv_on_cpu(false);
     }
     let mut out = std::io::stdout().lock();
     writeln!(

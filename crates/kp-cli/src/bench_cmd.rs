@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kp_models::conv_device::GpuBackward;
+use kp_ops::conv_device::GpuBackward;
 use kp_train::bench::{StepBench, StepKind};
 
 /// `--conv-backward` values.
@@ -66,7 +66,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .conv_backward
         .map(ConvBackward::kind)
         .unwrap_or(GpuBackward::default_for_build());
-    kp_models::conv_device::set_gpu_backward(backward);
+    kp_ops::conv_device::set_gpu_backward(backward);
     candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
     if !args.json {
         println!(

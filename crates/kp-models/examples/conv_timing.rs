@@ -37,7 +37,7 @@ fn main() {
         let mut tw = vec![];
         for _ in 0..9 {
             let t0 = Instant::now();
-            let y = kp_models::conv_cpu::conv2d(
+            let y = kp_ops::conv_cpu::conv2d(
                 &x.as_tensor().detach(),
                 wt.as_tensor(),
                 Some(b.as_tensor()),
@@ -52,7 +52,7 @@ fn main() {
             tw.push((Instant::now() - t1).as_secs_f64() * 1e3);
             let _ = t0;
             let t0 = Instant::now();
-            let y = kp_models::conv_cpu::conv2d(
+            let y = kp_ops::conv_cpu::conv2d(
                 x.as_tensor(),
                 wt.as_tensor(),
                 Some(b.as_tensor()),

@@ -12,7 +12,7 @@
 use candle_core::{DType, Tensor, Var};
 
 use crate::error::Result;
-use crate::init::SplitMix64;
+use crate::nn::init::SplitMix64;
 
 /// Settings of a gradient check.
 #[derive(Debug, Clone, Copy, PartialEq)]

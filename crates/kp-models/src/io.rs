@@ -12,8 +12,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::error::{Error, Result};
-use crate::init::seeded_var_builder;
-use crate::registry::{build_model, KeypointModel, ModelConfig};
+use crate::models::registry::{build_model, KeypointModel, ModelConfig};
+use crate::nn::init::seeded_var_builder;
 
 /// The temporary file a save goes through: `path` with `.tmp` appended.
 pub fn tmp_path(path: &Path) -> PathBuf {
@@ -135,9 +135,9 @@ pub fn load_model(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::seeded_var_builder;
-    use crate::nose::{NoseTipNet, NoseTipNetConfig};
-    use crate::resnet::{ResNet18, ResNet18Config};
+    use crate::models::nose::{NoseTipNet, NoseTipNetConfig};
+    use crate::models::resnet::{ResNet18, ResNet18Config};
+    use crate::nn::init::seeded_var_builder;
 
     fn nose(seed: u64) -> (VarMap, NoseTipNet) {
         let vm = VarMap::new();

@@ -10,10 +10,14 @@
 //!   input is zero-padded to a multiple of the backbone's stride).
 //! * [`MaxPool2d`]: a max-pool with the correct gradient (candle's own `max_pool2d` backward is
 //!   wrong), padding and PyTorch's output sizes.
-//! * On the CPU, [`Conv2d`] runs as [`conv_cpu::conv2d`] (blocked im2col + GEMM with bias and
-//!   ReLU fused, hand-written backward) and [`relu::relu`] has a one-pass backward; on other
-//!   devices the convolution is [`conv_device::conv2d`] (candle's forward, a backward of
-//!   convolutions instead of candle's slow `conv_transpose2d`) and ReLU is candle's.
+//! * On the CPU, [`Conv2d`] runs as [`kp_ops::conv_cpu::conv2d`] (blocked im2col + GEMM with
+//!   bias and ReLU fused, hand-written backward) and [`kp_ops::relu::relu`] has a one-pass
+//!   backward; on other devices the convolution is [`kp_ops::conv_device::conv2d`] (candle's
+//!   forward, a backward of convolutions instead of candle's slow `conv_transpose2d`) and ReLU
+//!   is candle's.
+//!
+//! The crate has candle's layering: kernels in the `kp-ops` crate (as candle-core's ops),
+//! layers in [`nn`] (as candle-nn), architectures in [`models`] (as candle-transformers).
 //! * [`build_model`] / [`list_models`]: models by name behind the [`KeypointModel`] trait.
 //! * [`summary`] prints a module tree like PyTorch's `repr` with parameter counts;
 //!   [`save_varmap`] / [`load_varmap`] store variables as safetensors under PyTorch's
@@ -46,49 +50,29 @@
 
 #![warn(missing_docs)]
 
-pub mod batchnorm;
-pub mod conv;
-pub mod conv_cpu;
-pub mod conv_device;
-pub mod convmlp;
-#[cfg(feature = "cuda")]
-pub mod cuda_kernels;
-#[cfg(feature = "cudnn")]
-pub mod cudnn;
-pub mod dispatch;
 pub mod error;
-pub mod face;
 pub mod gradcheck;
-pub mod heatmap;
-pub mod im2col;
-pub mod init;
 pub mod io;
-pub mod linear;
-pub mod maxpool;
-pub mod nose;
+pub mod models;
+pub mod nn;
 pub mod params;
-pub mod reduce;
-pub mod registry;
-pub mod relu;
-pub mod resnet;
-pub mod sequential;
 pub mod summary;
-pub mod upsample;
 
-pub use batchnorm::{BatchNorm2d, BatchNormConfig};
-pub use conv::{Conv2d, Conv2dConfig, ConvInit};
 pub use error::{Error, Result};
-pub use face::{FaceKeypointNet, FaceKeypointNetConfig};
 pub use gradcheck::{check_gradients, GradCheckConfig, GradCheckReport};
-pub use heatmap::{gaussian_heatmaps, soft_argmax, HeatmapConfig, HeatmapGrid, HeatmapNet};
-pub use init::{seeded_var_builder, torch_default};
 pub use io::{load_model, load_varmap, save_varmap, LoadReport};
-pub use linear::Linear;
-pub use maxpool::MaxPool2d;
-pub use nose::{NoseTipNet, NoseTipNetConfig};
+pub use models::convmlp::{ConvMlpFamily, ConvMlpNet};
+pub use models::face::{FaceKeypointNet, FaceKeypointNetConfig};
+pub use models::heatmap::{gaussian_heatmaps, soft_argmax, HeatmapConfig, HeatmapGrid, HeatmapNet};
+pub use models::nose::{NoseTipNet, NoseTipNetConfig};
+pub use models::registry::{build_model, list_models, KeypointModel, ModelConfig};
+pub use models::resnet::{BasicBlock, ResNet18, ResNet18Config};
+pub use nn::batchnorm::{BatchNorm2d, BatchNormConfig};
+pub use nn::conv::{Conv2d, Conv2dConfig, ConvInit};
+pub use nn::init::{seeded_var_builder, torch_default};
+pub use nn::linear::Linear;
+pub use nn::maxpool::MaxPool2d;
+pub use nn::sequential::{Layer, Sequential};
+pub use nn::upsample::Upsample;
 pub use params::{count_trainable, is_buffer, trainable_vars};
-pub use registry::{build_model, list_models, KeypointModel, ModelConfig};
-pub use resnet::{BasicBlock, ResNet18, ResNet18Config};
-pub use sequential::{Layer, Sequential};
 pub use summary::{summary, Describe, ModuleNode};
-pub use upsample::Upsample;

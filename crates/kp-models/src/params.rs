@@ -38,7 +38,7 @@ pub fn count_trainable(varmap: &VarMap) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batchnorm::{BatchNorm2d, BatchNormConfig};
+    use crate::nn::batchnorm::{BatchNorm2d, BatchNormConfig};
     use candle_core::{DType, Device};
     use candle_nn::VarBuilder;
 

@@ -1,4 +1,4 @@
-//! kp's CUDA layers against the CPU's (feature `cuda`; each test passes with a note when the
+//! kp's CUDA layers (kp-models' layers and the kp-ops kernels they run) against the CPU's (feature `cuda`; each test passes with a note when the
 //! machine has no CUDA device). Run on a GPU machine with
 //! `cargo test --release -p kp-models --features cudnn --test cuda_ops`.
 //!
@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use kp_models::maxpool::MaxPool2d;
+use kp_models::MaxPool2d;
 use kp_models::{BatchNorm2d, BatchNormConfig};
 
 fn cuda() -> Option<Device> {
@@ -89,7 +89,7 @@ fn run(
 fn relu_matches_the_cpu() {
     let Some(gpu) = cuda() else { return };
     let dims = [4, 8, 17, 13];
-    let f = |x: &Tensor| kp_models::relu::relu(x).unwrap();
+    let f = |x: &Tensor| kp_ops::relu::relu(x).unwrap();
     let (y0, dx0, _) = run(&dims, &Device::Cpu, &f, &[]);
     let (y1, dx1, _) = run(&dims, &gpu, &f, &[]);
     assert_close("relu y", &y1, &y0, 1e-6);
@@ -110,7 +110,7 @@ fn convolutions_match_the_cpu() {
         let run_on = |dev: &Device| {
             let wv = Var::from_tensor(&tensor(&w, 3, dev)).unwrap();
             let wt = wv.as_tensor().clone();
-            let f = move |x: &Tensor| kp_models::conv_device::conv2d(x, &wt, stride, pad).unwrap();
+            let f = move |x: &Tensor| kp_ops::conv_device::conv2d(x, &wt, stride, pad).unwrap();
             run(&x, dev, &f, &[wv])
         };
         let (y0, dx0, dw0) = run_on(&Device::Cpu);
@@ -201,12 +201,12 @@ fn fused_adam_matches_the_formula() {
         let g =
             Tensor::from_vec(g0.iter().map(|v| v * t as f32).collect::<Vec<_>>(), n, &gpu).unwrap();
         let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        kp_models::cuda_kernels::adam_step(
+        kp_ops::cuda_kernels::adam_step(
             &p,
             &m,
             &v,
             &g,
-            kp_models::cuda_kernels::AdamStep {
+            kp_ops::cuda_kernels::AdamStep {
                 beta1: b1,
                 beta2: b2,
                 step_size: lr / bc1,

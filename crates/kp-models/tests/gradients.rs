@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use kp_models::gradcheck::check_directional;
-use kp_models::init::SplitMix64;
+use kp_models::nn::init::SplitMix64;
 use kp_models::{
     check_gradients, soft_argmax, BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, ConvInit,
     GradCheckConfig, HeatmapGrid, Linear, MaxPool2d, NoseTipNet, NoseTipNetConfig, ResNet18,

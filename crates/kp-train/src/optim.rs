@@ -2,7 +2,7 @@
 //! as `torch.optim.AdamW`, and a saveable state.
 //!
 //! On the CPU the update runs in place over the parameter's storage (one pass, no temporary
-//! tensors), on CUDA (f32) as one kernel in place (`kp_models::cuda_kernels::adam_step`); on
+//! tensors), on CUDA (f32) as one kernel in place (`kp_ops::cuda_kernels::adam_step`); on
 //! other devices it falls back to tensor ops. The moments and the step count are
 //! saved with [`Adam::save`] so a resumed run continues with exactly the same numbers.
 
@@ -76,20 +76,19 @@ impl Adam {
             if !var.dtype().is_float() {
                 continue;
             }
-            let moments = if kp_models::dispatch::uses_cpu_kernels(var.device())
-                && var.dtype() == DType::F32
-            {
-                let n = var.elem_count();
-                Moments::Host {
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
-                }
-            } else {
-                Moments::Device {
-                    m: var.zeros_like()?,
-                    v: var.zeros_like()?,
-                }
-            };
+            let moments =
+                if kp_ops::dispatch::uses_cpu_kernels(var.device()) && var.dtype() == DType::F32 {
+                    let n = var.elem_count();
+                    Moments::Host {
+                        m: vec![0.0; n],
+                        v: vec![0.0; n],
+                    }
+                } else {
+                    Moments::Device {
+                        m: var.zeros_like()?,
+                        v: var.zeros_like()?,
+                    }
+                };
             params.push(Param { name, var, moments });
         }
         Ok(Self {
@@ -148,9 +147,9 @@ impl Adam {
                     p.var.as_tensor().inplace_op2(&grad, &op)?;
                 }
                 #[cfg(feature = "cuda")]
-                Moments::Device { m, v } if kp_models::cuda_kernels::applies(p.var.as_tensor()) => {
+                Moments::Device { m, v } if kp_ops::cuda_kernels::applies(p.var.as_tensor()) => {
                     // One fused kernel, in place (the moments are this optimizer's own buffers).
-                    let step = kp_models::cuda_kernels::AdamStep {
+                    let step = kp_ops::cuda_kernels::AdamStep {
                         beta1: c.beta1,
                         beta2: c.beta2,
                         step_size: c.lr / bc1,
@@ -158,7 +157,7 @@ impl Adam {
                         eps: c.eps,
                         decay: 1.0 - c.lr * c.weight_decay,
                     };
-                    kp_models::cuda_kernels::adam_step(p.var.as_tensor(), m, v, grad, step)?;
+                    kp_ops::cuda_kernels::adam_step(p.var.as_tensor(), m, v, grad, step)?;
                 }
                 Moments::Device { m, v } => {
                     // A gradient carries the graph of the step that made it (candle records the

@@ -5,13 +5,9 @@
 //! mlp:  Linear(1280,512) ReLU Linear(512,2)
 //! ```
 
-use candle_core::Tensor;
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::convmlp::{ConvMlp, ConvMlpSpec, Stage};
-use crate::error::Result;
-use crate::summary::{Describe, ModuleNode};
+use crate::models::convmlp::{conv_mlp_sizes, ConvMlpFamily, ConvMlpNet, ConvMlpSpec, Stage};
 
 /// Sizes of a [`NoseTipNet`]; the defaults are the seed's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,9 +37,12 @@ impl Default for NoseTipNetConfig {
     }
 }
 
-impl NoseTipNetConfig {
-    /// The layer specification.
-    pub fn spec(&self) -> ConvMlpSpec {
+impl ConvMlpFamily for NoseTipNetConfig {
+    const NAME: &'static str = "nosetipnet";
+
+    conv_mlp_sizes!();
+
+    fn spec(&self) -> ConvMlpSpec {
         let conv = |out| Stage::Conv { out, kernel: 3 };
         ConvMlpSpec {
             type_name: "NoseTipNet",
@@ -65,49 +64,14 @@ impl NoseTipNetConfig {
 }
 
 /// The seed's nose-tip network.
-#[derive(Debug, Clone)]
-pub struct NoseTipNet {
-    config: NoseTipNetConfig,
-    net: ConvMlp,
-}
-
-impl NoseTipNet {
-    /// Builds the network under `vb` (`conv.0.weight`, ..., `mlp.2.bias`).
-    pub fn new(vb: VarBuilder, config: NoseTipNetConfig) -> Result<Self> {
-        Ok(Self {
-            config,
-            net: ConvMlp::new(vb, config.spec())?,
-        })
-    }
-
-    /// The sizes.
-    pub fn config(&self) -> &NoseTipNetConfig {
-        &self.config
-    }
-
-    /// Features entering the MLP (1280 with the seed's sizes).
-    pub fn flatten_size(&self) -> usize {
-        self.config.spec().flatten_size().unwrap_or(0)
-    }
-
-    /// `(B, 2 * num_keypoints)` for a `(B, C, H, W)` batch. The network has no batch norm or
-    /// dropout, so `train` does not change the result.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let _ = train;
-        self.net.forward(x)
-    }
-}
-
-impl Describe for NoseTipNet {
-    fn describe(&self) -> ModuleNode {
-        self.net.describe()
-    }
-}
+pub type NoseTipNet = ConvMlpNet<NoseTipNetConfig>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use crate::summary::Describe;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
     use candle_nn::VarMap;
 
     #[test]

@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::init::torch_default;
+use crate::nn::init::torch_default;
 use crate::summary::{py_bool, Describe, ModuleNode};
 
 /// `y = x W^T + b` with weight `(out, in)` and bias `(out)`.

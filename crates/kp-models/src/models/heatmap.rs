@@ -16,13 +16,13 @@ use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::batchnorm::{BatchNorm2d, BatchNormConfig};
-use crate::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::error::{Error, Result};
-use crate::resnet::{ResNet18, ResNet18Config};
-use crate::sequential::Sequential;
+use crate::models::resnet::{ResNet18, ResNet18Config};
+use crate::nn::batchnorm::{BatchNorm2d, BatchNormConfig};
+use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
+use crate::nn::sequential::Sequential;
+use crate::nn::upsample::Upsample;
 use crate::summary::{Describe, ModuleNode};
-use crate::upsample::Upsample;
 
 /// The geometry linking a heatmap to the network input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,13 +5,13 @@
 
 use candle_core::Tensor;
 
-use crate::batchnorm::BatchNorm2d;
-use crate::conv::Conv2d;
 use crate::error::Result;
-use crate::linear::Linear;
-use crate::maxpool::MaxPool2d;
+use crate::nn::batchnorm::BatchNorm2d;
+use crate::nn::conv::Conv2d;
+use crate::nn::linear::Linear;
+use crate::nn::maxpool::MaxPool2d;
+use crate::nn::upsample::Upsample;
 use crate::summary::{py_bool, Describe, ModuleNode};
-use crate::upsample::Upsample;
 
 /// One layer of a [`Sequential`].
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ impl Layer {
             Layer::BatchNorm2d(l) => l.forward(x, train),
             Layer::MaxPool2d(l) => l.forward(x),
             Layer::Upsample(l) => l.forward(x),
-            Layer::ReLU { .. } => crate::relu::relu(x),
+            Layer::ReLU { .. } => Ok(kp_ops::relu::relu(x)?),
         }
     }
 }

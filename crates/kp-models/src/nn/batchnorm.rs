@@ -7,14 +7,13 @@
 //! `running_var` and `num_batches_tracked` (an `i64` scalar) live in the `VarMap`, so they are
 //! saved with the weights under PyTorch's names.
 //!
-//! On the CPU (f32/f64) both modes run as fused custom ops ([`cpu`]) with an analytic
-//! backward; on CUDA with the `cudnn` feature, cuDNN's (`kp_models::cudnn::batchnorm`); elsewhere
+//! On the CPU (f32/f64) both modes run as fused custom ops ([`kp_ops::batchnorm`]) with an
+//! analytic backward; on CUDA with the `cudnn` feature, cuDNN's (`kp_ops::cudnn::batchnorm`); elsewhere
 //! [`BatchNorm2d::forward_composite`] builds the same computation from candle ops.
-
-pub mod cpu;
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
+use kp_ops::batchnorm as cpu;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -113,15 +112,15 @@ impl BatchNorm2d {
     /// candle ops elsewhere.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x, train)?;
-        let fused = crate::dispatch::uses_cpu_kernels(x.device())
+        let fused = kp_ops::dispatch::uses_cpu_kernels(x.device())
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.weight.dtype() == x.dtype();
         #[cfg(feature = "cudnn")]
-        if self.config.eps >= crate::cudnn::batchnorm::MIN_EPS && crate::cudnn::applies(x) {
+        if self.config.eps >= kp_ops::cudnn::batchnorm::MIN_EPS && kp_ops::cudnn::applies(x) {
             if train {
                 return self.forward_train_cudnn(x);
             }
-            return Ok(crate::cudnn::batchnorm::forward_eval(
+            return Ok(kp_ops::cudnn::batchnorm::forward_eval(
                 x,
                 &self.weight,
                 &self.bias,
@@ -189,7 +188,7 @@ impl BatchNorm2d {
         let x = x.contiguous()?;
         let host =
             |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?) };
-        cpu::normalize(
+        Ok(cpu::normalize(
             &x,
             &self.weight,
             &self.bias,
@@ -197,12 +196,12 @@ impl BatchNorm2d {
             host(self.running_var.as_tensor())?,
             self.config.eps,
             false,
-        )
+        )?)
     }
 
     #[cfg(feature = "cudnn")]
     fn forward_train_cudnn(&self, x: &Tensor) -> Result<Tensor> {
-        let y = crate::cudnn::batchnorm::forward_train(
+        let y = kp_ops::cudnn::batchnorm::forward_train(
             x,
             &self.weight,
             &self.bias,

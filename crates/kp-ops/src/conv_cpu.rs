@@ -28,10 +28,10 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::im2col::{contiguous, to_candle, UnfoldGeometry};
+use crate::im2col::{contiguous, UnfoldGeometry};
 use crate::reduce::lane_sum;
 use crate::relu::ReluGrad;
+use candle_core::{Error, Result};
 
 /// Target size (elements) of one block's column matrix: 256 Ki f32 = 1 MiB, about an L2 cache.
 pub const BLOCK_ELEMENTS: usize = 256 << 10;
@@ -550,7 +550,7 @@ impl ConvOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let s = &self.0;
         let n = batch(x.1)?;
-        let (oh, ow) = to_candle(s.geometry.output_size())?;
+        let (oh, ow) = s.geometry.output_size()?;
         let shape = Shape::from((n, s.out_channels, oh, ow));
         macro_rules! go {
             ($variant:ident) => {{
@@ -564,7 +564,7 @@ impl ConvOp {
                 };
                 let xv = contiguous(xv, x.1, "conv2d")?;
                 let wv = contiguous(wv, w.1, "conv2d")?;
-                CpuStorage::$variant(to_candle(s.forward(xv, wv, bias, n))?)
+                CpuStorage::$variant(s.forward(xv, wv, bias, n)?)
             }};
         }
         let out = match x.0 {
@@ -667,11 +667,11 @@ macro_rules! two_slices {
         match (s1, s2) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
                 let ($x, $y) = (contiguous(a, l1, $name)?, contiguous(b, l2, $name)?);
-                CpuStorage::F32(to_candle($body)?)
+                CpuStorage::F32($body?)
             }
             (CpuStorage::F64(a), CpuStorage::F64(b)) => {
                 let ($x, $y) = (contiguous(a, l1, $name)?, contiguous(b, l2, $name)?);
-                CpuStorage::F64(to_candle($body)?)
+                CpuStorage::F64($body?)
             }
             _ => candle_core::bail!("{}: f32 or f64 inputs of one dtype expected", $name),
         }
@@ -734,7 +734,7 @@ pub fn conv2d(
     let (_, c, h, w) = x.dims4()?;
     let (o, wc, k, k2) = weight.dims4()?;
     if wc != c || k != k2 {
-        return Err(Error::Shape(format!(
+        return Err(Error::Msg(format!(
             "conv2d weight {:?} does not fit input {:?}",
             weight.dims(),
             x.dims()
@@ -742,7 +742,7 @@ pub fn conv2d(
     }
     if let Some(b) = bias {
         if b.dims() != [o] {
-            return Err(Error::Shape(format!(
+            return Err(Error::Msg(format!(
                 "conv2d bias shape {:?}, expected [{o}]",
                 b.dims()
             )));

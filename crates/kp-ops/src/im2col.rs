@@ -12,7 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use candle_core::{Error, Result};
 
 /// The geometry of a square-kernel unfold over NCHW images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,10 +89,10 @@ impl UnfoldGeometry {
     pub fn output_size(&self) -> Result<(usize, usize)> {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         if k == 0 || s == 0 {
-            return Err(Error::Shape("unfold needs kernel and stride >= 1".into()));
+            return Err(Error::Msg("unfold needs kernel and stride >= 1".into()));
         }
         if self.height + 2 * p < k || self.width + 2 * p < k {
-            return Err(Error::Shape(format!(
+            return Err(Error::Msg(format!(
                 "unfold input {}x{} (+2x{p} padding) is smaller than the kernel {k}",
                 self.height, self.width
             )));
@@ -318,7 +318,7 @@ impl UnfoldGeometry {
 pub fn unfold(x: &Tensor, geometry: UnfoldGeometry) -> Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
     if (c, h, w) != (geometry.channels, geometry.height, geometry.width) {
-        return Err(Error::Shape(format!(
+        return Err(Error::Msg(format!(
             "unfold geometry is for {}x{}x{} inputs, got {:?}",
             geometry.channels,
             geometry.height,
@@ -327,7 +327,7 @@ pub fn unfold(x: &Tensor, geometry: UnfoldGeometry) -> Result<Tensor> {
         )));
     }
     geometry.output_size()?;
-    Ok(x.contiguous()?.apply_op1(Unfold(geometry))?)
+    x.contiguous()?.apply_op1(Unfold(geometry))
 }
 
 /// `(N, C·k·k, OH·OW)` → `(N, C, H, W)`: adds columns back onto pixels (the adjoint of [`unfold`]).
@@ -335,14 +335,14 @@ pub fn fold(cols: &Tensor, geometry: UnfoldGeometry) -> Result<Tensor> {
     let (_, rows, _) = cols.dims3()?;
     let (oh, ow) = geometry.output_size()?;
     if rows != geometry.rows() || cols.dim(2)? != oh * ow {
-        return Err(Error::Shape(format!(
+        return Err(Error::Msg(format!(
             "fold expects (N, {}, {}) columns, got {:?}",
             geometry.rows(),
             oh * ow,
             cols.dims()
         )));
     }
-    Ok(cols.contiguous()?.apply_op1(Fold(geometry))?)
+    cols.contiguous()?.apply_op1(Fold(geometry))
 }
 
 pub(crate) fn contiguous<'a, T>(
@@ -356,10 +356,6 @@ pub(crate) fn contiguous<'a, T>(
     }
 }
 
-pub(crate) fn to_candle<T>(r: Result<T>) -> candle_core::Result<T> {
-    r.map_err(|e| candle_core::Error::Msg(e.to_string()))
-}
-
 struct Unfold(UnfoldGeometry);
 
 impl CustomOp1 for Unfold {
@@ -370,15 +366,11 @@ impl CustomOp1 for Unfold {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let n = l.shape().dims4()?.0;
-        let (oh, ow) = to_candle(g.output_size())?;
+        let (oh, ow) = g.output_size()?;
         let shape = Shape::from((n, g.rows(), oh * ow));
         let out = match s {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(to_candle(g.unfold_all(contiguous(v, l, "unfold")?, n))?)
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(to_candle(g.unfold_all(contiguous(v, l, "unfold")?, n))?)
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(g.unfold_all(contiguous(v, l, "unfold")?, n)?),
+            CpuStorage::F64(v) => CpuStorage::F64(g.unfold_all(contiguous(v, l, "unfold")?, n)?),
             other => candle_core::bail!("unfold: unsupported dtype {:?}", other.dtype()),
         };
         Ok((out, shape))
@@ -401,12 +393,8 @@ impl CustomOp1 for Fold {
         let n = l.shape().dims3()?.0;
         let shape = Shape::from((n, g.channels, g.height, g.width));
         let out = match s {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(to_candle(g.fold_all(contiguous(v, l, "fold")?, n))?)
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(to_candle(g.fold_all(contiguous(v, l, "fold")?, n))?)
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(g.fold_all(contiguous(v, l, "fold")?, n)?),
+            CpuStorage::F64(v) => CpuStorage::F64(g.fold_all(contiguous(v, l, "fold")?, n)?),
             other => candle_core::bail!("fold: unsupported dtype {:?}", other.dtype()),
         };
         Ok((out, shape))

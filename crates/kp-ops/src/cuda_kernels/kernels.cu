@@ -1,4 +1,4 @@
-// kp's own CUDA kernels (feature `cuda`), compiled to PTX by kp-models' build script.
+// kp's own CUDA kernels (feature `cuda`), compiled to PTX by kp-ops' build script.
 // Each is a grid-stride loop over `n` contiguous f32 elements.
 
 #include <stddef.h>

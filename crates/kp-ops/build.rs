@@ -24,9 +24,9 @@ fn main() {
         .arg("-o")
         .arg(&ptx)
         .status()
-        .unwrap_or_else(|e| panic!("kp-models: cannot run `{nvcc}` for the cuda feature: {e}"));
+        .unwrap_or_else(|e| panic!("kp-ops: cannot run `{nvcc}` for the cuda feature: {e}"));
     assert!(
         status.success(),
-        "kp-models: `{nvcc}` failed to compile src/cuda_kernels/kernels.cu"
+        "kp-ops: `{nvcc}` failed to compile src/cuda_kernels/kernels.cu"
     );
 }

@@ -1,14 +1,16 @@
-//! Models by name: the [`KeypointModel`] trait, [`ModelConfig`] and [`build_model`].
+//! Models by name: the [`KeypointModel`] trait, [`ModelConfig`], and one table of the registered
+//! models (name, default sizes, builder) behind [`build_model`] and [`list_models`].
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::face::{FaceKeypointNet, FaceKeypointNetConfig};
-use crate::heatmap::{HeatmapConfig, HeatmapNet};
-use crate::nose::{NoseTipNet, NoseTipNetConfig};
-use crate::resnet::{ResNet18, ResNet18Config};
+use crate::models::convmlp::{ConvMlpFamily, ConvMlpNet};
+use crate::models::face::FaceKeypointNetConfig;
+use crate::models::heatmap::{HeatmapConfig, HeatmapNet};
+use crate::models::nose::NoseTipNetConfig;
+use crate::models::resnet::{ResNet18, ResNet18Config};
 use crate::summary::{Describe, ModuleNode};
 
 /// A network mapping a `(B, C, H, W)` batch to keypoint coordinates `(B, 2K)` ordered
@@ -57,48 +59,84 @@ impl ModelConfig {
     /// The seed's sizes for a registered model (`nosetipnet`: 1 keypoint at 80x60,
     /// `facekeypointnet`: 58 at 160x120, the ResNets: 68 at 224x224).
     pub fn for_model(name: &str) -> Result<Self> {
-        let cfg = match canonical(name)? {
-            NOSETIPNET => {
-                let c = NoseTipNetConfig::default();
-                Self {
-                    in_channels: c.in_channels,
-                    num_keypoints: c.num_keypoints,
-                    width: c.width,
-                    height: c.height,
-                }
-            }
-            FACEKEYPOINTNET => {
-                let c = FaceKeypointNetConfig::default();
-                Self {
-                    in_channels: c.in_channels,
-                    num_keypoints: c.num_keypoints,
-                    width: c.width,
-                    height: c.height,
-                }
-            }
-            _ => Self::default(),
-        };
-        Ok(cfg)
+        Ok((entry(name)?.default_config)())
     }
 }
 
-const NOSETIPNET: &str = "nosetipnet";
-const FACEKEYPOINTNET: &str = "facekeypointnet";
+/// One registered model: its name, its default sizes and its builder.
+struct Entry {
+    name: &'static str,
+    default_config: fn() -> ModelConfig,
+    build: fn(VarBuilder, &ModelConfig) -> Result<Box<dyn KeypointModel>>,
+}
+
+/// A conv + MLP family member by its config type.
+const fn conv_mlp<C: ConvMlpFamily>() -> Entry {
+    Entry {
+        name: C::NAME,
+        default_config: || C::default().model_config(),
+        build: |vb, cfg| Ok(Box::new(ConvMlpNet::new(vb, C::from_model_config(cfg))?)),
+    }
+}
+
+/// Every registered model; [`build_model`] and [`ModelConfig::for_model`] look names up here.
+const MODELS: [Entry; 4] = [
+    conv_mlp::<NoseTipNetConfig>(),
+    conv_mlp::<FaceKeypointNetConfig>(),
+    Entry {
+        name: RESNET18,
+        default_config: ModelConfig::default,
+        build: |vb, cfg| {
+            let c = ResNet18Config {
+                in_channels: cfg.in_channels,
+                num_outputs: 2 * cfg.num_keypoints,
+                ..Default::default()
+            };
+            Ok(Box::new(SizedResNet18 {
+                net: ResNet18::new(vb, c)?,
+                input: (cfg.width, cfg.height),
+            }))
+        },
+    },
+    Entry {
+        name: HEATMAP_RESNET18,
+        default_config: ModelConfig::default,
+        build: |vb, cfg| {
+            let c = HeatmapConfig {
+                in_channels: cfg.in_channels,
+                num_keypoints: cfg.num_keypoints,
+                width: cfg.width,
+                height: cfg.height,
+                ..Default::default()
+            };
+            Ok(Box::new(HeatmapNet::new(vb, c)?))
+        },
+    },
+];
+
 const RESNET18: &str = "resnet18";
 const HEATMAP_RESNET18: &str = "heatmap-resnet18";
 
-/// Registered model names.
+/// Registered model names, in [`MODELS`]' order.
 pub fn list_models() -> &'static [&'static str] {
-    &[NOSETIPNET, FACEKEYPOINTNET, RESNET18, HEATMAP_RESNET18]
+    static NAMES: [&str; MODELS.len()] = {
+        let mut names = [""; MODELS.len()];
+        let mut i = 0;
+        while i < MODELS.len() {
+            names[i] = MODELS[i].name;
+            i += 1;
+        }
+        names
+    };
+    &NAMES
 }
 
-/// The registered name matching `name` (case-insensitive).
-fn canonical(name: &str) -> Result<&'static str> {
+/// The registered model matching `name` (case-insensitive); an unknown name is an error.
+fn entry(name: &str) -> Result<&'static Entry> {
     let lower = name.trim().to_ascii_lowercase();
-    list_models()
+    MODELS
         .iter()
-        .copied()
-        .find(|n| *n == lower)
+        .find(|e| e.name == lower)
         .ok_or_else(|| Error::UnknownModel {
             name: name.to_string(),
             known: list_models().join(", "),
@@ -116,86 +154,7 @@ pub fn build_model(
             "model config has a zero size: {cfg:?}"
         )));
     }
-    let model: Box<dyn KeypointModel> = match canonical(name)? {
-        NOSETIPNET => {
-            let c = NoseTipNetConfig {
-                in_channels: cfg.in_channels,
-                width: cfg.width,
-                height: cfg.height,
-                num_keypoints: cfg.num_keypoints,
-                ..Default::default()
-            };
-            Box::new(NoseTipNet::new(vb, c)?)
-        }
-        FACEKEYPOINTNET => {
-            let c = FaceKeypointNetConfig {
-                in_channels: cfg.in_channels,
-                width: cfg.width,
-                height: cfg.height,
-                num_keypoints: cfg.num_keypoints,
-                ..Default::default()
-            };
-            Box::new(FaceKeypointNet::new(vb, c)?)
-        }
-        RESNET18 => {
-            let c = ResNet18Config {
-                in_channels: cfg.in_channels,
-                num_outputs: 2 * cfg.num_keypoints,
-                ..Default::default()
-            };
-            Box::new(SizedResNet18 {
-                net: ResNet18::new(vb, c)?,
-                input: (cfg.width, cfg.height),
-            })
-        }
-        _ => {
-            let c = HeatmapConfig {
-                in_channels: cfg.in_channels,
-                num_keypoints: cfg.num_keypoints,
-                width: cfg.width,
-                height: cfg.height,
-                ..Default::default()
-            };
-            Box::new(HeatmapNet::new(vb, c)?)
-        }
-    };
-    Ok(model)
-}
-
-impl KeypointModel for NoseTipNet {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        NoseTipNet::forward(self, x, train)
-    }
-    fn num_keypoints(&self) -> usize {
-        self.config().num_keypoints
-    }
-    fn input_size(&self) -> (usize, usize) {
-        (self.config().width, self.config().height)
-    }
-    fn name(&self) -> &str {
-        NOSETIPNET
-    }
-    fn describe(&self) -> ModuleNode {
-        Describe::describe(self)
-    }
-}
-
-impl KeypointModel for FaceKeypointNet {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        FaceKeypointNet::forward(self, x, train)
-    }
-    fn num_keypoints(&self) -> usize {
-        self.config().num_keypoints
-    }
-    fn input_size(&self) -> (usize, usize) {
-        (self.config().width, self.config().height)
-    }
-    fn name(&self) -> &str {
-        FACEKEYPOINTNET
-    }
-    fn describe(&self) -> ModuleNode {
-        Describe::describe(self)
-    }
+    (entry(name)?.build)(vb, cfg)
 }
 
 /// A ResNet18 with the input size it is meant for (the network itself accepts any size).

@@ -10,7 +10,7 @@
 //!
 //! The forward is candle's `conv2d` on detached inputs; a custom op then hands its result on
 //! (one copy) and attaches [`ConvBackward`] as the gradient. In a `cudnn` build, f32 convolutions
-//! on CUDA go to `kp_models::cudnn::conv` instead (cuDNN's forward and backward kernels), unless
+//! on CUDA go to `kp_ops::cudnn::conv` instead (cuDNN's forward and backward kernels), unless
 //! [`set_gpu_backward`] chose otherwise.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use crate::error::{Error, Result};
+use candle_core::{Error, Result};
 
 /// How convolutions on GPUs compute their gradients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,19 +77,19 @@ pub fn gpu_backward() -> GpuBackward {
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (_, _, k, kw) = w.dims4()?;
     if k != kw {
-        return Err(Error::Shape(format!(
+        return Err(Error::Msg(format!(
             "conv2d needs a square kernel, got {:?}",
             w.dims()
         )));
     }
     if padding >= k {
-        return Err(Error::Shape(format!(
+        return Err(Error::Msg(format!(
             "conv2d padding {padding} must be smaller than the kernel {k}"
         )));
     }
     #[cfg(feature = "cudnn")]
     if gpu_backward() == GpuBackward::Cudnn && crate::cudnn::applies(x) {
-        return Ok(crate::cudnn::conv::conv2d(x, w, stride, padding)?);
+        return crate::cudnn::conv::conv2d(x, w, stride, padding);
     }
     let y = x
         .detach()
@@ -103,7 +103,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         padding,
         input_grad: x.track_op(),
     };
-    Ok(y.apply_op3(x, w, op)?)
+    y.apply_op3(x, w, op)
 }
 
 /// The custom op: passes the convolution's result (its first argument) through and gives the
@@ -161,12 +161,14 @@ impl CustomOp3 for ConvBackward {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let to_candle = |e: Error| candle_core::Error::Msg(e.to_string());
         let dx = if self.input_grad {
-            Some(
-                input_gradient(grad, w, x.dims4()?, self.stride, self.padding)
-                    .map_err(to_candle)?,
-            )
+            Some(input_gradient(
+                grad,
+                w,
+                x.dims4()?,
+                self.stride,
+                self.padding,
+            )?)
         } else {
             None
         };
@@ -216,7 +218,7 @@ pub fn input_gradient(
     let full_h = (oh - 1) * stride + k - 2 * padding;
     let full_w = (ow - 1) * stride + k - 2 * padding;
     if full_h > h || full_w > wd {
-        return Err(Error::Shape(format!(
+        return Err(Error::Msg(format!(
             "conv2d gradient {:?} does not fit an input of {h}x{wd}",
             grad.dims()
         )));
@@ -229,12 +231,12 @@ pub fn input_gradient(
     };
     let wt = flip_spatial(w)?.transpose(0, 1)?.contiguous()?;
     if extra_h == 0 && extra_w == 0 {
-        return Ok(g.conv2d(&wt, q, 1, 1, 1)?);
+        return g.conv2d(&wt, q, 1, 1, 1);
     }
     let g = g
         .pad_with_zeros(2, q, q + extra_h)?
         .pad_with_zeros(3, q, q + extra_w)?;
-    Ok(g.conv2d(&wt, 0, 1, 1, 1)?)
+    g.conv2d(&wt, 0, 1, 1, 1)
 }
 
 /// `(n, c, h, w)` → `(n, c, (h-1)s+1, (w-1)s+1)` with the input at every `s`-th row and column
@@ -247,8 +249,8 @@ fn dilate(g: &Tensor, s: usize) -> Result<Tensor> {
         .pad_with_zeros(5, 0, s - 1)?
         .pad_with_zeros(3, 0, s - 1)?
         .reshape((n, c, h * s, w * s))?;
-    Ok(g.narrow(2, 0, (h - 1) * s + 1)?
-        .narrow(3, 0, (w - 1) * s + 1)?)
+    g.narrow(2, 0, (h - 1) * s + 1)?
+        .narrow(3, 0, (w - 1) * s + 1)
 }
 
 /// Reverses a kernel's rows and columns.
@@ -258,7 +260,7 @@ fn flip_spatial(w: &Tensor) -> Result<Tensor> {
         let ix: Vec<u32> = (0..n as u32).rev().collect();
         Tensor::from_vec(ix, n, w.device())
     };
-    Ok(w.index_select(&rev(kh)?, 2)?.index_select(&rev(kw)?, 3)?)
+    w.index_select(&rev(kh)?, 2)?.index_select(&rev(kw)?, 3)
 }
 
 #[cfg(test)]

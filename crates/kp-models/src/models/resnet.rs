@@ -9,14 +9,14 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::batchnorm::{BatchNorm2d, BatchNormConfig};
-use crate::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::error::{Error, Result};
-use crate::linear::Linear;
-use crate::maxpool::MaxPool2d;
-use crate::relu::relu;
-use crate::sequential::relu_node;
+use crate::nn::batchnorm::{BatchNorm2d, BatchNormConfig};
+use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
+use crate::nn::linear::Linear;
+use crate::nn::maxpool::MaxPool2d;
+use crate::nn::sequential::relu_node;
 use crate::summary::{Describe, ModuleNode};
+use kp_ops::relu::relu;
 
 /// Sizes of a [`ResNet18`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +121,7 @@ impl BasicBlock {
             Some((c, b)) => b.forward(&c.forward(x)?, train)?,
             None => x.clone(),
         };
-        relu(&(out + identity)?)
+        Ok(relu(&(out + identity)?)?)
     }
 }
 

@@ -1,6 +1,6 @@
 //! 2-D convolution layer (PyTorch `nn.Conv2d` semantics, square kernels, no groups/dilation).
 //!
-//! On the CPU the convolution runs as kp's fused op ([`crate::conv_cpu`]: blocked im2col + GEMM
+//! On the CPU the convolution runs as kp's fused op ([`kp_ops::conv_cpu`]: blocked im2col + GEMM
 //! with bias and ReLU fused, and a hand-written backward), much faster than candle's; on other
 //! devices it uses candle's `conv2d`.
 
@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::init::torch_default;
+use crate::nn::init::torch_default;
 use crate::summary::{py_bool, Describe, ModuleNode};
 
 /// When set, CPU convolutions use candle's own `conv2d` (the slower path kp replaced), for
@@ -86,7 +86,7 @@ impl Conv2d {
         let fan_in = in_channels * kernel * kernel;
         let w_init = match init {
             ConvInit::TorchDefault => torch_default(fan_in),
-            ConvInit::KaimingNormalFanOut => crate::init::kaiming_normal_fan_out(),
+            ConvInit::KaimingNormalFanOut => crate::nn::init::kaiming_normal_fan_out(),
         };
         let weight = vb.get_with_hints(
             (out_channels, in_channels, kernel, kernel),
@@ -198,15 +198,22 @@ impl Conv2d {
             )));
         }
         let (s, p) = (self.config.stride, self.config.padding);
-        let y = if crate::dispatch::uses_cpu_kernels(x.device()) {
+        let y = if kp_ops::dispatch::uses_cpu_kernels(x.device()) {
             if !CANDLE_CONV_ON_CPU.load(Ordering::Relaxed) {
-                return crate::conv_cpu::conv2d(x, &self.weight, self.bias.as_ref(), s, p, relu);
+                return Ok(kp_ops::conv_cpu::conv2d(
+                    x,
+                    &self.weight,
+                    self.bias.as_ref(),
+                    s,
+                    p,
+                    relu,
+                )?);
             }
             self.forward_candle(x)?
-        } else if crate::conv_device::gpu_backward() == crate::conv_device::GpuBackward::Candle {
+        } else if kp_ops::conv_device::gpu_backward() == kp_ops::conv_device::GpuBackward::Candle {
             self.forward_candle(x)?
         } else {
-            crate::conv_device::conv2d(x, &self.weight, s, p)?
+            kp_ops::conv_device::conv2d(x, &self.weight, s, p)?
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, self.out_channels, 1, 1))?)?,

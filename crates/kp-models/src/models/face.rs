@@ -7,13 +7,9 @@
 //! mlp:  Linear(4224,512) ReLU Linear(512,116)
 //! ```
 
-use candle_core::Tensor;
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::convmlp::{ConvMlp, ConvMlpSpec, Stage};
-use crate::error::Result;
-use crate::summary::{Describe, ModuleNode};
+use crate::models::convmlp::{conv_mlp_sizes, ConvMlpFamily, ConvMlpNet, ConvMlpSpec, Stage};
 
 /// Sizes of a [`FaceKeypointNet`]; the defaults are the seed's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +39,12 @@ impl Default for FaceKeypointNetConfig {
     }
 }
 
-impl FaceKeypointNetConfig {
-    /// The layer specification.
-    pub fn spec(&self) -> ConvMlpSpec {
+impl ConvMlpFamily for FaceKeypointNetConfig {
+    const NAME: &'static str = "facekeypointnet";
+
+    conv_mlp_sizes!();
+
+    fn spec(&self) -> ConvMlpSpec {
         let conv = |out, kernel| Stage::Conv { out, kernel };
         ConvMlpSpec {
             type_name: "FaceKeypointNet",
@@ -70,49 +69,14 @@ impl FaceKeypointNetConfig {
 }
 
 /// The seed's full-face keypoint network.
-#[derive(Debug, Clone)]
-pub struct FaceKeypointNet {
-    config: FaceKeypointNetConfig,
-    net: ConvMlp,
-}
-
-impl FaceKeypointNet {
-    /// Builds the network under `vb` (`conv.0.weight`, ..., `mlp.2.bias`).
-    pub fn new(vb: VarBuilder, config: FaceKeypointNetConfig) -> Result<Self> {
-        Ok(Self {
-            config,
-            net: ConvMlp::new(vb, config.spec())?,
-        })
-    }
-
-    /// The sizes.
-    pub fn config(&self) -> &FaceKeypointNetConfig {
-        &self.config
-    }
-
-    /// Features entering the MLP (4224 with the seed's sizes).
-    pub fn flatten_size(&self) -> usize {
-        self.config.spec().flatten_size().unwrap_or(0)
-    }
-
-    /// `(B, 2 * num_keypoints)` for a `(B, C, H, W)` batch; `train` has no effect (no batch
-    /// norm or dropout).
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let _ = train;
-        self.net.forward(x)
-    }
-}
-
-impl Describe for FaceKeypointNet {
-    fn describe(&self) -> ModuleNode {
-        self.net.describe()
-    }
-}
+pub type FaceKeypointNet = ConvMlpNet<FaceKeypointNetConfig>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use crate::summary::Describe;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
     use candle_nn::VarMap;
 
     #[test]

@@ -1,14 +1,17 @@
-//! The shape shared by the seed networks: a `conv` stack (Conv2d + ReLU, 2x2 max-pools), a
-//! flatten, and an `mlp` (Linear, ReLU, Linear).
+//! The seed networks' family: a `conv` stack (Conv2d + ReLU, 2x2 max-pools), a flatten, and an
+//! `mlp` (Linear, ReLU, Linear). [`ConvMlpNet`] is the network; a member of the family is a
+//! config type implementing [`ConvMlpFamily`] ([`NoseTipNetConfig`](super::nose::NoseTipNetConfig),
+//! [`FaceKeypointNetConfig`](super::face::FaceKeypointNetConfig)), which names its layers.
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use crate::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::error::{Error, Result};
-use crate::linear::Linear;
-use crate::maxpool::MaxPool2d;
-use crate::sequential::Sequential;
+use crate::models::registry::{KeypointModel, ModelConfig};
+use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
+use crate::nn::linear::Linear;
+use crate::nn::maxpool::MaxPool2d;
+use crate::nn::sequential::Sequential;
 use crate::summary::{Describe, ModuleNode};
 
 /// One step of the convolutional stack.
@@ -176,5 +179,103 @@ impl Describe for ConvMlp {
                 ("mlp".into(), self.mlp.describe()),
             ],
         )
+    }
+}
+
+/// A member of the conv + MLP family: a config with the family's sizes (input channels, width,
+/// height, keypoints, hidden units) that names its layers.
+pub trait ConvMlpFamily: Copy + std::fmt::Debug + Default + Send + Sync + 'static {
+    /// The registry name (`"nosetipnet"`, ...).
+    const NAME: &'static str;
+    /// The layer specification.
+    fn spec(&self) -> ConvMlpSpec;
+    /// The registry's sizes of this config.
+    fn model_config(&self) -> ModelConfig;
+    /// The default config with the registry's sizes `cfg` (the hidden units stay the default).
+    fn from_model_config(cfg: &ModelConfig) -> Self;
+}
+
+/// Implements [`ConvMlpFamily`]'s size conversions for a config struct with the family's
+/// fields (`in_channels`, `width`, `height`, `num_keypoints`, `hidden`).
+macro_rules! conv_mlp_sizes {
+    () => {
+        fn model_config(&self) -> $crate::models::registry::ModelConfig {
+            $crate::models::registry::ModelConfig {
+                in_channels: self.in_channels,
+                num_keypoints: self.num_keypoints,
+                width: self.width,
+                height: self.height,
+            }
+        }
+
+        fn from_model_config(cfg: &$crate::models::registry::ModelConfig) -> Self {
+            Self {
+                in_channels: cfg.in_channels,
+                width: cfg.width,
+                height: cfg.height,
+                num_keypoints: cfg.num_keypoints,
+                ..Default::default()
+            }
+        }
+    };
+}
+pub(crate) use conv_mlp_sizes;
+
+/// A network of the conv + MLP family with its config `C`.
+#[derive(Debug, Clone)]
+pub struct ConvMlpNet<C> {
+    config: C,
+    net: ConvMlp,
+}
+
+impl<C: ConvMlpFamily> ConvMlpNet<C> {
+    /// Builds the network under `vb` (`conv.0.weight`, ..., `mlp.2.bias`).
+    pub fn new(vb: VarBuilder, config: C) -> Result<Self> {
+        Ok(Self {
+            config,
+            net: ConvMlp::new(vb, config.spec())?,
+        })
+    }
+
+    /// The sizes.
+    pub fn config(&self) -> &C {
+        &self.config
+    }
+
+    /// Features entering the MLP.
+    pub fn flatten_size(&self) -> usize {
+        self.config.spec().flatten_size().unwrap_or(0)
+    }
+
+    /// `(B, 2 * num_keypoints)` for a `(B, C, H, W)` batch. The network has no batch norm or
+    /// dropout, so `train` does not change the result.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _ = train;
+        self.net.forward(x)
+    }
+}
+
+impl<C> Describe for ConvMlpNet<C> {
+    fn describe(&self) -> ModuleNode {
+        self.net.describe()
+    }
+}
+
+impl<C: ConvMlpFamily> KeypointModel for ConvMlpNet<C> {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        ConvMlpNet::forward(self, x, train)
+    }
+    fn num_keypoints(&self) -> usize {
+        self.config.model_config().num_keypoints
+    }
+    fn input_size(&self) -> (usize, usize) {
+        let cfg = self.config.model_config();
+        (cfg.width, cfg.height)
+    }
+    fn name(&self) -> &str {
+        C::NAME
+    }
+    fn describe(&self) -> ModuleNode {
+        Describe::describe(self)
     }
 }

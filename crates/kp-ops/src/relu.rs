@@ -3,26 +3,26 @@
 //! candle's own `relu` backward builds a zero tensor, a comparison, a dtype conversion and a
 //! product (four passes and allocations over the activation); here the gradient is
 //! `dy · [y > 0]` in one pass (PyTorch's `threshold_backward` convention). On CUDA (f32, feature
-//! `cuda`) the same two ops run as kp's kernels (`kp_models::cuda_kernels`); other devices use
+//! `cuda`) the same two ops run as kp's kernels (`kp_ops::cuda_kernels`); other devices use
 //! candle's `relu`.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::error::Result;
 use crate::im2col::contiguous;
+use candle_core::Result;
 
 /// `max(x, 0)` elementwise (NaN stays NaN), differentiable.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if crate::cuda_kernels::applies(x) {
-        return Ok(x.contiguous()?.apply_op1(Relu)?);
+        return x.contiguous()?.apply_op1(Relu);
     }
     if !crate::dispatch::uses_cpu_kernels(x.device()) {
-        return Ok(x.relu()?);
+        return x.relu();
     }
-    Ok(x.contiguous()?.apply_op1(Relu)?)
+    x.contiguous()?.apply_op1(Relu)
 }
 
 struct Relu;

@@ -1,0 +1,381 @@
+//! 2-D max pooling with a correct backward pass: the kernels behind `kp_models::MaxPool2d`.
+//!
+//! candle's built-in `max_pool2d` has a wrong gradient (it divides the gradient by the window
+//! size and misaligns windows on odd sizes), has no padding and cannot differentiate when the
+//! kernel and the stride differ. [`max_pool2d`] replaces it on the CPU as a candle
+//! [`CustomOp1`] whose backward routes each output gradient to the arg-max of its window, exactly
+//! like PyTorch (first maximum in scan order wins; NaN propagates): the forward records the
+//! arg-max indices and the backward scatters the output gradient there.
+//! [`max_pool2d_composite`] is the same pooling built from differentiable candle ops, for any
+//! device; cuDNN's max-pool is `crate::cudnn::pool` (feature `cudnn`).
+//!
+//! Padding acts as `-inf`. The caller works out the [`Geometry`] (output sizes in PyTorch's
+//! floor or ceil mode) and checks it.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Error, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Pools a contiguous-able f32/f64 NCHW tensor with the CPU custom op; its backward routes
+/// gradients to the arg-max.
+pub fn max_pool2d(x: &Tensor, geometry: Geometry) -> Result<Tensor> {
+    if geometry.h * geometry.w > u32::MAX as usize {
+        return Err(Error::Msg(format!(
+            "max-pool plane {:?} is too large",
+            x.dims()
+        )));
+    }
+    let x = x.contiguous()?;
+    x.apply_op1(MaxPoolOp {
+        geometry,
+        indices: Mutex::new(None),
+    })
+}
+
+/// Pools with ordinary candle ops (pad with `-inf`, strided window views, element-wise
+/// maximum), so it runs and differentiates on any device. Ties split the gradient, which
+/// differs from PyTorch only when a window holds several equal maxima.
+pub fn max_pool2d_composite(x: &Tensor, g: Geometry) -> Result<Tensor> {
+    let (n, c, _, _) = x.dims4()?;
+    // Enough rows/columns that every (offset, output) pair maps to a row of a
+    // (out, stride) reshape: k - 1 + out * s.
+    let need_h = g.k - 1 + g.oh * g.s;
+    let need_w = g.k - 1 + g.ow * g.s;
+    let xp = pad_neg_inf(x, 2, g.p, need_h)?;
+    let xp = pad_neg_inf(&xp, 3, g.p, need_w)?;
+    let mut acc: Option<Tensor> = None;
+    for di in 0..g.k {
+        let rows = xp
+            .narrow(2, di, g.oh * g.s)?
+            .reshape((n, c, g.oh, g.s, need_w))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for dj in 0..g.k {
+            let win = rows
+                .narrow(3, dj, g.ow * g.s)?
+                .reshape((n, c, g.oh, g.ow, g.s))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            acc = Some(match acc {
+                None => win,
+                Some(a) => a.maximum(&win)?,
+            });
+        }
+    }
+    acc.ok_or_else(|| Error::Msg("max-pool kernel must be positive".into()))
+}
+
+/// Pads `dim` with `before` rows of `-inf`, then pads or trims the end so the length is `total`.
+fn pad_neg_inf(x: &Tensor, dim: usize, before: usize, total: usize) -> Result<Tensor> {
+    let neg = |len: usize| -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        dims[dim] = len;
+        Tensor::full(f64::NEG_INFINITY, dims, x.device())?.to_dtype(x.dtype())
+    };
+    let len = x.dim(dim)?;
+    let mut parts = Vec::with_capacity(3);
+    if before > 0 {
+        parts.push(neg(before)?);
+    }
+    let have = before + len;
+    if have >= total {
+        parts.push(x.narrow(dim, 0, total - before)?);
+    } else {
+        parts.push(x.clone());
+        parts.push(neg(total - have)?);
+    }
+    Tensor::cat(&parts, dim)
+}
+
+/// Sizes of one pooling call (square window, stride and padding; NCHW planes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Planes pooled (batch times channels).
+    pub planes: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Window size.
+    pub k: usize,
+    /// Step between windows.
+    pub s: usize,
+    /// Implicit `-inf` border on each side.
+    pub p: usize,
+}
+
+/// Element types of the CPU kernels.
+trait PoolElem: Copy + PartialOrd + Send + Sync + std::ops::AddAssign {
+    const ZERO: Self;
+    fn is_nan(self) -> bool;
+}
+
+impl PoolElem for f32 {
+    const ZERO: Self = 0.0;
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl PoolElem for f64 {
+    const ZERO: Self = 0.0;
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// Whether candidate `v` replaces the window's best so far `best` (PyTorch's rule: a larger
+/// value wins, NaN wins over numbers, so the first maximum or NaN in row-major order stays).
+/// Branch-free: on activations the comparison is a coin flip for the branch predictor.
+#[inline]
+fn beats<T: PoolElem>(v: T, best: T) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
+impl Geometry {
+    /// Index (within the plane) of the maximum of window `(oy, ox)`.
+    /// PyTorch's rule: the first maximum in row-major order wins, NaN wins over numbers.
+    #[inline]
+    fn argmax<T: PoolElem>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
+        let y0 = (oy * self.s).saturating_sub(self.p);
+        let y1 = (oy * self.s + self.k - self.p).min(self.h);
+        let x0 = (ox * self.s).saturating_sub(self.p);
+        let x1 = (ox * self.s + self.k - self.p).min(self.w);
+        let mut best = y0 * self.w + x0;
+        let mut best_v = plane[best];
+        for y in y0..y1 {
+            let start = y * self.w + x0;
+            for (i, &v) in plane[start..start + (x1 - x0)].iter().enumerate() {
+                let take = beats(v, best_v);
+                best = if take { start + i } else { best };
+                best_v = if take { v } else { best_v };
+            }
+        }
+        best
+    }
+
+    /// Pooled values and, for each output, the arg-max index within its input plane.
+    fn forward<T: PoolElem>(&self, x: &[T]) -> (Vec<T>, Vec<u32>) {
+        let (in_plane, out_plane) = (self.h * self.w, self.oh * self.ow);
+        let mut out = vec![T::ZERO; self.planes * out_plane];
+        let mut idx = vec![0u32; self.planes * out_plane];
+        out.par_chunks_mut(out_plane)
+            .zip(idx.par_chunks_mut(out_plane))
+            .zip(x.par_chunks(in_plane))
+            .for_each(|((o, ix), plane)| {
+                if (self.k, self.s, self.p) == (2, 2, 0)
+                    && 2 * self.oh <= self.h
+                    && 2 * self.ow <= self.w
+                {
+                    self.forward_2x2(plane, o, ix);
+                    return;
+                }
+                for oy in 0..self.oh {
+                    for ox in 0..self.ow {
+                        let i = self.argmax(plane, oy, ox);
+                        o[oy * self.ow + ox] = plane[i];
+                        ix[oy * self.ow + ox] = i as u32;
+                    }
+                }
+            });
+        (out, idx)
+    }
+
+    /// [`Self::forward`] of one plane for the common 2x2 window, stride 2, no padding, every
+    /// window inside the plane (floor mode): the same rule as [`Self::argmax`] (its four
+    /// candidates in row-major order) without the general window's bounds arithmetic.
+    fn forward_2x2<T: PoolElem>(&self, plane: &[T], o: &mut [T], ix: &mut [u32]) {
+        let w = self.w;
+        for oy in 0..self.oh {
+            let top = 2 * oy * w;
+            let rows = (&plane[top..top + w], &plane[top + w..top + 2 * w]);
+            let outs = o[oy * self.ow..(oy + 1) * self.ow]
+                .iter_mut()
+                .zip(&mut ix[oy * self.ow..(oy + 1) * self.ow]);
+            for (ox, (out, index)) in outs.enumerate() {
+                let x = 2 * ox;
+                // Candidates in row-major order, offsets from the window's corner.
+                let (mut best_v, mut best) = (rows.0[x], 0);
+                for (v, offset) in [(rows.0[x + 1], 1), (rows.1[x], w), (rows.1[x + 1], w + 1)] {
+                    let take = beats(v, best_v);
+                    best_v = if take { v } else { best_v };
+                    best = if take { offset } else { best };
+                }
+                *out = best_v;
+                *index = (top + x + best) as u32;
+            }
+        }
+    }
+
+    /// Scatters output gradients to the recorded arg-max positions (summing overlaps).
+    fn backward<T: PoolElem>(&self, grad_out: &[T], idx: &[u32]) -> Vec<T> {
+        let (in_plane, out_plane) = (self.h * self.w, self.oh * self.ow);
+        let mut grad = vec![T::ZERO; self.planes * in_plane];
+        grad.par_chunks_mut(in_plane)
+            .zip(
+                grad_out
+                    .par_chunks(out_plane)
+                    .zip(idx.par_chunks(out_plane)),
+            )
+            .for_each(|(gi, (go, ix))| {
+                for (&g, &i) in go.iter().zip(ix) {
+                    gi[i as usize] += g;
+                }
+            });
+        grad
+    }
+}
+
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("max_pool2d: {what} must be contiguous"),
+    }
+}
+
+/// The forward custom op; it records the arg-max of every window for its backward.
+struct MaxPoolOp {
+    geometry: Geometry,
+    indices: Mutex<Option<Arc<Vec<u32>>>>,
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "kp-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let (n, c, _, _) = l.shape().dims4()?;
+        let shape = Shape::from((n, c, g.oh, g.ow));
+        let (out, idx) = match s {
+            CpuStorage::F32(v) => {
+                let (o, i) = g.forward(contiguous(v, l, "input")?);
+                (CpuStorage::F32(o), i)
+            }
+            CpuStorage::F64(v) => {
+                let (o, i) = g.forward(contiguous(v, l, "input")?);
+                (CpuStorage::F64(o), i)
+            }
+            other => candle_core::bail!("max_pool2d: unsupported dtype {:?}", other.dtype()),
+        };
+        *self.indices.lock().expect("max-pool index lock poisoned") = Some(Arc::new(idx));
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let indices = self
+            .indices
+            .lock()
+            .expect("max-pool index lock poisoned")
+            .clone();
+        let Some(indices) = indices else {
+            candle_core::bail!("max_pool2d backward: the forward pass recorded no indices")
+        };
+        let grad_res = grad_res.contiguous()?;
+        let grad = grad_res.apply_op1_no_bwd(&MaxPoolScatterOp {
+            geometry: self.geometry,
+            indices,
+        })?;
+        Ok(Some(grad))
+    }
+}
+
+/// The backward custom op on `grad_output`: adds each output gradient at its window's arg-max.
+struct MaxPoolScatterOp {
+    geometry: Geometry,
+    indices: Arc<Vec<u32>>,
+}
+
+impl CustomOp1 for MaxPoolScatterOp {
+    fn name(&self) -> &'static str {
+        "kp-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let (n, c, _, _) = l.shape().dims4()?;
+        let shape = Shape::from((n, c, g.h, g.w));
+        let out = match s {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(g.backward(contiguous(v, l, "gradient")?, &self.indices))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(g.backward(contiguous(v, l, "gradient")?, &self.indices))
+            }
+            other => {
+                candle_core::bail!("max_pool2d backward: unsupported dtype {:?}", other.dtype())
+            }
+        };
+        Ok((out, shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn t(data: &[f32], shape: (usize, usize, usize, usize)) -> Tensor {
+        Tensor::from_slice(data, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn candle_builtin_is_still_wrong() {
+        // Documents why this module exists; if candle fixes it this test tells us.
+        let x = Var::from_tensor(&t(&[1., 2., 3., 4.], (1, 1, 2, 2))).unwrap();
+        let y = x.as_tensor().max_pool2d(2).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_ne!(g, [0., 0., 0., 1.]);
+    }
+
+    #[test]
+    fn two_by_two_fast_path_matches_the_general_window() {
+        // Many ties (values from a set of 3) and some NaNs, odd and even sizes.
+        for (h, w) in [(2, 2), (5, 7), (6, 8), (9, 4)] {
+            let x: Vec<f32> = (0..2 * h * w)
+                .map(|i| match (i * 7919) % 11 {
+                    0 => f32::NAN,
+                    r => (r % 3) as f32,
+                })
+                .collect();
+            let g = Geometry {
+                planes: 2,
+                h,
+                w,
+                oh: h / 2,
+                ow: w / 2,
+                k: 2,
+                s: 2,
+                p: 0,
+            };
+            let (out, idx) = g.forward(&x);
+            for (plane, (o, ix)) in x
+                .chunks(h * w)
+                .zip(out.chunks(g.oh * g.ow).zip(idx.chunks(g.oh * g.ow)))
+            {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let i = g.argmax(plane, oy, ox);
+                        assert_eq!(ix[oy * g.ow + ox] as usize, i, "{h}x{w} ({oy}, {ox})");
+                        let (got, want) = (o[oy * g.ow + ox], plane[i]);
+                        assert!(got == want || (got.is_nan() && want.is_nan()));
+                    }
+                }
+            }
+        }
+    }
+}
