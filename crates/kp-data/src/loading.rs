@@ -60,14 +60,24 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
         .map_err(|e| Error::image(path, e))
 }
 
-/// Decodes an image file to grayscale [`GrayF32`] (`luma / 255 - 0.5`).
-pub fn load_gray(path: &Path) -> Result<GrayF32> {
+/// Decodes an image file with kp's checks (side limit, complete JPEG).
+fn decode(path: &Path) -> Result<image::DynamicImage> {
     let reader = open(path)?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         check_jpeg_complete(path)?;
     }
-    let img = reader.decode().map_err(|e| Error::image(path, e))?;
-    Ok(gray_from_u8(&img.into_luma8()))
+    reader.decode().map_err(|e| Error::image(path, e))
+}
+
+/// Decodes an image file to grayscale [`GrayF32`] (`luma / 255 - 0.5`).
+pub fn load_gray(path: &Path) -> Result<GrayF32> {
+    Ok(gray_from_u8(&decode(path)?.into_luma8()))
+}
+
+/// Decodes an image file to 8-bit RGB (grey images get three equal channels), with the same
+/// checks as [`load_gray`]: what the face detector takes.
+pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
+    Ok(decode(path)?.into_rgb8())
 }
 
 /// Maps points from an image of size `from` to the same image resized to `to`

@@ -27,6 +27,9 @@ pub enum Error {
         /// The known names, comma separated.
         known: String,
     },
+    /// An ONNX file that cannot be read or is not the network expected.
+    #[error("{0}")]
+    Onnx(String),
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -55,6 +55,7 @@ pub mod gradcheck;
 pub mod io;
 pub mod models;
 pub mod nn;
+pub mod onnx;
 pub mod params;
 pub mod summary;
 
@@ -67,6 +68,7 @@ pub use models::heatmap::{gaussian_heatmaps, soft_argmax, HeatmapConfig, Heatmap
 pub use models::nose::{NoseTipNet, NoseTipNetConfig};
 pub use models::registry::{build_model, list_models, KeypointModel, ModelConfig};
 pub use models::resnet::{BasicBlock, ResNet18, ResNet18Config};
+pub use models::yunet;
 pub use nn::batchnorm::{BatchNorm2d, BatchNormConfig};
 pub use nn::conv::{Conv2d, Conv2dConfig, ConvInit};
 pub use nn::init::{seeded_var_builder, torch_default};

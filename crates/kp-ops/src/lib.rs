@@ -54,6 +54,7 @@ pub mod conv_device;
 pub mod cuda_kernels;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
+pub mod depthwise;
 pub mod dispatch;
 pub mod im2col;
 pub mod maxpool;

@@ -6,3 +6,4 @@ pub mod heatmap;
 pub mod nose;
 pub mod registry;
 pub mod resnet;
+pub mod yunet;
