@@ -20,6 +20,18 @@ pub enum DataCommand {
         #[arg(long)]
         skip_bad: bool,
     },
+    /// Fit the map from the face detector's boxes to a dataset's face boxes (the convention a
+    /// model trained on it expects), on every face of the dataset that has a box; prints the
+    /// calibration as JSON and writes it to --out.
+    Calibrate {
+        /// A dataset whose faces have boxes (e.g. a dlib XML).
+        path: PathBuf,
+        /// JSON file to write (e.g. models/yunet/box_calibration_ibug.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        detector: crate::detect_cmd::DetectorArgs,
+    },
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
@@ -54,5 +66,49 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             }
             Ok(())
         }
+        DataCommand::Calibrate {
+            path,
+            out,
+            detector,
+        } => calibrate(&path, out.as_deref(), &detector),
     }
+}
+
+fn calibrate(
+    path: &std::path::Path,
+    out: Option<&std::path::Path>,
+    detector: &crate::detect_cmd::DetectorArgs,
+) -> Result<()> {
+    use kp_train::detect::{best_match, BoxCalibration, FaceDetector};
+    use rayon::prelude::*;
+    let dataset = kp_data::format::load_dataset(path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let det = FaceDetector::bundled(&candle_core::Device::Cpu, detector.config())?;
+    let boxed: Vec<_> = dataset.faces.iter().filter(|f| f.bbox.is_some()).collect();
+    let bar = indicatif::ProgressBar::new(boxed.len() as u64);
+    let pairs = boxed
+        .par_iter()
+        .map(|f| {
+            let rgb = kp_data::loading::load_rgb(&f.image)?;
+            let b = f.bbox.expect("filtered on boxes");
+            let faces = det.detect(&rgb)?;
+            bar.inc(1);
+            Ok(best_match(&faces, &b).map(|d| (*d, b)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bar.finish_and_clear();
+    let pairs: Vec<_> = pairs.into_iter().flatten().collect();
+    let cal = BoxCalibration::fit(&pairs)?;
+    eprintln!(
+        "{}: {} of {} boxed faces detected",
+        path.display(),
+        pairs.len(),
+        boxed.len()
+    );
+    let json = serde_json::to_string_pretty(&cal)?;
+    println!("{json}");
+    if let Some(out) = out {
+        kp_train::atomic::write_atomic(out, format!("{json}\n").as_bytes())?;
+    }
+    Ok(())
 }

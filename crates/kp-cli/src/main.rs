@@ -1,6 +1,6 @@
 //! `kp`: facial keypoint detection from the command line.
 //!
-//! `kp data summary`, `kp train`, `kp eval`, `kp predict`, `kp submit`, `kp bench`. Errors print one line
+//! `kp data summary`, `kp train`, `kp eval`, `kp detect`, `kp predict`, `kp submit`, `kp bench`. Errors print one line
 //! and exit with status 1.
 
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod data_cmd;
+mod detect_cmd;
 mod predict_cmd;
 mod train_cmd;
 
@@ -43,6 +44,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Evaluate a trained run on a dataset.
     Eval(train_cmd::EvalArgs),
+    /// Find faces (box, score, 5 points) on photos with the bundled YuNet detector.
+    Detect(detect_cmd::DetectArgs),
     /// Predict keypoints on photos.
     Predict(predict_cmd::PredictArgs),
     /// Write a Kaggle-format submission CSV for a dlib XML of face boxes.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Data(c) => data_cmd::run(c),
         Command::Train(a) => train_cmd::train(a),
         Command::Eval(a) => train_cmd::eval(a),
+        Command::Detect(a) => detect_cmd::detect(a),
         Command::Predict(a) => predict_cmd::predict(a),
         Command::Submit(a) => predict_cmd::submit(a),
         Command::Bench(a) => bench_cmd::bench(a),

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kp_data::{BBox, GrayF32, Point};
+use kp_train::landmarker::Landmarker;
 use kp_train::predict::Predictor;
 use serde::Serialize;
+
+use crate::detect_cmd::DetectorArgs;
 
 /// `--mirror` / `--no-mirror`: test-time mirroring regardless of the run's own setting.
 #[derive(Debug, Args)]
@@ -33,19 +36,23 @@ impl MirrorArgs {
 /// Arguments of `kp predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
+    /// A photo, or a folder of photos (.jpg, .jpeg, .png).
+    #[arg(value_name = "IMAGE", required_unless_present = "image")]
+    photo: Option<PathBuf>,
+    /// The same as IMAGE (kept for scripts written before IMAGE was positional).
+    #[arg(long, hide = true, conflicts_with = "photo")]
+    image: Option<PathBuf>,
     /// Run folder written by `kp train`.
     #[arg(long)]
     run: PathBuf,
-    /// A photo, or a folder of photos (.jpg, .jpeg, .png).
-    #[arg(long)]
-    image: PathBuf,
-    /// Face box LEFT,TOP,WIDTH,HEIGHT in pixels (default: the whole image).
+    /// Face box LEFT,TOP,WIDTH,HEIGHT in pixels (default: every face the detector finds, for
+    /// models trained on face boxes; the whole photo for the IMM models).
     #[arg(long, value_parser = parse_box)]
     r#box: Option<BBox>,
-    /// Overlay PNG to write (a folder when --image is a folder).
+    /// Overlay PNG to write (a folder when IMAGE is a folder).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print the points as JSON.
+    /// One JSON object per photo and line: {"image", "faces": [{"box", "score", "points5", "keypoints"}]}.
     #[arg(long)]
     json: bool,
     /// cpu or cuda (default: the run's device).
@@ -53,6 +60,8 @@ pub struct PredictArgs {
     device: Option<String>,
     #[command(flatten)]
     mirror: MirrorArgs,
+    #[command(flatten)]
+    detector: DetectorArgs,
 }
 
 /// Arguments of `kp submit`.
@@ -93,53 +102,50 @@ fn parse_box(s: &str) -> std::result::Result<BBox, String> {
     }
 }
 
+/// One face of `kp predict`'s JSON: the box the landmarks were predicted in, the detector's
+/// score and 5 points (absent for a given or whole-photo box), and the keypoints, all in photo
+/// pixels.
 #[derive(Serialize)]
-struct Prediction<'a> {
-    image: &'a Path,
-    r#box: Option<BBox>,
-    keypoints: &'a [Point],
-    overlay: Option<&'a Path>,
+struct FaceOut {
+    r#box: Option<[f32; 4]>,
+    score: Option<f32>,
+    points5: Option<[[f32; 2]; 5]>,
+    keypoints: Vec<[f32; 2]>,
 }
 
-fn is_photo(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()),
-        Some(e) if e == "jpg" || e == "jpeg" || e == "png"
-    )
+#[derive(Serialize)]
+struct PhotoOut<'a> {
+    image: &'a Path,
+    faces: Vec<FaceOut>,
+    overlay: Option<&'a Path>,
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
     let predictor = Predictor::open(&a.run, a.device.as_deref())
         .with_context(|| format!("opening run {}", a.run.display()))?;
     let predictor = a.mirror.apply(predictor)?;
-    let (photos, folder_mode) = if a.image.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&a.image)
-            .with_context(|| format!("reading {}", a.image.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_photo(p))
-            .collect();
-        v.sort();
-        if v.is_empty() {
-            bail!("{}: no .jpg/.jpeg/.png photos", a.image.display());
-        }
-        (v, true)
-    } else {
-        (vec![a.image.clone()], false)
-    };
+    let landmarker = Landmarker::from_predictor(predictor, a.detector.config())?;
+    let input = a
+        .photo
+        .as_ref()
+        .or(a.image.as_ref())
+        .expect("clap requires one");
+    let folder_mode = input.is_dir();
+    let photos = crate::detect_cmd::photos(input)?;
     if folder_mode && a.r#box.is_some() {
         bail!("--box applies to one photo, not to a folder");
     }
     if let (true, Some(out)) = (folder_mode, &a.out) {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
-    let mut all = Vec::new();
     for photo in &photos {
-        let color = image::open(photo).with_context(|| format!("reading {}", photo.display()))?;
-        let gray: GrayF32 = kp_data::gray_from_u8(&color.to_luma8());
-        let points = predictor
-            .predict_images(&[(gray, a.r#box)])?
-            .pop()
-            .unwrap_or_default();
+        let rgb = kp_data::loading::load_rgb(photo)?;
+        // Models trained on face boxes get every detected face; the IMM models (and --box)
+        // one face.
+        let faces = match a.r#box {
+            None if landmarker.uses_boxes() => landmarker.landmarks(&rgb)?,
+            b => landmarker.landmarks_in(&rgb, b)?,
+        };
         let overlay = a.out.as_ref().map(|out| {
             if folder_mode {
                 let stem = photo.file_stem().unwrap_or_default().to_string_lossy();
@@ -149,42 +155,53 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             }
         });
         if let Some(path) = &overlay {
-            let pts: Vec<(f32, f32)> = points.iter().map(|p| (p.x, p.y)).collect();
+            let pts: Vec<(f32, f32)> = faces
+                .iter()
+                .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
+                .collect();
             let img = kp_viz::overlay::overlay_keypoints(
-                &color,
+                &image::DynamicImage::ImageRgb8(rgb),
                 &[],
                 &pts,
                 &kp_viz::overlay::OverlayOptions::default(),
             )?;
             kp_viz::io::save_png(&img, path)?;
         }
-        all.push((photo.clone(), points, overlay));
-    }
-    if a.json {
-        let v: Vec<Prediction<'_>> = all
-            .iter()
-            .map(|(p, k, o)| Prediction {
-                image: p,
-                r#box: a.r#box,
-                keypoints: k,
-                overlay: o.as_deref(),
+        let faces: Vec<FaceOut> = faces
+            .into_iter()
+            .map(|f| FaceOut {
+                r#box: f.bbox,
+                score: f.score,
+                points5: f.points5,
+                keypoints: f.keypoints.iter().map(|p| [p.x, p.y]).collect(),
             })
             .collect();
-        if folder_mode {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+        let line = if a.json {
+            serde_json::to_string(&PhotoOut {
+                image: photo,
+                faces,
+                overlay: overlay.as_deref(),
+            })?
         } else {
-            println!("{}", serde_json::to_string_pretty(&v[0])?);
-        }
-    } else {
-        for (p, k, o) in &all {
-            println!(
-                "{}: {} points{}",
-                p.display(),
-                k.len(),
-                o.as_ref()
-                    .map(|o| format!(" -> {}", o.display()))
-                    .unwrap_or_default()
-            );
+            let mut s = format!("{}: {} faces", photo.display(), faces.len());
+            for f in &faces {
+                let bx = f
+                    .r#box
+                    .map(|[l, t, w, h]| format!("box {l:.1},{t:.1},{w:.1},{h:.1}"))
+                    .unwrap_or_else(|| "whole photo".into());
+                let score = f
+                    .score
+                    .map(|s| format!(" score {s:.3}"))
+                    .unwrap_or_default();
+                s.push_str(&format!("\n  {bx}{score}: {} points", f.keypoints.len()));
+            }
+            if let Some(o) = &overlay {
+                s.push_str(&format!("\n  overlay -> {}", o.display()));
+            }
+            s
+        };
+        if !crate::detect_cmd::print_line(&line)? {
+            return Ok(());
         }
     }
     Ok(())

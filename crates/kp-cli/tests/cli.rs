@@ -114,7 +114,10 @@ fn train_eval_predict_on_a_few_faces() {
         png.to_str().unwrap(),
         "--json",
     ]));
-    assert_eq!(v["keypoints"].as_array().unwrap().len(), 58);
+    // An IMM model sees the whole photo: one face, no detector box.
+    assert_eq!(v["faces"].as_array().unwrap().len(), 1);
+    assert!(v["faces"][0]["score"].is_null());
+    assert_eq!(v["faces"][0]["keypoints"].as_array().unwrap().len(), 58);
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (640, 480));
 }
@@ -161,6 +164,32 @@ fn eval_with_simulated_detector_boxes_is_seeded_per_face() {
     let o = kp(&["eval", "--run", r, "--augment", "no-such-preset"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-preset"));
+
+    // The face detector's calibrated boxes instead of the crops' own.
+    let o = kp(&[
+        "eval", "--run", r, "--split", "all", "--json", "--boxes", "detector",
+    ]);
+    let detected = stdout_json(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("face detector: 10 of 10 faces found"));
+    assert_eq!(detected["faces"], 10);
+    assert_ne!(detected["mae"], tight["mae"], "other boxes, other crops");
+
+    // A 300-W model on a group photo: one set of 68 points per detected face.
+    let group = d.join("dlib_examples_faces/2008_002506.jpg");
+    let v = stdout_json(&kp(&[
+        "predict",
+        group.to_str().unwrap(),
+        "--run",
+        r,
+        "--json",
+    ]));
+    let faces = v["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 3, "{v}");
+    for f in faces {
+        assert_eq!(f["keypoints"].as_array().unwrap().len(), 68);
+        assert_eq!(f["points5"].as_array().unwrap().len(), 5);
+        assert!(f["score"].as_f64().unwrap() > 0.6);
+    }
 }
 
 #[test]

@@ -20,8 +20,10 @@
 pub mod atomic;
 pub mod bench;
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod eval;
+pub mod landmarker;
 pub mod loader;
 pub mod loss;
 pub mod metrics;

@@ -125,10 +125,31 @@ impl Predictor {
         self.predict_numbered(items, 0)
     }
 
+    /// Predicts the keypoints of several faces of one image, one per box (`None`: the
+    /// default box), in original pixels, without copying the image per face.
+    pub fn predict_boxes(
+        &self,
+        image: &GrayF32,
+        boxes: &[Option<BBox>],
+    ) -> Result<Vec<Vec<Point>>> {
+        let items: Vec<(&GrayF32, Option<BBox>)> = boxes.iter().map(|b| (image, *b)).collect();
+        self.predict_each(&items, 0)
+    }
+
     /// [`Self::predict_images`] where `items[j]` is image number `first + j` (for its seed).
     fn predict_numbered(
         &self,
         items: &[(GrayF32, Option<BBox>)],
+        first: usize,
+    ) -> Result<Vec<Vec<Point>>> {
+        let items: Vec<(&GrayF32, Option<BBox>)> = items.iter().map(|(i, b)| (i, *b)).collect();
+        self.predict_each(&items, first)
+    }
+
+    /// Prepares, predicts and maps back `items[j]` (image number `first + j`, for its seed).
+    fn predict_each(
+        &self,
+        items: &[(&GrayF32, Option<BBox>)],
         first: usize,
     ) -> Result<Vec<Vec<Point>>> {
         let samples = items
@@ -172,6 +193,48 @@ impl Predictor {
         cfg.data = data.to_path_buf();
         cfg.resolve_data();
         crate::trainer::prepare_data(&cfg)
+    }
+
+    /// Replaces the face boxes of `split`'s faces in `prepared` by the face detector's: each
+    /// face's photo goes through `detector`, the detection that best overlaps the face's own
+    /// box (or its points' box) is mapped by `calibration` to the run's box convention, and the
+    /// face is cached again with that box. Faces the detector misses keep the dataset's box;
+    /// the count of detected faces is returned beside the split's size.
+    pub fn use_detector_boxes(
+        &self,
+        prepared: &mut PreparedData,
+        split: EvalSplit,
+        detector: &crate::detect::FaceDetector,
+        calibration: &crate::detect::BoxCalibration,
+    ) -> Result<(usize, usize)> {
+        let indices = split.indices(prepared);
+        let cfg = &self.config;
+        let faces = &prepared.dataset.faces;
+        let recached = indices
+            .par_iter()
+            .map(|&i| {
+                let face = &faces[i];
+                let own = face.bbox.or_else(|| BBox::around(&face.keypoints));
+                let photo = kp_data::loading::load_rgb(&face.image)?;
+                let found = detector.detect(&photo)?;
+                let Some(d) = own.and_then(|b| crate::detect::best_match(&found, &b)) else {
+                    return Ok(None);
+                };
+                let mut f = face.clone();
+                f.bbox = Some(calibration.apply(d));
+                let subset = cfg.keypoints.as_deref();
+                Ok(Some((
+                    i,
+                    crate::prep::cache_face(&f, subset, cfg.width, cfg.height)?,
+                )))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut detected = 0;
+        for (i, c) in recached.into_iter().flatten() {
+            prepared.cache[i] = c;
+            detected += 1;
+        }
+        Ok((detected, indices.len()))
     }
 
     /// Evaluates the model on one split of already prepared data.

@@ -1,0 +1,291 @@
+//! Face detection on whole photos: the bundled YuNet ([`kp_models::yunet`]) with the photo-level
+//! steps around it.
+//!
+//! YuNet was trained on faces of about 10-300 pixels, and its cost grows with the pixel count,
+//! so photos whose longer side exceeds [`DetectConfig::max_side`] are downscaled first (a
+//! triangle filter, i.e. bilinear with area averaging) and the faces mapped back to the photo's
+//! pixels. Faces narrower than [`DetectConfig::min_face`] pixels (in the photo) are dropped.
+
+use candle_core::Device;
+use image::RgbImage;
+use kp_data::BBox;
+use kp_models::yunet::{Detection, YuNet, YuNetConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Photo-level detection settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectConfig {
+    /// YuNet's score threshold, NMS IoU and top-k.
+    pub yunet: YuNetConfig,
+    /// Photos with a longer side above this are downscaled to it before detection (0: never).
+    pub max_side: usize,
+    /// Faces whose box is narrower than this many photo pixels are dropped.
+    pub min_face: f32,
+}
+
+impl Default for DetectConfig {
+    /// Score 0.6 (finds the small and turned faces of group photos that OpenCV's 0.9 misses,
+    /// with no false face on dlib's sample photos), NMS IoU 0.3, top 5,000, longer side at most
+    /// 640 px, no smallest face.
+    fn default() -> Self {
+        Self {
+            yunet: YuNetConfig {
+                score_threshold: 0.6,
+                ..YuNetConfig::default()
+            },
+            max_side: 640,
+            min_face: 0.0,
+        }
+    }
+}
+
+/// YuNet with [`DetectConfig`]'s photo-level steps.
+#[derive(Debug, Clone)]
+pub struct FaceDetector {
+    net: YuNet,
+    cfg: DetectConfig,
+}
+
+impl FaceDetector {
+    /// The bundled YuNet-n on `device` with `cfg`.
+    pub fn bundled(device: &Device, cfg: DetectConfig) -> Result<Self> {
+        Ok(Self {
+            net: YuNet::bundled(device)?,
+            cfg,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DetectConfig {
+        &self.cfg
+    }
+
+    /// The network.
+    pub fn net(&self) -> &YuNet {
+        &self.net
+    }
+
+    /// The scale a photo of `width x height` is detected at (1 when it is small enough).
+    pub fn scale_for(&self, width: u32, height: u32) -> f32 {
+        let side = width.max(height) as usize;
+        if self.cfg.max_side == 0 || side <= self.cfg.max_side {
+            1.0
+        } else {
+            self.cfg.max_side as f32 / side as f32
+        }
+    }
+
+    /// Every face in `photo`, best first, in the photo's pixels.
+    pub fn detect(&self, photo: &RgbImage) -> Result<Vec<Detection>> {
+        let (w, h) = photo.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let scale = self.scale_for(w, h);
+        let faces = if scale < 1.0 {
+            let sw = ((w as f32 * scale).round() as u32).max(1);
+            let sh = ((h as f32 * scale).round() as u32).max(1);
+            let small =
+                image::imageops::resize(photo, sw, sh, image::imageops::FilterType::Triangle);
+            // Map back with the exact per-axis ratio the resize used.
+            let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
+            self.net
+                .detect_rgb8(small.as_raw(), sw as usize, sh as usize, &self.cfg.yunet)?
+                .into_iter()
+                .map(|d| unscale_xy(&d, fx, fy))
+                .collect()
+        } else {
+            self.net
+                .detect_rgb8(photo.as_raw(), w as usize, h as usize, &self.cfg.yunet)?
+        };
+        Ok(faces
+            .into_iter()
+            .filter(|d| d.bbox[2] >= self.cfg.min_face)
+            .collect())
+    }
+}
+
+/// The map from a YuNet box to the face box a landmark model was trained with, fitted on a
+/// labelled dataset (`kp data calibrate`): a detector box frames a face differently from a
+/// dataset's convention (300-W's crops: the square around the 68 points), and a model fed boxes
+/// framed otherwise loses accuracy.
+///
+/// With the detection's centre `(cx, cy)` and size `(w, h)`: the box is a square of side
+/// `side · sqrt(w · h)` centred on `(cx + dx · w, cy + dy · h)`; each coefficient is the median
+/// over the dataset's faces, robust to the odd missed or mismatched detection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoxCalibration {
+    /// Centre shift right, in detection widths.
+    pub dx: f32,
+    /// Centre shift down, in detection heights.
+    pub dy: f32,
+    /// Side of the square, in `sqrt(w · h)` of the detection.
+    pub side: f32,
+    /// Faces the fit used.
+    pub faces: usize,
+    /// Median IoU of the mapped boxes with the dataset's boxes.
+    pub median_iou: f32,
+}
+
+/// The bundled calibration for 300-W's training convention (the crops' square landmark
+/// boxes), fitted by `kp data calibrate` on the 1,326 training crops (`models/yunet/README.md`).
+pub const IBUG_CALIBRATION_JSON: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../models/yunet/box_calibration_ibug.json"
+));
+
+impl BoxCalibration {
+    /// The bundled 300-W calibration.
+    pub fn ibug() -> Self {
+        serde_json::from_str(IBUG_CALIBRATION_JSON)
+            .expect("the bundled calibration parses (tested)")
+    }
+
+    /// The box a model trained with this convention expects for detection `d`.
+    pub fn apply(&self, d: &Detection) -> BBox {
+        let [l, t, w, h] = d.bbox;
+        let (cx, cy) = (l + w / 2.0 + self.dx * w, t + h / 2.0 + self.dy * h);
+        let side = self.side * (w * h).max(0.0).sqrt();
+        BBox::new(cx - side / 2.0, cy - side / 2.0, side, side)
+    }
+
+    /// Fits the map on `(detection, dataset box)` pairs.
+    pub fn fit(pairs: &[(Detection, BBox)]) -> Result<Self> {
+        if pairs.is_empty() {
+            return Err(Error::Config(
+                "box calibration: no face was detected on the dataset".into(),
+            ));
+        }
+        let median = |mut v: Vec<f32>| {
+            v.sort_by(f32::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        };
+        let (mut dx, mut dy, mut side) = (Vec::new(), Vec::new(), Vec::new());
+        for (d, b) in pairs {
+            let [l, t, w, h] = d.bbox;
+            let c = b.center();
+            dx.push((c.x - (l + w / 2.0)) / w);
+            dy.push((c.y - (t + h / 2.0)) / h);
+            side.push(b.width.max(b.height) / (w * h).sqrt());
+        }
+        let mut cal = Self {
+            dx: median(dx),
+            dy: median(dy),
+            side: median(side),
+            faces: pairs.len(),
+            median_iou: 0.0,
+        };
+        cal.median_iou = median(pairs.iter().map(|(d, b)| iou(&cal.apply(d), b)).collect());
+        Ok(cal)
+    }
+}
+
+/// Intersection over union of two boxes.
+pub fn iou(a: &BBox, b: &BBox) -> f32 {
+    let w = (a.right().min(b.right()) - a.left.max(b.left)).max(0.0);
+    let h = (a.bottom().min(b.bottom()) - a.top.max(b.top)).max(0.0);
+    let inter = w * h;
+    let union = a.width * a.height + b.width * b.height - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// The detection that best matches `b` (highest IoU of its raw box), if any overlaps it.
+pub fn best_match<'a>(faces: &'a [Detection], b: &BBox) -> Option<&'a Detection> {
+    let raw = |d: &Detection| BBox::new(d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]);
+    faces
+        .iter()
+        .map(|d| (iou(&raw(d), b), d))
+        .filter(|(o, _)| *o > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, d)| d)
+}
+
+fn unscale_xy(d: &Detection, fx: f32, fy: f32) -> Detection {
+    let mut d = *d;
+    d.bbox = [
+        d.bbox[0] / fx,
+        d.bbox[1] / fy,
+        d.bbox[2] / fx,
+        d.bbox[3] / fy,
+    ];
+    for p in d.points5.iter_mut() {
+        *p = [p[0] / fx, p[1] / fy];
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_photos_are_detected_at_the_largest_side_and_small_ones_as_they_are() {
+        let det = FaceDetector::bundled(&Device::Cpu, DetectConfig::default()).unwrap();
+        assert_eq!(det.scale_for(500, 375), 1.0);
+        assert_eq!(det.scale_for(1280, 1024), 0.5);
+        let off = FaceDetector::bundled(
+            &Device::Cpu,
+            DetectConfig {
+                max_side: 0,
+                ..DetectConfig::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(off.scale_for(4000, 3000), 1.0);
+    }
+
+    #[test]
+    fn the_bundled_calibration_parses_and_a_fit_recovers_a_known_map() {
+        let cal = BoxCalibration::ibug();
+        assert!(cal.faces > 1000 && cal.median_iou > 0.5, "{cal:?}");
+        let truth = BoxCalibration {
+            dx: 0.05,
+            dy: 0.1,
+            side: 1.2,
+            faces: 0,
+            median_iou: 0.0,
+        };
+        let pairs: Vec<(Detection, BBox)> = (0..9)
+            .map(|i| {
+                let d = Detection {
+                    bbox: [10.0 * i as f32, 5.0, 40.0 + i as f32, 50.0],
+                    points5: [[0.0; 2]; 5],
+                    score: 0.9,
+                };
+                (d, truth.apply(&d))
+            })
+            .collect();
+        let fit = BoxCalibration::fit(&pairs).unwrap();
+        assert!(
+            (fit.dx - 0.05).abs() < 1e-5 && (fit.dy - 0.1).abs() < 1e-5,
+            "{fit:?}"
+        );
+        assert!(
+            (fit.side - 1.2).abs() < 1e-5 && fit.median_iou > 0.999,
+            "{fit:?}"
+        );
+        assert!(BoxCalibration::fit(&[]).is_err());
+    }
+
+    #[test]
+    fn an_empty_or_blank_photo_has_no_faces() {
+        let det = FaceDetector::bundled(&Device::Cpu, DetectConfig::default()).unwrap();
+        assert!(det.detect(&RgbImage::new(0, 0)).unwrap().is_empty());
+        assert!(det
+            .detect(&RgbImage::from_pixel(700, 90, image::Rgb([200, 10, 10])))
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,128 @@
+//! Landmarks on whole photos: face detection, the box each model expects, and the landmark
+//! model, behind one type.
+//!
+//! [`Landmarker`] joins the bundled detector ([`crate::detect::FaceDetector`]), the box
+//! calibration of the model's training convention ([`crate::detect::BoxCalibration`]) and a
+//! trained run ([`crate::predict::Predictor`]): `landmarks(&photo)` finds every face and
+//! returns its box, score, 5 detector points and the model's keypoints in photo pixels. Models
+//! trained on face boxes (300-W) get one calibrated box per detected face; the IMM models were
+//! trained on whole 640x480 frames and see the whole photo as one face.
+//!
+//! ```no_run
+//! use kp_train::landmarker::Landmarker;
+//! let lm = Landmarker::from_run("runs/ibug".as_ref(), None)?;
+//! let photo = kp_data::loading::load_rgb("group.jpg".as_ref())?;
+//! for face in lm.landmarks(&photo)? {
+//!     println!("{:?} {:?}: {} points", face.bbox, face.score, face.keypoints.len());
+//! }
+//! # Ok::<(), kp_train::Error>(())
+//! ```
+
+use std::path::Path;
+
+use image::RgbImage;
+use kp_data::{BBox, GrayF32, Point};
+use kp_models::yunet::Detection;
+
+use crate::config::Task;
+use crate::detect::{BoxCalibration, DetectConfig, FaceDetector};
+use crate::error::Result;
+use crate::predict::Predictor;
+
+/// One face found on a photo, in photo pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceLandmarks {
+    /// The detector's box `[left, top, width, height]`, the box given, or `None` for a model
+    /// that sees the whole photo.
+    pub bbox: Option<[f32; 4]>,
+    /// The detector's score (`None` when no detector ran).
+    pub score: Option<f32>,
+    /// The detector's 5 points (eyes, nose tip, mouth corners).
+    pub points5: Option<[[f32; 2]; 5]>,
+    /// The model's keypoints.
+    pub keypoints: Vec<Point>,
+}
+
+/// A face detector and a landmark model.
+pub struct Landmarker {
+    predictor: Predictor,
+    detector: FaceDetector,
+    calibration: BoxCalibration,
+}
+
+impl Landmarker {
+    /// The model of a run folder, with the bundled detector (default settings) on the run's
+    /// device or `device`.
+    pub fn from_run(run: &Path, device: Option<&str>) -> Result<Self> {
+        Self::from_predictor(Predictor::open(run, device)?, DetectConfig::default())
+    }
+
+    /// A predictor (its mirroring and preprocessing as set) with a detector configured by `cfg`.
+    pub fn from_predictor(predictor: Predictor, cfg: DetectConfig) -> Result<Self> {
+        let detector = FaceDetector::bundled(&predictor.model.device, cfg)?;
+        Ok(Self {
+            predictor,
+            detector,
+            calibration: BoxCalibration::ibug(),
+        })
+    }
+
+    /// The landmark model.
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+
+    /// Whether the model takes face boxes (and so one detected face at a time).
+    pub fn uses_boxes(&self) -> bool {
+        self.predictor.config.task == Task::Ibug
+    }
+
+    /// Every face on `photo` (detector boxes, best first).
+    pub fn detect(&self, photo: &RgbImage) -> Result<Vec<Detection>> {
+        self.detector.detect(photo)
+    }
+
+    /// Every face on `photo` with its keypoints: one per detected face for box models (none on
+    /// a photo without faces), the whole photo for the IMM models.
+    pub fn landmarks(&self, photo: &RgbImage) -> Result<Vec<FaceLandmarks>> {
+        if !self.uses_boxes() {
+            return self.landmarks_in(photo, None);
+        }
+        let faces = self.detect(photo)?;
+        let boxes: Vec<BBox> = faces.iter().map(|d| self.calibration.apply(d)).collect();
+        let points = self.predict(photo, boxes.iter().map(|b| Some(*b)).collect())?;
+        Ok(faces
+            .iter()
+            .zip(points)
+            .map(|(d, keypoints)| FaceLandmarks {
+                bbox: Some(d.bbox),
+                score: Some(d.score),
+                points5: Some(d.points5),
+                keypoints,
+            })
+            .collect())
+    }
+
+    /// The keypoints of one face in `bbox` (the model's own box convention), or of the whole
+    /// photo with `None`.
+    pub fn landmarks_in(&self, photo: &RgbImage, bbox: Option<BBox>) -> Result<Vec<FaceLandmarks>> {
+        let points = self.predict(photo, vec![bbox])?;
+        Ok(points
+            .into_iter()
+            .map(|keypoints| FaceLandmarks {
+                bbox: bbox.map(|b| [b.left, b.top, b.width, b.height]),
+                score: None,
+                points5: None,
+                keypoints,
+            })
+            .collect())
+    }
+
+    fn predict(&self, photo: &RgbImage, boxes: Vec<Option<BBox>>) -> Result<Vec<Vec<Point>>> {
+        if boxes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let gray: GrayF32 = kp_data::gray_from_u8(&image::imageops::grayscale(photo));
+        self.predictor.predict_boxes(&gray, &boxes)
+    }
+}
