@@ -39,6 +39,13 @@ pub struct BenchArgs {
     /// Python with torch installed (default: a venv under ~/.cache/kp-torch-venv, made on demand).
     #[arg(long, env = "KP_TORCH_PYTHON")]
     python: Option<PathBuf>,
+    /// Also time the detector case in OpenCV (`cv2.FaceDetectorYN` on the same ONNX file and
+    /// photo; opencv-python-headless from PyPI, installed into a venv on demand).
+    #[arg(long)]
+    against_opencv: bool,
+    /// Python with cv2 installed (default: a venv under ~/.cache/kp-opencv-venv, made on demand).
+    #[arg(long, env = "KP_OPENCV_PYTHON")]
+    opencv_python: Option<PathBuf>,
     /// Also time the model cases with candle's own convolution (kp's path before its unfold +
     /// GEMM ops), as extra rows named `<case>_candle_conv`.
     #[arg(long)]
@@ -62,6 +69,9 @@ enum Kind {
     Infer,
     /// Decode + resize + augment one image of a dataset with a kp-augment preset.
     Load,
+    /// Face detection (the bundled YuNet, with its photo-level steps) on a 640x480 photo with
+    /// one face (IMM's 01-1m.jpg), decoded once.
+    Detect,
 }
 
 /// One benchmark case.
@@ -79,6 +89,7 @@ impl Case {
             Kind::Train => format!("{}_train_b{}", self.model, self.batch),
             Kind::Infer => format!("{}_infer_b{}", self.model, self.batch),
             Kind::Load => format!("load_augment_{}", self.model),
+            Kind::Detect => format!("{}_640x480", self.model),
         }
     }
 
@@ -87,7 +98,7 @@ impl Case {
         let mode = match self.kind {
             Kind::Train => "train",
             Kind::Infer => "infer",
-            Kind::Load => return None,
+            Kind::Load | Kind::Detect => return None,
         };
         Some(format!(
             "{}:{}:{mode}:{}",
@@ -116,6 +127,7 @@ fn cases(quick: bool) -> Vec<Case> {
         c("resnet18", 16, Kind::Infer, 5),
         c("face", 1, Kind::Load, 24),
         c("ibug", 1, Kind::Load, 48),
+        c("yunet", 1, Kind::Detect, 50),
     ]
 }
 
@@ -126,6 +138,7 @@ struct Row {
     kp_ms: Option<f64>,
     torch_ms: Option<f64>,
     ratio: Option<f64>,
+    opencv_ms: Option<f64>,
     images_per_s: Option<f64>,
     note: Option<String>,
 }
@@ -143,7 +156,7 @@ fn time_model(case: &Case) -> Result<f64> {
     let kind = match case.kind {
         Kind::Train => StepKind::Train,
         Kind::Infer => StepKind::Infer,
-        Kind::Load => bail!("{} is not a model case", case.name()),
+        Kind::Load | Kind::Detect => bail!("{} is not a model case", case.name()),
     };
     let bench = StepBench {
         model: case.model.to_string(),
@@ -183,6 +196,99 @@ fn time_load(case: &Case, data: &Path) -> Result<f64> {
         bail!("{}: no faces", dataset.name);
     }
     Ok(median(&times))
+}
+
+/// The detector case's photo: 640x480, one face.
+fn detect_photo(data: &Path) -> PathBuf {
+    data.join("imm_face_db/01-1m.jpg")
+}
+
+/// Median milliseconds of [`Kind::Detect`]: `FaceDetector::detect` on the decoded photo.
+fn time_detect(case: &Case, data: &Path) -> Result<f64> {
+    let photo = kp_data::loading::load_rgb(&detect_photo(data))?;
+    let det = kp_train::detect::FaceDetector::bundled(
+        &Device::Cpu,
+        kp_train::detect::DetectConfig::default(),
+    )?;
+    let mut times = Vec::new();
+    for i in 0..warmup(case) + case.iters {
+        let t0 = Instant::now();
+        let faces = det.detect(&photo)?;
+        std::hint::black_box(faces.len());
+        if i >= warmup(case) {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(median(&times))
+}
+
+/// A Python with cv2: `--opencv-python`, or a venv under the cache folder made on demand.
+fn opencv_python(args: &BenchArgs) -> Result<PathBuf> {
+    if let Some(p) = &args.opencv_python {
+        return Ok(p.clone());
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let venv = PathBuf::from(home).join(".cache/kp-opencv-venv");
+    let python = venv.join("bin/python");
+    let has_cv2 = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import cv2"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && has_cv2(&python) {
+        return Ok(python);
+    }
+    tracing::info!("installing opencv-python-headless into {}", venv.display());
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "opencv-python-headless"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok && has_cv2(&python) {
+        Ok(python)
+    } else {
+        bail!(
+            "could not install opencv-python-headless into {}",
+            venv.display()
+        )
+    }
+}
+
+/// OpenCV's median ms on the detector case (`xtask/bench/opencv_bench.py`).
+fn opencv_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
+    let python = opencv_python(args)?;
+    let root = crate::fetch::workspace_root();
+    let script = root.join("xtask/bench/opencv_bench.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([
+            "--case",
+            &case.name(),
+            "--threads",
+            &args.threads.to_string(),
+        ])
+        .args(["--iters", &case.iters.to_string()])
+        .arg("--image")
+        .arg(detect_photo(data))
+        .arg("--model")
+        .arg(root.join("models/yunet/yunet_n_dynamic.onnx"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", script.display(), out.status);
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("opencv_bench.py printed a non-JSON line: {line}"))?;
+    v["ms"]
+        .as_f64()
+        .with_context(|| format!("opencv_bench.py printed no ms: {line}"))
 }
 
 /// A Python with torch: `--python`, or the venv under the cache folder, created on demand.
@@ -271,15 +377,16 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 
 fn write_outputs(dir: &Path, rows: &[Row]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut csv = String::from("case,kp_ms,torch_ms,ratio\n");
+    let mut csv = String::from("case,kp_ms,torch_ms,ratio,opencv_ms\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
     for r in rows {
         csv.push_str(&format!(
-            "{},{},{},{}\n",
+            "{},{},{},{},{}\n",
             r.case,
             opt(r.kp_ms),
             opt(r.torch_ms),
-            opt(r.ratio)
+            opt(r.ratio),
+            opt(r.opencv_ms)
         ));
     }
     kp_train::atomic::write_atomic(&dir.join("bench.csv"), csv.as_bytes())?;
@@ -310,13 +417,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .filter(|d| d.is_dir());
     let mut rows = Vec::new();
     for case in &selected {
-        let name = case.name();
+        let name = match case.kind {
+            Kind::Detect => format!("{}_{}thread", case.name(), args.threads),
+            _ => case.name(),
+        };
         let images = match case.kind {
-            Kind::Load => 1,
+            Kind::Load | Kind::Detect => 1,
             _ => case.batch,
         };
         let mut kp = Vec::new();
         let mut torch = Vec::new();
+        let mut opencv = Vec::new();
         let mut note = None;
         for round in 0..args.rounds {
             let ms = match case.kind {
@@ -327,9 +438,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         None
                     }
                 },
+                Kind::Detect => match &data {
+                    Some(d) => Some(time_detect(case, d)?),
+                    None => {
+                        note = Some("no datasets folder".to_string());
+                        None
+                    }
+                },
                 _ => Some(time_model(case)?),
             };
-            let torch_ms = if args.against_torch && case.kind != Kind::Load {
+            if let (true, Kind::Detect, Some(d)) = (args.against_opencv, case.kind, &data) {
+                let cv = opencv_time(&args, case, d)?;
+                tracing::info!("{name} (round {}): OpenCV {cv:.2} ms", round + 1);
+                opencv.push((cv, ms));
+            }
+            let torch_ms = if args.against_torch && !matches!(case.kind, Kind::Load | Kind::Detect)
+            {
                 torch_times(&args, std::slice::from_ref(case))?
                     .into_iter()
                     .find(|(c, _)| *c == name)
@@ -348,23 +472,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
             torch.extend(torch_ms.map(|t| (t, ms)));
         }
         let kp_ms = (!kp.is_empty()).then(|| median(&kp));
-        let ratios: Vec<f64> = torch
-            .iter()
-            .filter_map(|&(t, k)| k.map(|k| k / t))
-            .collect();
+        // The ratio is against the case's peer: PyTorch for the models, OpenCV for detection.
+        let peer = if case.kind == Kind::Detect {
+            &opencv
+        } else {
+            &torch
+        };
+        let ratios: Vec<f64> = peer.iter().filter_map(|&(t, k)| k.map(|k| k / t)).collect();
         rows.push(Row {
             case: name,
             kp_ms,
             torch_ms: (!torch.is_empty())
                 .then(|| median(&torch.iter().map(|t| t.0).collect::<Vec<_>>())),
             ratio: (!ratios.is_empty()).then(|| median(&ratios)),
+            opencv_ms: (!opencv.is_empty())
+                .then(|| median(&opencv.iter().map(|t| t.0).collect::<Vec<_>>())),
             images_per_s: kp_ms.map(|ms| images as f64 * 1e3 / ms),
             note,
         });
     }
     if args.baseline {
         kp_models::nn::conv::use_candle_conv_on_cpu(true);
-        for case in selected.iter().filter(|c| c.kind != Kind::Load) {
+        for case in selected
+            .iter()
+            .filter(|c| !matches!(c.kind, Kind::Load | Kind::Detect))
+        {
             let name = format!("{}_candle_conv", case.name());
             let ms = time_model(case)?;
             tracing::info!("{name}: {ms:.2} ms");
@@ -373,6 +505,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 kp_ms: Some(ms),
                 torch_ms: None,
                 ratio: None,
+                opencv_ms: None,
                 images_per_s: Some(case.batch as f64 * 1e3 / ms),
                 note: Some("candle's conv2d (before)".into()),
             });
@@ -382,16 +515,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<36} {:>10} {:>10} {:>8} {:>10}",
-        "case", "kp ms", "torch ms", "ratio", "kp img/s"
+        "{:<36} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "case", "kp ms", "torch ms", "opencv ms", "ratio", "kp img/s"
     )?;
     for r in &rows {
         writeln!(
             out,
-            "{:<36} {:>10} {:>10} {:>8} {:>10}",
+            "{:<36} {:>10} {:>10} {:>10} {:>8} {:>10}",
             r.case,
             fmt(r.kp_ms, 2),
             fmt(r.torch_ms, 2),
+            fmt(r.opencv_ms, 2),
             fmt(r.ratio, 2),
             fmt(r.images_per_s, 1)
         )?;
@@ -413,5 +547,6 @@ mod tests {
         assert_eq!(c.name(), "nosetipnet_train_b1");
         assert_eq!(c.torch_spec().unwrap(), "nosetipnet:1:train:2");
         assert!(cases(false).iter().any(|c| c.name() == "load_augment_ibug"));
+        assert!(cases(false).iter().any(|c| c.name() == "yunet_640x480"));
     }
 }
