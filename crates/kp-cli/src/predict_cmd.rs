@@ -53,8 +53,12 @@ pub struct PredictArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// One JSON object per photo and line: {"image", "faces": [{"box", "score", "points5", "keypoints"}]}.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// One CSV row per face: image,face,score,left,top,width,height,x0,y0,x1,y1,... (a header
+    /// first; score and box empty where no detector ran).
+    #[arg(long)]
+    csv: bool,
     /// cpu or cuda (default: the run's device).
     #[arg(long)]
     device: Option<String>,
@@ -138,6 +142,16 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     if let (true, Some(out)) = (folder_mode, &a.out) {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
+    if a.csv {
+        let k = landmarker.predictor().config.num_keypoints.unwrap_or(0);
+        let mut header = String::from("image,face,score,left,top,width,height");
+        for j in 0..k {
+            header.push_str(&format!(",x{j},y{j}"));
+        }
+        if !crate::detect_cmd::print_line(&header)? {
+            return Ok(());
+        }
+    }
     for photo in &photos {
         let rgb = kp_data::loading::load_rgb(photo)?;
         // Models trained on face boxes get every detected face; the IMM models (and --box)
@@ -176,7 +190,28 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                 keypoints: f.keypoints.iter().map(|p| [p.x, p.y]).collect(),
             })
             .collect();
-        let line = if a.json {
+        let line = if a.csv {
+            let opt = |v: Option<f32>| v.map(|v| v.to_string()).unwrap_or_default();
+            let rows: Vec<String> = faces
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let b = f.r#box.map_or([None; 4], |b| b.map(Some));
+                    let mut row = format!("{},{i},{}", csv_field(photo), opt(f.score));
+                    for v in b {
+                        row.push_str(&format!(",{}", opt(v)));
+                    }
+                    for [x, y] in &f.keypoints {
+                        row.push_str(&format!(",{x},{y}"));
+                    }
+                    row
+                })
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            rows.join("\n")
+        } else if a.json {
             serde_json::to_string(&PhotoOut {
                 image: photo,
                 faces,
@@ -205,6 +240,16 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A path as one CSV field (quoted when it holds a comma, quote or line break).
+fn csv_field(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
 }
 
 pub fn submit(a: SubmitArgs) -> Result<()> {
@@ -258,7 +303,7 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
             csv.push_str(&format!("{},{}\n{},{}\n", id, p.x, id + 1, p.y));
         }
     }
-    kp_train::atomic::write_atomic(&a.out, csv.as_bytes())?;
+    kp_fs::write_atomic(&a.out, csv.as_bytes())?;
     println!(
         "{}: {} faces x {} points = {} rows ({} faces without image)",
         a.out.display(),

@@ -190,6 +190,18 @@ fn eval_with_simulated_detector_boxes_is_seeded_per_face() {
         assert_eq!(f["points5"].as_array().unwrap().len(), 5);
         assert!(f["score"].as_f64().unwrap() > 0.6);
     }
+    // --csv: a header and one row per face with the same numbers.
+    let o = kp(&["predict", group.to_str().unwrap(), "--run", r, "--csv"]);
+    assert!(o.status.success());
+    let csv = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[0].starts_with("image,face,score,left,top,width,height,x0,y0,"));
+    assert_eq!(lines[0].split(',').count(), 7 + 2 * 68);
+    let row: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(row.len(), 7 + 2 * 68);
+    let x0: f64 = row[7].parse().unwrap();
+    assert!((x0 - faces[0]["keypoints"][0][0].as_f64().unwrap()).abs() < 1e-3);
 }
 
 #[test]
