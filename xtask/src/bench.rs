@@ -389,9 +389,9 @@ fn write_outputs(dir: &Path, rows: &[Row]) -> Result<()> {
             opt(r.opencv_ms)
         ));
     }
-    kp_train::atomic::write_atomic(&dir.join("bench.csv"), csv.as_bytes())?;
+    kp_fs::write_atomic(dir.join("bench.csv"), csv.as_bytes())?;
     let json = serde_json::to_vec_pretty(rows)?;
-    kp_train::atomic::write_atomic(&dir.join("bench.json"), &json)?;
+    kp_fs::write_atomic(dir.join("bench.json"), &json)?;
     Ok(())
 }
 

@@ -108,7 +108,7 @@ fn calibrate(
     let json = serde_json::to_string_pretty(&cal)?;
     println!("{json}");
     if let Some(out) = out {
-        kp_train::atomic::write_atomic(out, format!("{json}\n").as_bytes())?;
+        kp_fs::write_atomic(out, format!("{json}\n").as_bytes())?;
     }
     Ok(())
 }

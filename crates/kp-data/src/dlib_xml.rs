@@ -12,14 +12,12 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::face::{Dataset, Face};
 use crate::geometry::{BBox, Point};
@@ -711,9 +709,7 @@ pub fn to_dlib_xml_string(dataset: &Dataset, folder: &Path) -> Result<String> {
 pub fn write_dlib_xml(path: &Path, dataset: &Dataset) -> Result<()> {
     let folder = path.parent().unwrap_or(Path::new(""));
     let text = to_dlib_xml_string(dataset, folder)?;
-    write_atomic(path, |w| {
-        w.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
-    })
+    Ok(kp_fs::write_atomic(path, text.as_bytes())?)
 }
 
 #[cfg(test)]
@@ -957,6 +953,10 @@ mod tests {
         let back = load_dlib_xml(&out).unwrap();
         assert_eq!(back.faces, d.faces);
         assert_eq!(back.name, "out");
+        // A missing folder is an I/O error naming the file.
+        let e = write_dlib_xml(&dir.path().join("no/such/a.xml"), &d).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(e.to_string().contains("a.xml"), "{e}");
     }
 
     #[test]

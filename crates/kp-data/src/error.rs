@@ -106,6 +106,12 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<kp_fs::Error> for Error {
+    fn from(e: kp_fs::Error) -> Self {
+        Error::io(e.path, e.source)
+    }
+}
+
 impl Error {
     /// A short name of the cause, for counting (e.g. `bad annotation line`, `missing image`).
     pub fn kind(&self) -> &'static str {

@@ -49,7 +49,6 @@
 
 #![warn(missing_docs)]
 
-mod atomic;
 pub mod dlib_xml;
 pub mod error;
 pub mod face;

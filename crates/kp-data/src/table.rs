@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
-use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::face::{Dataset, Face, Gender};
 use crate::geometry::{BBox, Point};
@@ -199,7 +198,7 @@ pub fn frame_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<Face>> {
 
 /// Writes a frame as CSV (with a header), atomically.
 pub fn write_frame_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
-    write_atomic(path, |w| {
+    kp_fs::write_atomic_with(path, |w| {
         CsvWriter::new(w)
             .include_header(true)
             .finish(df)

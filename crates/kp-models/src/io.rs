@@ -1,12 +1,12 @@
 //! Saving and loading model variables as safetensors.
 //!
-//! [`save_varmap`] writes `<path>.tmp` and renames it over `path`, so a crash never leaves a
-//! half-written checkpoint. Names are the PyTorch state-dict names, so the file loads with
+//! [`save_varmap`] writes through [`kp_fs::write_atomic`] (a temporary file renamed over
+//! `path`), so a crash never leaves a half-written checkpoint. Names are the PyTorch state-dict names, so the file loads with
 //! `model.load_state_dict(safetensors.torch.load_file(path))`. [`load_varmap`] copies tensors
 //! into the existing variables by name, converting dtype and device.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -14,20 +14,6 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::error::{Error, Result};
 use crate::models::registry::{build_model, KeypointModel, ModelConfig};
 use crate::nn::init::seeded_var_builder;
-
-/// The temporary file a save goes through: `path` with `.tmp` appended.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// Writes every variable of `varmap` to `path` (safetensors, `format: pt` metadata), atomically.
 pub fn save_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
@@ -44,23 +30,13 @@ pub fn save_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
     save_tensors(&tensors, path)
 }
 
-/// Writes named tensors to `path` atomically (via `<path>.tmp`).
+/// Writes named tensors to `path` (safetensors, `format: pt` metadata) atomically, through
+/// [`kp_fs::write_atomic`].
 pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let tmp = tmp_path(path);
-    let result = (|| -> Result<()> {
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let data = tensors.iter().map(|(n, t)| (n.as_str(), t));
-        safetensors::tensor::serialize_to_file(data, Some(metadata), &tmp)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let data = tensors.iter().map(|(n, t)| (n.as_str(), t));
+    let bytes = safetensors::tensor::serialize(data, Some(metadata))?;
+    Ok(kp_fs::write_atomic(path, &bytes)?)
 }
 
 /// What [`load_varmap`] did.
@@ -169,7 +145,11 @@ mod tests {
             .unwrap();
         assert_ne!(ya, yb);
         save_varmap(&vm_a, &path).unwrap();
-        assert!(path.exists() && !tmp_path(&path).exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["model.safetensors"]);
         let report = load_varmap(&vm_b, &path).unwrap();
         assert_eq!(report.loaded, 10);
         assert!(report.unexpected.is_empty());

@@ -1,40 +1,9 @@
-//! Atomic file writes: write to a temporary file in the same folder, sync, then rename.
-//!
-//! A killed process leaves either the old file or the new one, never a truncated one.
+//! The JSON files of a run folder: written atomically through [`kp_fs::write_atomic`] (a
+//! killed process leaves the old file or the new one, never a truncated one), read back typed.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
-
-/// The temporary path used while writing `path` (`<name>.tmp` beside it).
-pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |tmp| {
-        let mut f = std::fs::File::create(tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })
-}
-
-/// Writes `path` atomically by letting `write` fill a temporary file first.
-pub fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&Path) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = temp_path(path);
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
 
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -43,7 +12,7 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
         source,
     })?;
     text.push('\n');
-    write_atomic(path, text.as_bytes())
+    Ok(kp_fs::write_atomic(path, text.as_bytes())?)
 }
 
 /// Reads and parses a JSON file.
@@ -60,27 +29,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replaces_content_and_leaves_no_temp_file() {
+    fn json_round_trips_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert!(!temp_path(&p).exists());
+        write_json(&p, &vec![1, 2]).unwrap();
+        write_json(&p, &vec![3]).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"[\n  3\n]\n");
+        assert_eq!(read_json::<Vec<i32>>(&p).unwrap(), [3]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
-    fn failed_write_keeps_the_old_file() {
+    fn a_missing_folder_is_an_io_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.txt");
-        write_atomic(&p, b"old").unwrap();
-        let err = write_atomic_with(&p, |tmp| {
-            std::fs::write(tmp, b"half")?;
-            Err(std::io::Error::other("disk full"))
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("a.txt"), "{err}");
-        assert_eq!(std::fs::read(&p).unwrap(), b"old");
-        assert!(!temp_path(&p).exists());
+        let err = write_json(&dir.path().join("no/a.json"), &1).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(err.to_string().contains("a.json"), "{err}");
     }
 }

@@ -68,3 +68,9 @@ impl Error {
         }
     }
 }
+
+impl From<kp_fs::Error> for Error {
+    fn from(e: kp_fs::Error) -> Self {
+        Error::io(e.path, e.source)
+    }
+}

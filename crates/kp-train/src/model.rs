@@ -77,39 +77,15 @@ impl LoadedModel {
         v
     }
 
-    /// Saves the variables to a safetensors file atomically.
+    /// Saves the variables to a safetensors file atomically ([`kp_models::save_varmap`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: std::collections::HashMap<String, Tensor> = self
-            .named_vars()
-            .into_iter()
-            .map(|(k, v)| (k, v.as_tensor().clone()))
-            .collect();
-        crate::atomic::write_atomic_with(path, |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
-        })
+        Ok(kp_models::save_varmap(&self.varmap, path)?)
     }
 
-    /// Loads variables saved by [`LoadedModel::save`] (every variable must be present).
+    /// Loads variables saved by [`LoadedModel::save`] ([`kp_models::load_varmap`]: every
+    /// variable must be present with its shape, or nothing is changed).
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let run_err = |msg: String| Error::Run {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let tensors = candle_core::safetensors::load(path, &self.device)
-            .map_err(|e| run_err(format!("cannot read weights: {e}")))?;
-        for (name, var) in self.named_vars() {
-            let t = tensors
-                .get(&name)
-                .ok_or_else(|| run_err(format!("no tensor `{name}`")))?;
-            if t.shape() != var.shape() {
-                return Err(run_err(format!(
-                    "`{name}` has shape {:?}, the model expects {:?}",
-                    t.shape(),
-                    var.shape()
-                )));
-            }
-            var.set(&t.to_dtype(var.dtype())?)?;
-        }
+        kp_models::load_varmap(&self.varmap, path)?;
         Ok(())
     }
 
@@ -119,5 +95,50 @@ impl LoadedModel {
         let x = Tensor::from_slice(images, (b, 1, self.height, self.width), &self.device)?;
         let y = self.model.forward(&x, false)?;
         Ok(y.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Task;
+
+    /// A safetensors file's header (the JSON after its 8-byte length) and tensor bytes.
+    fn split(bytes: &[u8]) -> (serde_json::Value, &[u8]) {
+        let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        (serde_json::from_slice(&bytes[8..n]).unwrap(), &bytes[n..])
+    }
+
+    #[test]
+    fn checkpoints_written_before_kp_models_io_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig::recipe(Task::Nose, "unused");
+        let a = LoadedModel::build(&cfg, 1, &Device::Cpu).unwrap();
+        let new = dir.path().join("new.safetensors");
+        a.save(&new).unwrap();
+        // The writer kp-train used before: candle's `save`, no metadata.
+        let old = dir.path().join("old.safetensors");
+        let tensors: std::collections::HashMap<String, Tensor> = a
+            .named_vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&tensors, &old).unwrap();
+
+        // The same tensors, names, dtypes and bytes; only the `format: pt` metadata is new.
+        let (new_bytes, old_bytes) = (std::fs::read(&new).unwrap(), std::fs::read(&old).unwrap());
+        let ((mut hn, dn), (ho, d_old)) = (split(&new_bytes), split(&old_bytes));
+        assert_eq!(hn["__metadata__"], serde_json::json!({"format": "pt"}));
+        assert!(ho.get("__metadata__").is_none());
+        hn.as_object_mut().unwrap().remove("__metadata__");
+        assert_eq!(hn, ho);
+        assert_eq!(dn, d_old);
+
+        // An old file loads into a model of another seed and gives the same outputs.
+        let x = vec![0.5f32; 60 * 80];
+        let mut b = LoadedModel::build(&TrainConfig { seed: 7, ..cfg }, 1, &Device::Cpu).unwrap();
+        assert_ne!(a.predict(&x, 1).unwrap(), b.predict(&x, 1).unwrap());
+        b.load(&old).unwrap();
+        assert_eq!(a.predict(&x, 1).unwrap(), b.predict(&x, 1).unwrap());
     }
 }

@@ -7,7 +7,6 @@
 //! saved with [`Adam::save`] so a resumed run continues with exactly the same numbers.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
@@ -179,7 +178,7 @@ impl Adam {
 
     /// Saves the moments (safetensors, atomically) and returns the step count to store beside.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.params.len() + 1);
         for p in &self.params {
             let shape = p.var.shape().clone();
             let (m, v) = match &p.moments {
@@ -189,16 +188,14 @@ impl Adam {
                 ),
                 Moments::Device { m, v } => (m.clone(), v.clone()),
             };
-            tensors.insert(format!("m.{}", p.name), m);
-            tensors.insert(format!("v.{}", p.name), v);
+            tensors.push((format!("m.{}", p.name), m));
+            tensors.push((format!("v.{}", p.name), v));
         }
-        tensors.insert(
+        tensors.push((
             "step".to_string(),
             Tensor::new(&[self.step as i64], &Device::Cpu)?,
-        );
-        crate::atomic::write_atomic_with(path, |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
-        })
+        ));
+        Ok(kp_models::io::save_tensors(&tensors, path)?)
     }
 
     /// Restores the moments and step count written by [`Adam::save`].

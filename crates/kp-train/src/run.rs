@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{read_json, write_atomic};
+use crate::atomic::read_json;
 use crate::error::{Error, Result};
 use crate::metrics::{FaceErrors, Metrics};
 
@@ -214,7 +214,7 @@ pub fn write_metrics_csv(path: &Path, rows: &[MetricRow]) -> Result<()> {
             r.step, r.epoch, r.split, r.loss
         ));
     }
-    write_atomic(path, s.as_bytes())
+    Ok(kp_fs::write_atomic(path, s.as_bytes())?)
 }
 
 /// Reads a `metrics.csv` written by [`write_metrics_csv`].

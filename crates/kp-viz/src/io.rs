@@ -1,12 +1,10 @@
 //! Atomic file output: PNG figures and text files (HTML reports).
 //!
-//! Files are first written to a temporary file in the target directory and then renamed over
-//! the destination, so a reader never sees a half-written figure.
+//! Files go through [`kp_fs::write_atomic`] (a temporary file in the target directory, renamed
+//! over the destination), so a reader never sees a half-written figure.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
@@ -32,38 +30,20 @@ pub fn save_png(image: &RgbImage, path: impl AsRef<Path>) -> Result<()> {
     write_atomic(path, &encode_png(image)?)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file next to `path` is written, flushed
-/// and renamed over `path`. Missing parent directories are created.
+/// Writes `bytes` to `path` atomically ([`kp_fs::write_atomic`]: a temporary file beside
+/// `path`, synced and renamed over it). Missing parent directories are created.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.as_ref();
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        // Best effort clean-up; the original error is the one worth reporting.
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    if path.file_name().is_none() {
+        return Err(Error::invalid(format!(
+            "{} has no file name",
+            path.display()
+        )));
     }
-    Ok(())
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    kp_fs::write_atomic(path, bytes).map_err(|e| Error::io(e.path, e.source))
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ fn write_results_csv(path: &Path, rows: &[ResultRow]) -> Result<()> {
         s.push_str(&fields.join(","));
         s.push('\n');
     }
-    kp_train::atomic::write_atomic(path, s.as_bytes())?;
+    kp_fs::write_atomic(path, s.as_bytes())?;
     Ok(())
 }
 

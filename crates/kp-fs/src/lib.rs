@@ -1,0 +1,253 @@
+//! Atomic file writes: the one way every kp crate writes a file that others read.
+//!
+//! [`write_atomic`] and [`write_atomic_with`] fill a temporary file with a unique name in the
+//! target's folder (`.NAME.<pid>.<counter>.tmp`, so the rename stays on one file system and two
+//! writers never share it), sync it, rename it over the target and sync the folder, so the
+//! rename itself survives a crash. A reader, or a process killed half way, sees either the old
+//! file or the whole new one. On failure the temporary file is removed and the target is left
+//! as it was. Missing folders are not created.
+//!
+//! ```
+//! let dir = std::env::temp_dir().join(format!("kp-fs-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("metrics.csv");
+//! kp_fs::write_atomic(&path, b"step,loss\n1,0.5\n")?;
+//! kp_fs::write_atomic_with(&path, |w| {
+//!     use std::io::Write;
+//!     writeln!(w, "step,loss")?;
+//!     writeln!(w, "2,0.25")?;
+//!     Ok::<(), std::io::Error>(())
+//! })?;
+//! assert_eq!(std::fs::read_to_string(&path)?, "step,loss\n2,0.25\n");
+//! // Only the target is left in the folder.
+//! assert_eq!(std::fs::read_dir(&dir)?.count(), 1);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A file could not be written: the target path and the operating system's error.
+#[derive(Debug)]
+pub struct Error {
+    /// The file being written (the target, not its temporary file).
+    pub path: PathBuf,
+    /// The operating system's error.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<Error> for std::io::Error {
+    /// The same kind of error, its message naming the path.
+    fn from(e: Error) -> Self {
+        std::io::Error::new(e.source.kind(), e.to_string())
+    }
+}
+
+/// The folder `path` lives in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A temporary path beside `path` that no other write of this process uses:
+/// `.NAME.<pid>.<counter>.tmp`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".to_owned());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    folder_of(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Syncs the folder `dir`, so that a rename into it is on disk (a no-op where folders cannot be
+/// opened as files).
+fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (see the crate documentation).
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Error> {
+    let path = path.as_ref();
+    write_atomic_with(path, |w| {
+        w.write_all(bytes).map_err(|source| Error {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
+
+/// Writes `path` atomically, letting `write` fill a buffered temporary file first.
+///
+/// An error `write` returns is passed on as it is (after the temporary file is removed); I/O
+/// errors of creating, syncing or renaming are [`Error`]s naming `path`, turned into `E`
+/// (`std::io::Error` works as `E`, its message naming the path).
+pub fn write_atomic_with<E, F>(path: impl AsRef<Path>, write: F) -> Result<(), E>
+where
+    E: From<Error>,
+    F: FnOnce(&mut BufWriter<File>) -> Result<(), E>,
+{
+    let path = path.as_ref();
+    let named = |source: std::io::Error| {
+        E::from(Error {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    if path.file_name().is_none() {
+        return Err(named(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path has no file name",
+        )));
+    }
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut w = BufWriter::new(File::create(&tmp).map_err(named)?);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| named(e.into_error()))?;
+        file.sync_all().map_err(named)?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(named)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    sync_folder(folder_of(path)).map_err(named)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "old").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+        assert_eq!(names(dir.path()), ["a.txt"]);
+    }
+
+    #[test]
+    fn temp_names_are_unique_hidden_and_beside_the_target() {
+        let p = Path::new("/some/folder/model.safetensors");
+        let (a, b) = (temp_path(p), temp_path(p));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), p.parent());
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        let prefix = format!(".model.safetensors.{}.", std::process::id());
+        assert!(
+            name.starts_with(&prefix) && name.ends_with(".tmp"),
+            "{name}"
+        );
+        assert_eq!(temp_path(Path::new("bare")).parent(), Some(Path::new(".")));
+    }
+
+    #[test]
+    fn two_threads_writing_one_target_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("shared.bin");
+        let contents: Vec<Vec<u8>> = (0..2u8).map(|i| vec![i; 256 * 1024]).collect();
+        std::thread::scope(|s| {
+            for c in &contents {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(p, c).unwrap();
+                    }
+                });
+            }
+        });
+        let got = std::fs::read(&p).unwrap();
+        assert!(contents.contains(&got), "a mix of both writes");
+        assert_eq!(names(dir.path()), ["shared.bin"]);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "old").unwrap();
+        let err = write_atomic_with(&p, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert_eq!(names(dir.path()), ["a.txt"]);
+    }
+
+    #[test]
+    fn a_failed_rename_keeps_the_old_target_and_no_temp_file() {
+        // A folder in the target's place: the rename fails after the temp file is complete.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("taken");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("inner"), "kept").unwrap();
+        let err = write_atomic(&p, b"new").unwrap_err();
+        assert_eq!(err.path, p);
+        assert_eq!(std::fs::read_to_string(p.join("inner")).unwrap(), "kept");
+        assert_eq!(names(dir.path()), ["taken"]);
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error_naming_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("no/such/a.txt");
+        let err = write_atomic(&p, b"x").unwrap_err();
+        assert_eq!(err.source.kind(), std::io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("no/such/a.txt"), "{err}");
+        assert!(!dir.path().join("no").exists());
+    }
+
+    #[test]
+    fn a_path_without_a_file_name_is_invalid_input() {
+        let err = write_atomic("/", b"x").unwrap_err();
+        assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn the_folder_sync_covers_bare_names_and_folders() {
+        assert_eq!(folder_of(Path::new("a.txt")), Path::new("."));
+        assert_eq!(folder_of(Path::new("d/a.txt")), Path::new("d"));
+        let dir = tempfile::tempdir().unwrap();
+        sync_folder(dir.path()).unwrap();
+        sync_folder(Path::new(".")).unwrap();
+        #[cfg(unix)]
+        assert!(sync_folder(&dir.path().join("missing")).is_err());
+    }
+}
