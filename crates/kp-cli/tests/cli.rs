@@ -1,19 +1,10 @@
 //! The `kp` binary end to end on real data: summaries, a short training run, evaluation,
 //! prediction, and one-line errors with a non-zero exit code on bad input.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn kp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kp"))
-        .args(args)
-        .output()
-        .expect("run kp")
-}
-
-fn data() -> PathBuf {
-    kp_data::test_data_dir()
-}
+mod common;
+use common::{data, kp};
 
 fn stdout_json(o: &Output) -> serde_json::Value {
     assert!(

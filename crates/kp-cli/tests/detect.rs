@@ -2,19 +2,10 @@
 //! photos as JSON lines, no face on a blank image, a closed pipe ends quietly.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-fn kp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kp"))
-        .args(args)
-        .output()
-        .expect("run kp")
-}
-
-fn data() -> PathBuf {
-    kp_data::test_data_dir()
-}
+mod common;
+use common::{data, kp};
 
 #[test]
 fn detect_prints_one_json_line_per_photo_with_every_face_of_the_group_photos() {

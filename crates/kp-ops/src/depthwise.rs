@@ -132,33 +132,26 @@ fn plane_3x3(inp: &[f32], out: &mut [f32], h: usize, w: usize, k: &[f32], b: f32
     plane_3x3_body(inp, out, h, w, k, b, relu)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn plane_3x3_avx512(
-    inp: &[f32],
-    out: &mut [f32],
-    h: usize,
-    w: usize,
-    k: &[f32],
-    b: f32,
-    relu: bool,
-) {
-    plane_3x3_body(inp, out, h, w, k, b, relu)
+/// `plane_3x3_body` compiled with a target feature: `name`, `feature`.
+macro_rules! plane_3x3_with {
+    ($name:ident, $feature:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            inp: &[f32],
+            out: &mut [f32],
+            h: usize,
+            w: usize,
+            k: &[f32],
+            b: f32,
+            relu: bool,
+        ) {
+            plane_3x3_body(inp, out, h, w, k, b, relu)
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn plane_3x3_avx2(
-    inp: &[f32],
-    out: &mut [f32],
-    h: usize,
-    w: usize,
-    k: &[f32],
-    b: f32,
-    relu: bool,
-) {
-    plane_3x3_body(inp, out, h, w, k, b, relu)
-}
+plane_3x3_with!(plane_3x3_avx512, "avx512f");
+plane_3x3_with!(plane_3x3_avx2, "avx2");
 
 /// One plane: `out = relu?(b + Σ_ky Σ_kx k[ky][kx] · in[y + ky - 1][x + kx - 1])`, zero outside.
 ///
