@@ -39,7 +39,7 @@ pub fn is_involution(perm: &[usize]) -> bool {
 
 /// Mirrors points horizontally in an image `width` pixels wide (`x → (width − 1) − x`)
 /// and reorders them: point `i` becomes point `perm[i]`. Checks the permutation and the
-/// point count.
+/// point count; the mirror itself is [`kp_data::scheme::mirror_points`].
 pub fn hflip_points(points: &[Point], width: u32, perm: &[usize]) -> Result<Vec<Point>> {
     validate_permutation(perm)?;
     if perm.len() != points.len() {
@@ -48,12 +48,16 @@ pub fn hflip_points(points: &[Point], width: u32, perm: &[usize]) -> Result<Vec<
             expected: perm.len(),
         });
     }
-    let m = Affine::hflip(width as f64);
-    let mut out = vec![Point::default(); points.len()];
-    for (i, &p) in points.iter().enumerate() {
-        out[perm[i]] = m.apply(p);
+    // Output point `perm[i]` is input point `i`: the mirror takes its sources by output index.
+    let mut source = vec![0; perm.len()];
+    for (i, &j) in perm.iter().enumerate() {
+        source[j] = i;
     }
-    Ok(out)
+    Ok(kp_data::scheme::mirror_points(
+        points,
+        width as f32,
+        &source,
+    ))
 }
 
 /// True when `p` lies on the image's pixel area `[-0.5, w − 0.5] × [-0.5, h − 0.5]`.

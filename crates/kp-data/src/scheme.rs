@@ -151,15 +151,23 @@ impl LandmarkScheme {
                 self.num_points
             )));
         }
-        Ok(self
-            .flip
-            .iter()
-            .map(|&src| {
-                let p = points[src];
-                Point::new(image_width - 1.0 - p.x, p.y)
-            })
-            .collect())
+        Ok(mirror_points(points, image_width, self.flip))
     }
+}
+
+/// Mirrors points horizontally in an image `image_width` pixels wide: point `i` of the result is
+/// point `flip[i]` moved to `x' = image_width - 1 - x`. The one landmark mirror of kp, behind
+/// [`LandmarkScheme::mirror`] and `kp_augment::hflip_points`.
+///
+/// # Panics
+/// When an entry of `flip` is not an index of `points`.
+pub fn mirror_points(points: &[Point], image_width: f32, flip: &[usize]) -> Vec<Point> {
+    flip.iter()
+        .map(|&src| {
+            let p = points[src];
+            Point::new(image_width - 1.0 - p.x, p.y)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::metrics::{compute, FaceErrors, Metrics, Scored};
 use crate::model::LoadedModel;
-use crate::prep::{prepare, sample_seed, to_original, CachedFace, Sample};
+use crate::prep::{prepare, sample_seed, CachedFace, Sample};
 use crate::trainer::EVAL_BATCH;
 
 /// The outcome of evaluating a model on some faces.
@@ -68,6 +68,10 @@ pub fn predict_samples(model: &LoadedModel, samples: &[Sample]) -> Result<Vec<Ve
 
 /// The mean of `plain` (points on an image) and `mirrored` (points on its mirror image, `width`
 /// pixels wide): mirrored point `perm[i]` is the mirror of plain point `i`.
+///
+/// Mirrored back, point `j` is `(right - m.x, m.y)` as in [`kp_data::scheme::mirror_points`];
+/// the sum keeps its order `p.x + right - m.x`, since mirroring first rounds differently and
+/// the test-time-mirrored evaluations (the tuned runs) must stay the same bit for bit.
 fn average_with_mirror(
     plain: &[Point],
     mirrored: &[Point],
@@ -104,7 +108,7 @@ pub fn evaluate(
     let pred: Vec<Vec<Point>> = samples
         .iter()
         .zip(&pred_input)
-        .map(|(s, p)| to_original(&s.to_input, p))
+        .map(|(s, p)| Ok(kp_augment::points_to_original(&s.to_input, None, p)?))
         .collect::<Result<_>>()?;
     let scored: Vec<Scored<'_>> = indices
         .iter()

@@ -10,7 +10,7 @@ use crate::config::{Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, predict_samples, Evaluation};
 use crate::model::{device, LoadedModel};
-use crate::prep::{cache_decoded, load_pipeline, prepare, sample_seed, to_original, CachedFace};
+use crate::prep::{cache_decoded, load_pipeline, prepare, sample_seed, CachedFace};
 use crate::run::RunDir;
 use crate::trainer::PreparedData;
 
@@ -164,7 +164,7 @@ impl Predictor {
         samples
             .iter()
             .zip(&pred)
-            .map(|(s, p)| to_original(&s.to_input, p))
+            .map(|(s, p)| Ok(kp_augment::points_to_original(&s.to_input, None, p)?))
             .collect()
     }
 

@@ -7,7 +7,7 @@ use kp_augment::{Affine, Pipeline, PipelineConfig};
 use kp_data::{BBox, Face, GrayF32, Point};
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A face decoded once per run, scaled so that it is not much larger than the network input.
 #[derive(Debug, Clone)]
@@ -136,14 +136,6 @@ pub fn prepare(pipeline: &Pipeline, face: &CachedFace, seed: u64) -> Result<Samp
         image: out.image,
         keypoints: out.keypoints,
     })
-}
-
-/// Maps points from input pixels back to original image pixels.
-pub fn to_original(sample_to_input: &Affine, points: &[Point]) -> Result<Vec<Point>> {
-    let inv = sample_to_input
-        .inverse()
-        .ok_or_else(|| Error::Config("degenerate input transform".into()))?;
-    Ok(inv.apply_all(points))
 }
 
 /// A per-sample seed from the run seed, the epoch and the face index (SplitMix64 mixing).
