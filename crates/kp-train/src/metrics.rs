@@ -120,22 +120,13 @@ pub fn compute(
     (metrics, errors)
 }
 
-/// Area under the cumulative error distribution from 0 to `threshold`, normalised to [0, 1].
+/// Area under the cumulative error distribution from 0 to `threshold`, normalised to [0, 1]
+/// ([`kp_viz::auc`]); NaN where it has no value (no faces, a threshold that is not positive,
+/// a negative error).
 ///
 /// Exact for the step-function CED of the given errors.
 pub fn auc(errors: &[f64], threshold: f64) -> f64 {
-    if errors.is_empty() || threshold <= 0.0 {
-        return f64::NAN;
-    }
-    // Each face contributes (threshold - e) / threshold when e < threshold.
-    let n = errors.len() as f64;
-    errors
-        .iter()
-        .filter(|e| e.is_finite() && **e < threshold)
-        .map(|e| (threshold - e.max(0.0)) / threshold)
-        // `fold` from +0.0: an empty `sum` of floats is -0.0, printed as "-0".
-        .fold(0.0, |a, b| a + b)
-        / n
+    kp_viz::auc(errors, threshold).unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]

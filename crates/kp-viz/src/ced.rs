@@ -104,12 +104,16 @@ pub fn ced_steps<T: Copy + Into<f64>>(errors: &[T], max_error: f64) -> Result<Ve
 }
 
 /// Area under the CED from 0 to `threshold`, divided by `threshold` (so 1 means every face
-/// has zero error). Computed exactly: the mean over faces of `max(0, 1 - error / threshold)`.
+/// has zero error). Computed exactly: the mean over faces of `max(0, 1 - error / threshold)`,
+/// each face below the threshold adding `(threshold - error) / threshold`. kp's one AUC: the
+/// training metrics (`kp_train::metrics`) use it too.
 pub fn auc<T: Copy + Into<f64>>(errors: &[T], threshold: f64) -> Result<f64> {
     let e = prepare(errors, threshold, "threshold")?;
     Ok(e.iter()
-        .map(|&v| (1.0 - v / threshold).max(0.0))
-        .sum::<f64>()
+        .filter(|&&v| v < threshold)
+        .map(|&v| (threshold - v) / threshold)
+        // `fold` from +0.0: an empty `sum` of floats is -0.0, printed as "-0".
+        .fold(0.0, |a, b| a + b)
         / e.len() as f64)
 }
 
