@@ -127,14 +127,14 @@ pub fn print_line(line: &str) -> Result<bool> {
 pub fn detect(a: DetectArgs) -> Result<()> {
     let device = kp_train::model::device(&a.device)?;
     let detector = FaceDetector::bundled(&device, a.detector.config())?;
-    for photo in photos(&a.image)? {
-        let rgb = kp_data::loading::load_rgb(&photo)?;
+    each_photo_in_order(&photos(&a.image)?, |photo| {
+        let rgb = kp_data::loading::load_rgb(photo)?;
         let faces = detector
             .detect(&rgb)
             .with_context(|| format!("detecting faces in {}", photo.display()))?;
         let line = if a.json {
             serde_json::to_string(&PhotoJson {
-                image: &photo,
+                image: photo,
                 width: rgb.width(),
                 height: rgb.height(),
                 faces: faces.iter().map(FaceJson::from).collect(),
@@ -150,9 +150,41 @@ pub fn detect(a: DetectArgs) -> Result<()> {
             }
             s
         };
-        if !print_line(&line)? {
-            return Ok(());
+        Ok(Some(line))
+    })
+}
+
+/// Runs `work` on every photo, a few at a time in parallel (at most two per thread decoded at
+/// once, so memory stays bounded on a folder of any size), and prints each photo's output in
+/// the photos' order as soon as it and those before it are done; a progress bar on stderr for
+/// folders. The first error stops the command; a closed stdout ends it quietly.
+pub fn each_photo_in_order<F>(photos: &[PathBuf], work: F) -> Result<()>
+where
+    F: Fn(&Path) -> Result<Option<String>> + Sync,
+{
+    use rayon::prelude::*;
+    let bar = if photos.len() > 1 {
+        indicatif::ProgressBar::new(photos.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    for chunk in photos.chunks(2 * rayon::current_num_threads()) {
+        let lines = chunk
+            .par_iter()
+            .map(|p| {
+                let r = work(p);
+                bar.inc(1);
+                r
+            })
+            .collect::<Vec<_>>();
+        for line in lines {
+            if let Some(line) = line? {
+                if !bar.suspend(|| print_line(&line))? {
+                    return Ok(());
+                }
+            }
         }
     }
+    bar.finish_and_clear();
     Ok(())
 }

@@ -152,7 +152,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             return Ok(());
         }
     }
-    for photo in &photos {
+    crate::detect_cmd::each_photo_in_order(&photos, |photo| {
         let rgb = kp_data::loading::load_rgb(photo)?;
         // Models trained on face boxes get every detected face; the IMM models (and --box)
         // one face.
@@ -208,7 +208,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                 })
                 .collect();
             if rows.is_empty() {
-                continue;
+                return Ok(None);
             }
             rows.join("\n")
         } else if a.json {
@@ -235,11 +235,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             }
             s
         };
-        if !crate::detect_cmd::print_line(&line)? {
-            return Ok(());
-        }
-    }
-    Ok(())
+        Ok(Some(line))
+    })
 }
 
 /// A path as one CSV field (quoted when it holds a comma, quote or line break).

@@ -17,6 +17,10 @@ fn detect_prints_one_json_line_per_photo_with_every_face_of_the_group_photos() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert_eq!(lines.len(), 9, "dlib's 9 sample photos");
+    let names: Vec<&str> = lines.iter().map(|v| v["image"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "photos are processed in parallel but printed in name order");
     let mut total = 0;
     for v in &lines {
         let faces = v["faces"].as_array().unwrap();
