@@ -15,6 +15,8 @@
 //! * [`batchnorm`]: fused batch-normalisation kernels (statistics, normalise and its backward).
 //! * [`maxpool`]: a max-pool whose gradient goes to the arg-max, as PyTorch's (candle's own
 //!   `max_pool2d` backward is wrong).
+//! * [`depthwise`] and [`pointwise`]: the two halves of a depthwise-separable unit for
+//!   inference (a direct 3x3 per channel, and a 1x1 as one GEMM on the input, no unfold).
 //! * [`reduce`]: the fixed-order lane sums every kernel accumulates with (results do not depend
 //!   on the number of threads).
 //! * [`dispatch`]: which path the layers take (CPU kernels or device ops).
@@ -58,5 +60,6 @@ pub mod depthwise;
 pub mod dispatch;
 pub mod im2col;
 pub mod maxpool;
+pub mod pointwise;
 pub mod reduce;
 pub mod relu;

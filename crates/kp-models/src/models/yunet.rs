@@ -4,7 +4,8 @@
 //!
 //! Why kp runs it itself rather than through an ONNX runtime: the graph is 59 convolutions
 //! (depthwise-separable units), 4 max-pools, 2 nearest upsamplings and 2 adds, all of which kp
-//! already has as layers (plus [`kp_ops::depthwise`] for the depthwise 3x3s), so the detector
+//! already has as layers (plus [`kp_ops::depthwise`] and [`kp_ops::pointwise`] for the
+//! depthwise-separable units' inference), so the detector
 //! runs on the same engine, devices and threads as the landmark models, with no native library
 //! to install. The weights come straight from the authors' ONNX file (embedded in the binary,
 //! Apache-2.0, `models/yunet/`): its `Conv` nodes are read in graph order and each is checked
@@ -96,7 +97,8 @@ impl Detection {
 /// ReLU after the depthwise one.
 #[derive(Debug, Clone)]
 struct DpUnit {
-    pointwise: Conv2d,
+    pw_weight: Tensor,
+    pw_bias: Tensor,
     dw_weight: Tensor,
     dw_bias: Tensor,
     relu: bool,
@@ -104,7 +106,7 @@ struct DpUnit {
 
 impl DpUnit {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.pointwise.forward(x)?;
+        let y = kp_ops::pointwise::pointwise_conv2d(x, &self.pw_weight, &self.pw_bias, false)?;
         Ok(kp_ops::depthwise::depthwise_conv2d(
             &y,
             &self.dw_weight,
@@ -183,11 +185,11 @@ impl NodeQueue {
     }
 
     fn unit(&mut self, what: &str, inp: usize, out: usize, relu: bool) -> Result<DpUnit> {
-        let (w, b) = self.next(what, (out, inp, 1), (1, 1, 0))?;
-        let pointwise = Conv2d::from_tensors(w, Some(b), Conv2dConfig::default())?;
+        let (pw_weight, pw_bias) = self.next(what, (out, inp, 1), (1, 1, 0))?;
         let (dw_weight, dw_bias) = self.next(what, (out, out, 3), (out, 1, 1))?;
         Ok(DpUnit {
-            pointwise,
+            pw_weight,
+            pw_bias,
             dw_weight,
             dw_bias,
             relu,
