@@ -20,7 +20,10 @@ fn detect_prints_one_json_line_per_photo_with_every_face_of_the_group_photos() {
     let names: Vec<&str> = lines.iter().map(|v| v["image"].as_str().unwrap()).collect();
     let mut sorted = names.clone();
     sorted.sort();
-    assert_eq!(names, sorted, "photos are processed in parallel but printed in name order");
+    assert_eq!(
+        names, sorted,
+        "photos are processed in parallel but printed in name order"
+    );
     let mut total = 0;
     for v in &lines {
         let faces = v["faces"].as_array().unwrap();
