@@ -173,12 +173,24 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                 .iter()
                 .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
                 .collect();
-            let img = kp_viz::overlay::overlay_keypoints(
+            let mut opts = kp_viz::overlay::OverlayOptions::default();
+            let factor = kp_viz::overlay::upscale_factor(rgb.width(), rgb.height(), opts.upscale);
+            // Dots sized to the smallest face (about 1/60 of its width), not to the photo.
+            let smallest = faces
+                .iter()
+                .filter_map(|f| f.bbox.map(|b| b[2]))
+                .reduce(f32::min);
+            if let Some(w) = smallest {
+                opts.radius = Some(((w * factor as f32 / 60.0).round() as u32).max(1));
+            }
+            let mut img = kp_viz::overlay::overlay_keypoints(
                 &image::DynamicImage::ImageRgb8(rgb),
                 &[],
                 &pts,
-                &kp_viz::overlay::OverlayOptions::default(),
+                &opts,
             )?;
+            let boxes: Vec<[f32; 4]> = faces.iter().filter_map(|f| f.bbox).collect();
+            kp_viz::overlay::draw_boxes(&mut img, &boxes, factor, kp_viz::style::GT_GREEN);
             kp_viz::io::save_png(&img, path)?;
         }
         let faces: Vec<FaceOut> = faces

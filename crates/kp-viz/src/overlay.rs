@@ -7,7 +7,8 @@
 
 use image::imageops::FilterType;
 use image::{DynamicImage, Rgb, RgbImage};
-use imageproc::drawing::{draw_filled_circle_mut, draw_line_segment_mut};
+use imageproc::drawing::{draw_filled_circle_mut, draw_hollow_rect_mut, draw_line_segment_mut};
+use imageproc::rect::Rect;
 
 use crate::error::{Error, Result};
 use crate::style::{BLACK, GT_GREEN, PRED_RED, WHITE};
@@ -71,6 +72,28 @@ impl Default for OverlayOptions {
             error_lines: false,
             gt_color: GT_GREEN,
             pred_color: PRED_RED,
+        }
+    }
+}
+
+/// Draws face boxes `[left, top, width, height]` (in the pixels of the image that was
+/// enlarged by `factor` into `image`, as [`overlay_keypoints`] does) as 2-pixel outlines in
+/// `color`, so detections can be seen beside the keypoints. Boxes that are not finite or have
+/// no area are skipped; parts outside the image are clipped.
+pub fn draw_boxes(image: &mut RgbImage, boxes: &[[f32; 4]], factor: u32, color: Rgb<u8>) {
+    let f = factor.max(1) as f32;
+    for b in boxes {
+        if !b.iter().all(|v| v.is_finite()) || b[2] <= 0.0 || b[3] <= 0.0 {
+            continue;
+        }
+        let (l, t) = ((b[0] * f).round() as i32, (b[1] * f).round() as i32);
+        let (w, h) = (
+            (b[2] * f).round().max(1.0) as u32,
+            (b[3] * f).round().max(1.0) as u32,
+        );
+        draw_hollow_rect_mut(image, Rect::at(l, t).of_size(w, h), color);
+        if w > 2 && h > 2 {
+            draw_hollow_rect_mut(image, Rect::at(l + 1, t + 1).of_size(w - 2, h - 2), color);
         }
     }
 }
@@ -207,6 +230,32 @@ fn clip_segment(a: (f32, f32), b: (f32, f32), max: (f32, f32)) -> Option<((f32, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boxes_are_drawn_as_outlines_scaled_by_the_overlay_factor_and_bad_ones_skipped() {
+        let mut img = RgbImage::new(40, 40);
+        let red = Rgb([255, 0, 0]);
+        draw_boxes(
+            &mut img,
+            &[
+                [2.0, 3.0, 5.0, 4.0],
+                [f32::NAN, 0.0, 1.0, 1.0],
+                [0.0, 0.0, 0.0, 3.0],
+            ],
+            2,
+            red,
+        );
+        // Scaled by 2: left edge at x = 4 from y = 6 to 13, the inside untouched.
+        assert_eq!(*img.get_pixel(4, 6), red);
+        assert_eq!(*img.get_pixel(4, 13), red);
+        assert_eq!(*img.get_pixel(5, 7), red, "second ring");
+        assert_eq!(*img.get_pixel(8, 9), Rgb([0, 0, 0]), "inside");
+        assert_eq!(
+            *img.get_pixel(0, 0),
+            Rgb([0, 0, 0]),
+            "the empty and the NaN box draw nothing"
+        );
+    }
     use image::{GrayImage, Luma};
 
     fn is_green(p: &Rgb<u8>) -> bool {
