@@ -16,6 +16,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::im2col::contiguous;
+
 /// `relu?(depthwise_conv(x, w) + b)` for `x (N, C, H, W)`, `w (C, 1, k, k)`, `b (C)`.
 pub fn depthwise_conv2d(
     x: &Tensor,
@@ -58,14 +60,6 @@ struct Depthwise3x3 {
     relu: bool,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("depthwise conv2d: {what} is not contiguous"),
-    }
-}
-
 impl CustomOp3 for Depthwise3x3 {
     fn name(&self) -> &'static str {
         "kp-depthwise3x3"
@@ -81,9 +75,9 @@ impl CustomOp3 for Depthwise3x3 {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (
-            slice(xs, xl, "input")?,
-            slice(ws, wl, "weight")?,
-            slice(bs, bl, "bias")?,
+            contiguous(xs.as_slice::<f32>()?, xl, "depthwise conv2d input")?,
+            contiguous(ws.as_slice::<f32>()?, wl, "depthwise conv2d weight")?,
+            contiguous(bs.as_slice::<f32>()?, bl, "depthwise conv2d bias")?,
         );
         let (_, c, h, wd) = xl.shape().dims4()?;
         let plane = h * wd;

@@ -13,6 +13,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::im2col::contiguous;
+
 /// `relu?(conv1x1(x, w) + b)` for `x (N, C_in, H, W)`, `w (C_out, C_in, 1, 1)`, `b (C_out)`.
 pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
     let (_, cin, _, _) = x.dims4()?;
@@ -42,14 +44,6 @@ struct Pointwise {
     relu: bool,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("pointwise conv2d: {what} is not contiguous"),
-    }
-}
-
 impl CustomOp3 for Pointwise {
     fn name(&self) -> &'static str {
         "kp-pointwise"
@@ -65,9 +59,9 @@ impl CustomOp3 for Pointwise {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (
-            slice(xs, xl, "input")?,
-            slice(ws, wl, "weight")?,
-            slice(bs, bl, "bias")?,
+            contiguous(xs.as_slice::<f32>()?, xl, "pointwise conv2d input")?,
+            contiguous(ws.as_slice::<f32>()?, wl, "pointwise conv2d weight")?,
+            contiguous(bs.as_slice::<f32>()?, bl, "pointwise conv2d bias")?,
         );
         let (n, cin, h, wd) = xl.shape().dims4()?;
         let cout = b.len();
