@@ -255,6 +255,44 @@ fn bad_input_gives_one_line_error_and_nonzero_exit() {
     let o = kp(&["eval", "--run", tmp.path().to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
+
+    let vf = tmp.path().join("vf");
+    let d = data();
+    let vf_args = |f: &'static str| {
+        [
+            "train",
+            "--task",
+            "nose",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            vf.to_str().unwrap(),
+            "--limit",
+            "8",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--json",
+            "--val-fraction",
+            f,
+        ]
+        .map(String::from)
+    };
+    let o = kp(&vf_args("1.5")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("val fraction must be in [0, 1), got 1.5"));
+    // 0: every face trains (a model to ship), recorded in the run's config.
+    let o = kp(&vf_args("0").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(stdout_json(&o)["status"], "finished");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["split"],
+        serde_json::json!({"kind": "random", "val_fraction": 0.0})
+    );
 }
 
 #[test]
