@@ -58,6 +58,9 @@ pub struct DetectArgs {
     /// One JSON object per photo and line: {"image", "width", "height", "faces": [{"box", "score", "points5"}]}.
     #[arg(long)]
     pub json: bool,
+    /// Overlay PNG to write with the boxes and 5 points (a folder when IMAGE is a folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -127,11 +130,23 @@ pub fn print_line(line: &str) -> Result<bool> {
 pub fn detect(a: DetectArgs) -> Result<()> {
     let device = kp_train::model::device(&a.device)?;
     let detector = FaceDetector::bundled(&device, a.detector.config())?;
+    let folder_mode = a.image.is_dir();
+    if let (true, Some(out)) = (folder_mode, &a.out) {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
     each_photo_in_order(&photos(&a.image)?, |photo| {
         let rgb = kp_data::loading::load_rgb(photo)?;
         let faces = detector
             .detect(&rgb)
             .with_context(|| format!("detecting faces in {}", photo.display()))?;
+        if let Some(path) = overlay_path(a.out.as_deref(), photo, folder_mode, "faces") {
+            let pts: Vec<(f32, f32)> = faces
+                .iter()
+                .flat_map(|f| f.points5.iter().map(|p| (p[0], p[1])))
+                .collect();
+            let boxes: Vec<[f32; 4]> = faces.iter().map(|f| f.bbox).collect();
+            save_overlay(rgb.clone(), &pts, &boxes, &path)?;
+        }
         let line = if a.json {
             serde_json::to_string(&PhotoJson {
                 image: photo,
@@ -152,6 +167,48 @@ pub fn detect(a: DetectArgs) -> Result<()> {
         };
         Ok(Some(line))
     })
+}
+
+/// Where a photo's overlay goes: `out` itself for one photo, `out/<stem>_<suffix>.png` for a
+/// folder's photos; `None` without `--out`.
+pub fn overlay_path(
+    out: Option<&Path>,
+    photo: &Path,
+    folder_mode: bool,
+    suffix: &str,
+) -> Option<PathBuf> {
+    out.map(|out| {
+        if folder_mode {
+            let stem = photo.file_stem().unwrap_or_default().to_string_lossy();
+            out.join(format!("{stem}_{suffix}.png"))
+        } else {
+            out.to_path_buf()
+        }
+    })
+}
+
+/// Writes `photo` with `points` (red dots sized to the smallest box, about 1/60 of its width)
+/// and `boxes` (green outlines) to `path` as PNG.
+pub fn save_overlay(
+    photo: image::RgbImage,
+    points: &[(f32, f32)],
+    boxes: &[[f32; 4]],
+    path: &Path,
+) -> Result<()> {
+    let mut opts = kp_viz::overlay::OverlayOptions::default();
+    let factor = kp_viz::overlay::upscale_factor(photo.width(), photo.height(), opts.upscale);
+    if let Some(w) = boxes.iter().map(|b| b[2]).reduce(f32::min) {
+        opts.radius = Some(((w * factor as f32 / 60.0).round() as u32).max(1));
+    }
+    let mut img = kp_viz::overlay::overlay_keypoints(
+        &image::DynamicImage::ImageRgb8(photo),
+        &[],
+        points,
+        &opts,
+    )?;
+    kp_viz::overlay::draw_boxes(&mut img, boxes, factor, kp_viz::style::GT_GREEN);
+    kp_viz::io::save_png(&img, path)?;
+    Ok(())
 }
 
 /// Runs `work` on every photo, a few at a time in parallel (at most two per thread decoded at

@@ -160,38 +160,14 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             None if landmarker.uses_boxes() => landmarker.landmarks(&rgb)?,
             b => landmarker.landmarks_in(&rgb, b)?,
         };
-        let overlay = a.out.as_ref().map(|out| {
-            if folder_mode {
-                let stem = photo.file_stem().unwrap_or_default().to_string_lossy();
-                out.join(format!("{stem}_kp.png"))
-            } else {
-                out.clone()
-            }
-        });
+        let overlay = crate::detect_cmd::overlay_path(a.out.as_deref(), photo, folder_mode, "kp");
         if let Some(path) = &overlay {
             let pts: Vec<(f32, f32)> = faces
                 .iter()
                 .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
                 .collect();
-            let mut opts = kp_viz::overlay::OverlayOptions::default();
-            let factor = kp_viz::overlay::upscale_factor(rgb.width(), rgb.height(), opts.upscale);
-            // Dots sized to the smallest face (about 1/60 of its width), not to the photo.
-            let smallest = faces
-                .iter()
-                .filter_map(|f| f.bbox.map(|b| b[2]))
-                .reduce(f32::min);
-            if let Some(w) = smallest {
-                opts.radius = Some(((w * factor as f32 / 60.0).round() as u32).max(1));
-            }
-            let mut img = kp_viz::overlay::overlay_keypoints(
-                &image::DynamicImage::ImageRgb8(rgb),
-                &[],
-                &pts,
-                &opts,
-            )?;
             let boxes: Vec<[f32; 4]> = faces.iter().filter_map(|f| f.bbox).collect();
-            kp_viz::overlay::draw_boxes(&mut img, &boxes, factor, kp_viz::style::GT_GREEN);
-            kp_viz::io::save_png(&img, path)?;
+            crate::detect_cmd::save_overlay(rgb, &pts, &boxes, path)?;
         }
         let faces: Vec<FaceOut> = faces
             .into_iter()
