@@ -93,7 +93,12 @@ fn detect_out_writes_an_overlay_per_photo_of_a_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = data().join("dlib_examples_faces");
     let out = tmp.path().join("overlays");
-    let o = kp(&["detect", dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = kp(&[
+        "detect",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let png = image::open(out.join("2008_002506_faces.png")).unwrap();
     assert_eq!((png.width(), png.height()), (500, 375));
