@@ -15,12 +15,8 @@ use kp_models::yunet::{Detection, YuNet, YuNetConfig};
 use serde_json::Value;
 
 fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let x1 = a[0].max(b[0]);
-    let y1 = a[1].max(b[1]);
-    let x2 = (a[0] + a[2]).min(b[0] + b[2]);
-    let y2 = (a[1] + a[3]).min(b[1] + b[3]);
-    let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
-    inter / (a[2] * a[3] + b[2] * b[3] - inter)
+    let bbox = |v: &[f32; 4]| kp_data::BBox::new(v[0], v[1], v[2], v[3]);
+    kp_train::detect::iou(&bbox(a), &bbox(b))
 }
 
 fn reference_face(f: &Value) -> Detection {

@@ -78,16 +78,14 @@ pub struct Detection {
 }
 
 impl Detection {
-    /// The same face in an image scaled by `1 / scale` (e.g. back to the original photo after
-    /// detecting on a copy downscaled by `scale`).
-    pub fn unscaled(&self, scale: f32) -> Self {
+    /// The same face in an image whose axes are scaled by `1 / fx` and `1 / fy` (e.g. back to
+    /// the original photo after detecting on a copy resized by `fx` across and `fy` down).
+    pub fn unscaled(&self, fx: f32, fy: f32) -> Self {
         let mut d = *self;
-        for v in d.bbox.iter_mut() {
-            *v /= scale;
-        }
+        let [l, t, w, h] = d.bbox;
+        d.bbox = [l / fx, t / fy, w / fx, h / fy];
         for p in d.points5.iter_mut() {
-            p[0] /= scale;
-            p[1] /= scale;
+            *p = [p[0] / fx, p[1] / fy];
         }
         d
     }
@@ -344,12 +342,26 @@ impl YuNet {
                 planes.len()
             )));
         }
+        self.detect_padded(width, height, cfg, |c, y, row| {
+            row.copy_from_slice(&planes[(c * height + y) * width..][..width]);
+        })
+    }
+
+    /// Fills a zero-padded `(1, 3, padded(height), padded(width))` input row by row with
+    /// `fill(channel, y, row)` (the `width` values of that row), runs the network, decodes
+    /// and suppresses.
+    fn detect_padded(
+        &self,
+        width: usize,
+        height: usize,
+        cfg: &YuNetConfig,
+        fill: impl Fn(usize, usize, &mut [f32]),
+    ) -> Result<Vec<Detection>> {
         let (pw, ph) = (padded(width), padded(height));
         let mut buf = vec![0f32; 3 * pw * ph];
         for c in 0..3 {
             for y in 0..height {
-                let src = &planes[(c * height + y) * width..][..width];
-                buf[(c * ph + y) * pw..][..width].copy_from_slice(src);
+                fill(c, y, &mut buf[(c * ph + y) * pw..][..width]);
             }
         }
         let x = Tensor::from_vec(buf, (1, 3, ph, pw), &self.device)?;
@@ -366,21 +378,19 @@ impl YuNet {
         height: usize,
         cfg: &YuNetConfig,
     ) -> Result<Vec<Detection>> {
-        if rgb.len() != 3 * width * height {
+        if width == 0 || height == 0 || rgb.len() != 3 * width * height {
             return Err(Error::Shape(format!(
                 "YuNet: {} bytes for a {width}x{height} RGB image",
                 rgb.len()
             )));
         }
-        let n = width * height;
-        let mut planes = vec![0f32; 3 * n];
-        for (i, px) in rgb.chunks_exact(3).enumerate() {
-            // BGR planes, as OpenCV feeds the network.
-            planes[i] = px[2] as f32;
-            planes[n + i] = px[1] as f32;
-            planes[2 * n + i] = px[0] as f32;
-        }
-        self.detect_bgr_planes(&planes, width, height, cfg)
+        // BGR planes, as OpenCV feeds the network: channel c takes byte 2 - c of each pixel.
+        self.detect_padded(width, height, cfg, |c, y, row| {
+            let src = &rgb[3 * y * width..3 * (y + 1) * width];
+            for (v, px) in row.iter_mut().zip(src.chunks_exact(3)) {
+                *v = px[2 - c] as f32;
+            }
+        })
     }
 }
 
@@ -568,9 +578,12 @@ mod tests {
     fn unscaling_maps_boxes_and_points_back_to_the_original_photo() {
         let mut d = det(10.0, 20.0, 30.0, 40.0, 0.9);
         d.points5[4] = [5.0, 6.0];
-        let u = d.unscaled(0.5);
+        let u = d.unscaled(0.5, 0.5);
         assert_eq!(u.bbox, [20.0, 40.0, 60.0, 80.0]);
         assert_eq!(u.points5[4], [10.0, 12.0]);
+        let v = d.unscaled(0.5, 0.25);
+        assert_eq!(v.bbox, [20.0, 80.0, 60.0, 160.0]);
+        assert_eq!(v.points5[4], [10.0, 24.0]);
         assert_eq!(u.score, 0.9);
     }
 }
