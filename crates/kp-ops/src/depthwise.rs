@@ -40,14 +40,25 @@ pub fn depthwise_conv2d(
         && x.dtype() == candle_core::DType::F32
         && (kh, kw, stride, padding) == (3, 3, 1, 1);
     if fast {
-        let x = x.contiguous()?;
-        let weight = weight.contiguous()?;
-        let bias = bias.contiguous()?;
-        return x.apply_op3_no_bwd(&weight, &bias, &Depthwise3x3 { relu });
+        return apply_fused(x, weight, bias, &Depthwise3x3 { relu });
     }
-    let y = x
-        .conv2d(weight, padding, stride, 1, c)?
-        .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+    add_bias_relu(x.conv2d(weight, padding, stride, 1, c)?, bias, relu)
+}
+
+/// Runs a fused `(input, weight, bias)` CPU op on contiguous copies of its operands.
+pub(crate) fn apply_fused(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    op: &impl CustomOp3,
+) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, op)
+}
+
+/// `relu?(y + b)` with the bias over `y`'s channels: the candle-op path of the fused ops.
+pub(crate) fn add_bias_relu(y: Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+    let y = y.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?)?;
     if relu {
         y.relu()
     } else {

@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::depthwise::{add_bias_relu, apply_fused};
 use crate::im2col::contiguous;
 
 /// `relu?(conv1x1(x, w) + b)` for `x (N, C_in, H, W)`, `w (C_out, C_in, 1, 1)`, `b (C_out)`.
@@ -27,17 +28,9 @@ pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) 
         );
     }
     if crate::dispatch::uses_cpu_kernels(x.device()) && x.dtype() == candle_core::DType::F32 {
-        let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
-        return x.apply_op3_no_bwd(&weight, &bias, &Pointwise { relu });
+        return apply_fused(x, weight, bias, &Pointwise { relu });
     }
-    let y = x
-        .conv2d(weight, 0, 1, 1, 1)?
-        .broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
-    if relu {
-        y.relu()
-    } else {
-        Ok(y)
-    }
+    add_bias_relu(x.conv2d(weight, 0, 1, 1, 1)?, bias, relu)
 }
 
 struct Pointwise {
