@@ -60,8 +60,9 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
         .map_err(|e| Error::image(path, e))
 }
 
-/// Decodes an image file with kp's checks (side limit, complete JPEG).
-fn decode(path: &Path) -> Result<image::DynamicImage> {
+/// Decodes an image file with kp's checks (side limit, complete JPEG), in its own colour type:
+/// [`load_gray`] and [`load_rgb`] convert it; callers needing both decode once with this.
+pub fn load_image(path: &Path) -> Result<image::DynamicImage> {
     let reader = open(path)?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         check_jpeg_complete(path)?;
@@ -71,13 +72,13 @@ fn decode(path: &Path) -> Result<image::DynamicImage> {
 
 /// Decodes an image file to grayscale [`GrayF32`] (`luma / 255 - 0.5`).
 pub fn load_gray(path: &Path) -> Result<GrayF32> {
-    Ok(gray_from_u8(&decode(path)?.into_luma8()))
+    Ok(gray_from_u8(&load_image(path)?.into_luma8()))
 }
 
 /// Decodes an image file to 8-bit RGB (grey images get three equal channels), with the same
 /// checks as [`load_gray`]: what the face detector takes.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
-    Ok(decode(path)?.into_rgb8())
+    Ok(load_image(path)?.into_rgb8())
 }
 
 /// Maps points from an image of size `from` to the same image resized to `to`

@@ -89,8 +89,11 @@ impl Landmarker {
             return self.landmarks_in(photo, None);
         }
         let faces = self.detect(photo)?;
-        let boxes: Vec<BBox> = faces.iter().map(|d| self.calibration.apply(d)).collect();
-        let points = self.predict(photo, boxes.iter().map(|b| Some(*b)).collect())?;
+        let boxes = faces
+            .iter()
+            .map(|d| Some(self.calibration.apply(d)))
+            .collect();
+        let points = self.predict(photo, boxes)?;
         Ok(faces
             .iter()
             .zip(points)
@@ -122,7 +125,9 @@ impl Landmarker {
         if boxes.is_empty() {
             return Ok(Vec::new());
         }
-        let gray: GrayF32 = kp_data::gray_from_u8(&image::imageops::grayscale(photo));
+        // The luma conversion `DynamicImage::to_luma8` (and so `load_gray`) applies.
+        let luma: image::GrayImage = image::buffer::ConvertBuffer::convert(photo);
+        let gray: GrayF32 = kp_data::gray_from_u8(&luma);
         self.predictor.predict_boxes(&gray, &boxes)
     }
 }

@@ -215,17 +215,20 @@ impl Predictor {
             .map(|&i| {
                 let face = &faces[i];
                 let own = face.bbox.or_else(|| BBox::around(&face.keypoints));
-                let photo = kp_data::loading::load_rgb(&face.image)?;
-                let found = detector.detect(&photo)?;
+                // Decoded once: the detector takes its colours, the model its luma (as
+                // `load_gray` gives it).
+                let photo = kp_data::loading::load_image(&face.image)?;
+                let found = detector.detect(&photo.to_rgb8())?;
                 let Some(d) = own.and_then(|b| crate::detect::best_match(&found, &b)) else {
                     return Ok(None);
                 };
                 let mut f = face.clone();
                 f.bbox = Some(calibration.apply(d));
+                let gray = kp_data::gray_from_u8(&photo.into_luma8());
                 let subset = cfg.keypoints.as_deref();
                 Ok(Some((
                     i,
-                    crate::prep::cache_face(&f, subset, cfg.width, cfg.height)?,
+                    cache_decoded(&gray, &f, subset, cfg.width, cfg.height),
                 )))
             })
             .collect::<Result<Vec<_>>>()?;
