@@ -131,9 +131,7 @@ pub fn detect(a: DetectArgs) -> Result<()> {
     let device = kp_train::model::device(&a.device)?;
     let detector = FaceDetector::bundled(&device, a.detector.config())?;
     let folder_mode = a.image.is_dir();
-    if let (true, Some(out)) = (folder_mode, &a.out) {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    }
+    prepare_out(a.out.as_deref(), folder_mode)?;
     each_photo_in_order(&photos(&a.image)?, |photo| {
         let rgb = kp_data::loading::load_rgb(photo)?;
         let faces = detector
@@ -167,6 +165,14 @@ pub fn detect(a: DetectArgs) -> Result<()> {
         };
         Ok(Some(line))
     })
+}
+
+/// Creates the `--out` folder of a folder of photos (one overlay each).
+pub fn prepare_out(out: Option<&Path>, folder_mode: bool) -> Result<()> {
+    if let (true, Some(out)) = (folder_mode, out) {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    Ok(())
 }
 
 /// Where a photo's overlay goes: `out` itself for one photo, `out/<stem>_<suffix>.png` for a

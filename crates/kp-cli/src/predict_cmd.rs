@@ -139,9 +139,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     if folder_mode && a.r#box.is_some() {
         bail!("--box applies to one photo, not to a folder");
     }
-    if let (true, Some(out)) = (folder_mode, &a.out) {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    }
+    crate::detect_cmd::prepare_out(a.out.as_deref(), folder_mode)?;
     if a.csv {
         let k = landmarker.predictor().config.num_keypoints.unwrap_or(0);
         let mut header = String::from("image,face,score,left,top,width,height");
@@ -154,11 +152,10 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     }
     crate::detect_cmd::each_photo_in_order(&photos, |photo| {
         let rgb = kp_data::loading::load_rgb(photo)?;
-        // Models trained on face boxes get every detected face; the IMM models (and --box)
-        // one face.
+        // --box: that face; otherwise every detected face (the IMM models: the whole photo).
         let faces = match a.r#box {
-            None if landmarker.uses_boxes() => landmarker.landmarks(&rgb)?,
-            b => landmarker.landmarks_in(&rgb, b)?,
+            Some(b) => landmarker.landmarks_in(&rgb, Some(b))?,
+            None => landmarker.landmarks(&rgb)?,
         };
         let overlay = crate::detect_cmd::overlay_path(a.out.as_deref(), photo, folder_mode, "kp");
         if let Some(path) = &overlay {
