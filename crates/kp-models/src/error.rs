@@ -44,6 +44,16 @@ pub enum Error {
         /// The variable name.
         name: String,
     },
+    /// A checkpoint tensor holds a NaN or an infinity (a diverged run or a damaged file).
+    #[error("{path}: tensor `{name}` holds {value} (a diverged run or a damaged file)")]
+    NonFinite {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The variable name.
+        name: String,
+        /// The first non-finite value.
+        value: f32,
+    },
     /// A checkpoint tensor has a different shape from the model's variable.
     #[error("{path}: tensor `{name}` has shape {found:?}, the model expects {expected:?}")]
     TensorShape {

@@ -49,7 +49,8 @@ pub struct LoadReport {
 }
 
 /// Sets every variable of `varmap` from the tensor of the same name in `path`. Fails when one
-/// is missing or has another shape (nothing is changed then); extra tensors are reported.
+/// is missing, has another shape or holds a NaN or an infinity (nothing is changed then);
+/// extra tensors are reported.
 pub fn load_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
     let path = path.as_ref();
     if !path.exists() {
@@ -59,6 +60,35 @@ pub fn load_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport
         });
     }
     let file = candle_core::safetensors::load(path, &Device::Cpu)?;
+    set_vars(varmap, &file, path)
+}
+
+/// [`load_varmap`] from the bytes of a safetensors file (weights embedded in a binary);
+/// `source` names them in errors.
+pub fn load_varmap_bytes(varmap: &VarMap, bytes: &[u8], source: &Path) -> Result<LoadReport> {
+    let file = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+    set_vars(varmap, &file, source)
+}
+
+/// Writes the safetensors file `src` to `dst` with every floating-point tensor in `dtype`
+/// (f16 halves a model's size; integer tensors such as BatchNorm's `num_batches_tracked` are
+/// kept), atomically.
+pub fn convert_floats(src: &Path, dst: &Path, dtype: DType) -> Result<()> {
+    let file = candle_core::safetensors::load(src, &Device::Cpu)?;
+    let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(file.len());
+    for (name, t) in file {
+        let t = if t.dtype().is_float() {
+            t.to_dtype(dtype)?
+        } else {
+            t
+        };
+        tensors.push((name, t));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    save_tensors(&tensors, dst)
+}
+
+fn set_vars(varmap: &VarMap, file: &HashMap<String, Tensor>, path: &Path) -> Result<LoadReport> {
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     // Check everything first so a failed load leaves the model untouched.
     let mut staged = Vec::with_capacity(data.len());
@@ -74,6 +104,16 @@ pub fn load_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport
                 expected: var.dims().to_vec(),
                 found: t.dims().to_vec(),
             });
+        }
+        if t.dtype().is_float() {
+            let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                    value: *bad,
+                });
+            }
         }
         let t = t.to_dtype(var.dtype())?.to_device(var.device())?;
         staged.push((var.clone(), t));
@@ -250,5 +290,93 @@ mod tests {
             net.forward(&x, false).unwrap().to_vec2::<f32>().unwrap(),
             model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()
         );
+    }
+
+    #[test]
+    fn f16_files_halve_the_floats_keep_integers_and_load_into_f32_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f32_path, f16_path) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("h.safetensors"),
+        );
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, 3, DType::F32, &Device::Cpu);
+        ResNet18::new(vb, ResNet18Config::default()).unwrap();
+        save_varmap(&vm, &f32_path).unwrap();
+        convert_floats(&f32_path, &f16_path, DType::F16).unwrap();
+        let file = candle_core::safetensors::load(&f16_path, &Device::Cpu).unwrap();
+        let counters: Vec<_> = file.iter().filter(|(_, t)| !t.dtype().is_float()).collect();
+        assert!(!counters.is_empty(), "ResNet18 keeps num_batches_tracked");
+        assert!(counters.iter().all(|(_, t)| t.dtype() == DType::I64));
+        assert!(file
+            .values()
+            .filter(|t| t.dtype().is_float())
+            .all(|t| t.dtype() == DType::F16));
+        let (a, h) = (
+            std::fs::metadata(&f32_path).unwrap().len(),
+            std::fs::metadata(&f16_path).unwrap().len(),
+        );
+        assert!(h * 100 < a * 51, "{h} bytes of f16 for {a} of f32");
+
+        // Loaded into f32 variables, each weight is its f16 rounding (relative error <= 2^-11).
+        let other = VarMap::new();
+        let vb = seeded_var_builder(&other, 4, DType::F32, &Device::Cpu);
+        ResNet18::new(vb, ResNet18Config::default()).unwrap();
+        let bytes = std::fs::read(&f16_path).unwrap();
+        load_varmap_bytes(&other, &bytes, &f16_path).unwrap();
+        let name = "conv1.weight";
+        let get = |m: &VarMap| {
+            m.data().lock().unwrap()[name]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (want, got) = (get(&vm), get(&other));
+        assert_ne!(want, got, "f16 rounds the weights");
+        for (w, g) in want.iter().zip(&got) {
+            assert!((w - g).abs() <= w.abs() * 4.9e-4 + 1e-7, "{w} vs {g}");
+        }
+    }
+
+    #[test]
+    fn weights_holding_a_nan_are_refused_by_name_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let (vm_a, _) = nose(1);
+        let poisoned: Vec<(String, Tensor)> = vm_a
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let t = v.as_tensor().clone();
+                let t = if k == "mlp.2.bias" {
+                    (t * f64::NAN).unwrap()
+                } else {
+                    t
+                };
+                (k.clone(), t)
+            })
+            .collect();
+        save_tensors(&poisoned, &path).unwrap();
+        let (vm_b, _) = nose(2);
+        let before = vm_b.data().lock().unwrap()["mlp.2.bias"]
+            .as_tensor()
+            .to_vec1::<f32>()
+            .unwrap();
+        let err = load_varmap(&vm_b, &path).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::NonFinite { .. }), "{msg}");
+        assert!(
+            msg.contains("model.safetensors") && msg.contains("mlp.2.bias") && msg.contains("NaN"),
+            "{msg}"
+        );
+        let after = vm_b.data().lock().unwrap()["mlp.2.bias"]
+            .as_tensor()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(before, after);
     }
 }

@@ -61,7 +61,7 @@ pub mod summary;
 
 pub use error::{Error, Result};
 pub use gradcheck::{check_gradients, GradCheckConfig, GradCheckReport};
-pub use io::{load_model, load_varmap, save_varmap, LoadReport};
+pub use io::{convert_floats, load_model, load_varmap, load_varmap_bytes, save_varmap, LoadReport};
 pub use models::convmlp::{ConvMlpFamily, ConvMlpNet};
 pub use models::face::{FaceKeypointNet, FaceKeypointNetConfig};
 pub use models::heatmap::{gaussian_heatmaps, soft_argmax, HeatmapConfig, HeatmapGrid, HeatmapNet};
