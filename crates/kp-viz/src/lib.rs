@@ -1,8 +1,9 @@
 //! Figures for facial keypoint work, drawn from plain data into `image::RgbImage`s.
 //!
-//! The crate depends on no other `kp` crate: every function takes slices of numbers, point
-//! lists or images and returns an image (or HTML text), so any program can use it. Text is
-//! drawn with the embedded DejaVu Sans font; no system fonts are needed.
+//! The crate depends on no other `kp` crate but `kp-fs` (its atomic writes): every function
+//! takes slices of numbers, point lists or images and returns an image (or HTML text), so any
+//! program can use it. Text is drawn with the embedded DejaVu Sans font; no system fonts are
+//! needed.
 //!
 //! | module | figure |
 //! |---|---|
