@@ -21,6 +21,7 @@ fn keep_freed_memory() {
 
 mod bench;
 mod fetch;
+mod pretrained;
 mod reproduce;
 
 #[derive(Debug, Parser)]
@@ -38,6 +39,8 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Time training steps, inference and data loading (optionally against PyTorch).
     Bench(bench::BenchArgs),
+    /// Train (or take --run), write and measure the ready model in models/landmarks/ibug68.
+    Pretrained(pretrained::PretrainedArgs),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Command::Fetch(args) => fetch::run(args),
         Command::Reproduce(args) => reproduce::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Pretrained(args) => pretrained::run(args),
     };
     if let Err(e) = result {
         // `{:#}`: the whole cause chain on one line, without a backtrace.

@@ -34,8 +34,8 @@ pub struct BenchArgs {
     #[arg(long = "batch-size", value_delimiter = ',', default_values_t = [16usize, 64, 256])]
     batch_sizes: Vec<usize>,
     /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, value_enum, default_value_t)]
+    device: kp_train::config::DeviceKind,
     /// Time inference (a forward pass in eval mode) instead of training steps.
     #[arg(long)]
     infer: bool,
@@ -61,7 +61,7 @@ pub struct BenchArgs {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    let device = kp_train::model::device(&args.device)?;
+    let device = kp_train::model::device(args.device)?;
     let backward = args
         .conv_backward
         .map(ConvBackward::kind)
@@ -95,7 +95,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         if args.json {
             let line = serde_json::json!({
                 "case": times.case,
-                "device": args.device,
+                "device": args.device.name(),
                 "conv_backward": format!("{backward:?}").to_lowercase(),
                 "tf32": args.tf32,
                 "batch": batch,

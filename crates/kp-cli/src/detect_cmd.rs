@@ -62,8 +62,8 @@ pub struct DetectArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: kp_train::config::DeviceKind,
 }
 
 /// One face as printed: box `[left, top, width, height]`, score and the 5 points, in photo pixels.
@@ -128,7 +128,7 @@ pub fn print_line(line: &str) -> Result<bool> {
 }
 
 pub fn detect(a: DetectArgs) -> Result<()> {
-    let device = kp_train::model::device(&a.device)?;
+    let device = kp_train::model::device(a.device)?;
     let detector = FaceDetector::bundled(&device, a.detector.config())?;
     let folder_mode = a.image.is_dir();
     prepare_out(a.out.as_deref(), folder_mode)?;

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod args;
 mod bench_cmd;
 mod data_cmd;
 mod detect_cmd;
+mod eval_cmd;
 mod predict_cmd;
+mod submit_cmd;
 mod train_cmd;
 
 #[global_allocator]
@@ -42,14 +45,14 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Train a model into a run folder.
     Train(train_cmd::TrainArgs),
-    /// Evaluate a trained run on a dataset.
-    Eval(train_cmd::EvalArgs),
+    /// Evaluate a trained run (default: the ready model) on a dataset.
+    Eval(eval_cmd::EvalArgs),
     /// Find faces (box, score, 5 points) on photos with the bundled YuNet detector.
     Detect(detect_cmd::DetectArgs),
-    /// Predict keypoints on photos.
+    /// Find every face on photos and predict its landmarks (default: the ready 68-point model).
     Predict(predict_cmd::PredictArgs),
     /// Write a Kaggle-format submission CSV for a dlib XML of face boxes.
-    Submit(predict_cmd::SubmitArgs),
+    Submit(submit_cmd::SubmitArgs),
     /// Time training steps (or inference) of a model on random batches, on the CPU or a GPU.
     Bench(bench_cmd::BenchArgs),
 }
@@ -67,24 +70,55 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(c) => data_cmd::run(c),
         Command::Train(a) => train_cmd::train(a),
-        Command::Eval(a) => train_cmd::eval(a),
+        Command::Eval(a) => eval_cmd::eval(a),
         Command::Detect(a) => detect_cmd::detect(a),
         Command::Predict(a) => predict_cmd::predict(a),
-        Command::Submit(a) => predict_cmd::submit(a),
+        Command::Submit(a) => submit_cmd::submit(a),
         Command::Bench(a) => bench_cmd::bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes on one line, each cause once: the libraries' errors already write
+/// their source into their message (`path: no such file`), so a cause whose text is already
+/// there is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg.replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_and_its_causes_print_on_one_line_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(kp_train::Error::Io {
+            path: "a.toml".into(),
+            source: io,
+        })
+        .context("reading the configuration");
+        assert_eq!(
+            one_line(&e),
+            "reading the configuration: a.toml: no such file"
+        );
+        let e = anyhow::anyhow!("line one\nline two").context("outer");
+        assert_eq!(one_line(&e), "outer: line one line two");
+    }
 
     #[test]
     fn the_purge_delay_option_is_the_one_set() {

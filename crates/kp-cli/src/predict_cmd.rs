@@ -1,37 +1,16 @@
-//! `kp predict` and `kp submit`.
+//! `kp predict`: every face of a photo (or folder) with its landmarks, as text, JSON lines,
+//! CSV or overlays.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use kp_data::{BBox, GrayF32, Point};
+use kp_data::BBox;
 use kp_train::landmarker::Landmarker;
-use kp_train::predict::Predictor;
 use serde::Serialize;
 
+use crate::args::{open_predictor, parse_box, MirrorArgs};
 use crate::detect_cmd::DetectorArgs;
-
-/// `--mirror` / `--no-mirror`: test-time mirroring regardless of the run's own setting.
-#[derive(Debug, Args)]
-pub struct MirrorArgs {
-    /// Average each prediction with the mirrored image's (mirrored back): test-time mirroring.
-    #[arg(long, overrides_with = "no_mirror")]
-    mirror: bool,
-    /// No test-time mirroring, even if the run was trained with it.
-    #[arg(long)]
-    no_mirror: bool,
-}
-
-impl MirrorArgs {
-    /// Applies the flags to `predictor` (neither flag: the run's own setting).
-    pub fn apply(&self, predictor: Predictor) -> Result<Predictor> {
-        match (self.mirror, self.no_mirror) {
-            (true, _) => Ok(predictor.with_test_time_mirror(true)?),
-            (_, true) => Ok(predictor.with_test_time_mirror(false)?),
-            _ => Ok(predictor),
-        }
-    }
-}
 
 /// Arguments of `kp predict`.
 #[derive(Debug, Args)]
@@ -42,9 +21,10 @@ pub struct PredictArgs {
     /// The same as IMAGE (kept for scripts written before IMAGE was positional).
     #[arg(long, hide = true, conflicts_with = "photo")]
     image: Option<PathBuf>,
-    /// Run folder written by `kp train`.
+    /// Run folder written by `kp train` (default: the ready 68-point model kp ships,
+    /// models/landmarks/ibug68).
     #[arg(long)]
-    run: PathBuf,
+    run: Option<PathBuf>,
     /// Face box LEFT,TOP,WIDTH,HEIGHT in pixels (default: every face the detector finds, for
     /// models trained on face boxes; the whole photo for the IMM models).
     #[arg(long, value_parser = parse_box)]
@@ -59,51 +39,13 @@ pub struct PredictArgs {
     /// first; score and box empty where no detector ran).
     #[arg(long)]
     csv: bool,
-    /// cpu or cuda (default: the run's device).
-    #[arg(long)]
-    device: Option<String>,
+    /// cpu or cuda (default: the run's device; the CPU for the ready model).
+    #[arg(long, value_enum)]
+    device: Option<kp_train::config::DeviceKind>,
     #[command(flatten)]
     mirror: MirrorArgs,
     #[command(flatten)]
     detector: DetectorArgs,
-}
-
-/// Arguments of `kp submit`.
-#[derive(Debug, Args)]
-pub struct SubmitArgs {
-    /// Run folder written by `kp train`.
-    #[arg(long)]
-    run: PathBuf,
-    /// dlib-style XML with one box per face (e.g. labels_ibug_300W_test_parsed.xml).
-    #[arg(long)]
-    xml: PathBuf,
-    /// Submission CSV to write (`Id,Predicted`).
-    #[arg(long)]
-    out: PathBuf,
-    /// Write rows for faces whose image is missing too (predicted on a blank box) instead of failing.
-    #[arg(long)]
-    allow_missing: bool,
-    /// cpu or cuda (default: the run's device).
-    #[arg(long)]
-    device: Option<String>,
-    #[command(flatten)]
-    mirror: MirrorArgs,
-}
-
-fn parse_box(s: &str) -> std::result::Result<BBox, String> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|x| x.trim().parse::<f32>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| format!("`{s}`: expected LEFT,TOP,WIDTH,HEIGHT numbers"))?;
-    match v[..] {
-        [l, t, w, h] if w > 0.0 && h > 0.0 && v.iter().all(|x| x.is_finite()) => {
-            Ok(BBox::new(l, t, w, h))
-        }
-        _ => Err(format!(
-            "`{s}`: expected LEFT,TOP,WIDTH,HEIGHT with positive width and height"
-        )),
-    }
 }
 
 /// One face of `kp predict`'s JSON: the box the landmarks were predicted in, the detector's
@@ -125,8 +67,7 @@ struct PhotoOut<'a> {
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
-    let predictor = Predictor::open(&a.run, a.device.as_deref())
-        .with_context(|| format!("opening run {}", a.run.display()))?;
+    let predictor = open_predictor(a.run.as_deref(), a.device)?;
     let predictor = a.mirror.apply(predictor)?;
     let landmarker = Landmarker::from_predictor(predictor, a.detector.config())?;
     let input = a
@@ -232,67 +173,4 @@ fn csv_field(p: &Path) -> String {
     } else {
         s
     }
-}
-
-pub fn submit(a: SubmitArgs) -> Result<()> {
-    let predictor = Predictor::open(&a.run, a.device.as_deref())
-        .with_context(|| format!("opening run {}", a.run.display()))?;
-    let predictor = a.mirror.apply(predictor)?;
-    let dataset = kp_data::dlib_xml::load_dlib_xml(&a.xml)?;
-    let missing: Vec<usize> = (0..dataset.faces.len())
-        .filter(|&i| !dataset.faces[i].image.is_file())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "{} of {} faces have no image (first: {})",
-            missing.len(),
-            dataset.faces.len(),
-            dataset.faces[missing[0]].image.display()
-        );
-        if !a.allow_missing {
-            bail!(
-                "{} faces of {} have missing images; pass --allow-missing to predict them on a blank box",
-                missing.len(),
-                a.xml.display()
-            );
-        }
-    }
-    let mut preds: Vec<Vec<Point>> = Vec::with_capacity(dataset.faces.len());
-    for chunk in dataset.faces.chunks(64) {
-        let mut items = Vec::with_capacity(chunk.len());
-        for f in chunk {
-            let bbox = f
-                .bbox
-                .with_context(|| format!("{}: a face without a box", f.image.display()))?;
-            let img = if f.image.is_file() {
-                kp_data::loading::load_gray(&f.image)?
-            } else {
-                // A blank (mid-grey) image just large enough to hold the box.
-                let w = (bbox.right().max(1.0)).ceil() as u32;
-                let h = (bbox.bottom().max(1.0)).ceil() as u32;
-                GrayF32::from_pixel(w, h, image::Luma([0.0]))
-            };
-            items.push((img, Some(bbox)));
-        }
-        preds.extend(predictor.predict_images(&items)?);
-    }
-    let k = preds.first().map(|p| p.len()).unwrap_or(0);
-    let mut csv = String::with_capacity(preds.len() * k * 2 * 16 + 16);
-    csv.push_str("Id,Predicted\n");
-    for (face, pts) in preds.iter().enumerate() {
-        for (j, p) in pts.iter().enumerate() {
-            let id = 2 * k * face + 2 * j;
-            csv.push_str(&format!("{},{}\n{},{}\n", id, p.x, id + 1, p.y));
-        }
-    }
-    kp_fs::write_atomic(&a.out, csv.as_bytes())?;
-    println!(
-        "{}: {} faces x {} points = {} rows ({} faces without image)",
-        a.out.display(),
-        preds.len(),
-        k,
-        preds.len() * k * 2,
-        missing.len()
-    );
-    Ok(())
 }

@@ -10,6 +10,7 @@ use crate::loss::Loss;
 
 /// The three experiments of the seed study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Nose tip (IMM point 52) with NoseTipNet at 80x60.
@@ -64,8 +65,61 @@ pub enum SplitKind {
     },
 }
 
+/// Where a model trains and predicts (`cpu`, or `cuda` with the `cuda` feature); saved as
+/// its name, as `config.json` always held it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// The CPU (kp's own kernels).
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (needs a kp built with `--features cuda`).
+    Cuda,
+}
+
+impl DeviceKind {
+    /// Parses `cpu` or `cuda`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            _ => Err(Error::Config(format!(
+                "unknown device `{s}` (expected cpu or cuda)"
+            ))),
+        }
+    }
+
+    /// The device's name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a run's defaults come from: the seed study's recipe for its task or kp's tuned one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Recipe {
+    /// The seed study's recipe ([`TrainConfig::recipe`]).
+    #[default]
+    Seed,
+    /// kp's tuned recipe ([`TrainConfig::tuned`]).
+    Tuned,
+}
+
 /// How the learning rate changes over a run's steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
     /// The same rate at every step (the seed's recipes).
@@ -139,7 +193,7 @@ pub struct TrainConfig {
     /// Seed for initialisation, shuffling and augmentation.
     pub seed: u64,
     /// `cpu` or `cuda`.
-    pub device: String,
+    pub device: DeviceKind,
     /// Train and validate on the first N faces only (smoke runs).
     pub limit: Option<usize>,
     /// Network input width.
@@ -162,6 +216,104 @@ pub struct TrainConfig {
     pub test_time_mirror: bool,
 }
 
+/// Changes to a recipe, all optional: `kp train`'s flags, and the one place they are applied
+/// ([`TrainOverrides::apply`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct TrainOverrides {
+    /// Number of epochs.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub batch_size: Option<usize>,
+    /// Learning rate.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub lr: Option<f64>,
+    /// Decoupled weight decay (AdamW), e.g. 0.05; 0 is the seed's plain Adam.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub weight_decay: Option<f64>,
+    /// A seeded random split with this fraction of the faces for validation, in [0, 1), instead
+    /// of the task's split (IMM: persons 33-40; 300-W: 0.2). 0 trains on every face (a model
+    /// to ship) and validates on the training faces.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub val_fraction: Option<f64>,
+    /// Learning-rate schedule: constant (the seed's) or cosine (annealed to zero per step).
+    #[cfg_attr(feature = "clap", arg(long, value_enum))]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Training loss on the coordinates: mse (the seed's, on normalised coordinates), l1 or
+    /// wing (both in input pixels; Wing with w = 10, epsilon = 2).
+    #[cfg_attr(feature = "clap", arg(long, value_enum))]
+    pub loss: Option<Loss>,
+    /// Augmentation: a kp-augment preset name or a TOML/JSON file.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub augment: Option<String>,
+    /// Model name from the registry (default: the recipe's).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub model: Option<String>,
+    /// Seed for initialisation, shuffling and augmentation (default: the recipe's, 0).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub seed: Option<u64>,
+    /// cpu or cuda (default: the recipe's, cpu).
+    #[cfg_attr(feature = "clap", arg(long, value_enum))]
+    pub device: Option<DeviceKind>,
+    /// Use only the first N faces.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub limit: Option<usize>,
+    /// Leave out faces whose annotation or image is bad (and report them) instead of failing.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub skip_bad: bool,
+    /// Test-time mirroring: validation (and later `kp eval` / `kp predict`) averages each
+    /// prediction with the mirrored image's, mirrored back.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub test_time_mirror: bool,
+}
+
+impl TrainOverrides {
+    /// Sets every value given on `cfg` (the switches only turn things on).
+    pub fn apply(&self, cfg: &mut TrainConfig) {
+        let o = self.clone();
+        if let Some(v) = o.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = o.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = o.lr {
+            cfg.lr = v;
+        }
+        if let Some(v) = o.weight_decay {
+            cfg.weight_decay = v;
+        }
+        if let Some(v) = o.val_fraction {
+            cfg.split = SplitKind::Random { val_fraction: v };
+        }
+        if let Some(v) = o.lr_schedule {
+            cfg.lr_schedule = v;
+        }
+        if let Some(v) = o.loss {
+            cfg.loss = v;
+        }
+        if let Some(v) = o.augment {
+            cfg.augment = v;
+        }
+        if let Some(v) = o.model {
+            cfg.model = v;
+        }
+        if let Some(v) = o.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = o.device {
+            cfg.device = v;
+        }
+        if o.limit.is_some() {
+            cfg.limit = o.limit;
+        }
+        cfg.skip_bad |= o.skip_bad;
+        cfg.test_time_mirror |= o.test_time_mirror;
+    }
+}
+
 impl TrainConfig {
     /// The seed study's recipe for `task`, reading data from `data`.
     ///
@@ -169,81 +321,75 @@ impl TrainConfig {
     /// face: 30 epochs, batch 2, lr 3e-4, 160x120, ±10 px shift;
     /// ibug: 10 epochs, batch 16, lr 3e-4, 224x224, 80/20 split.
     pub fn recipe(task: Task, data: impl Into<PathBuf>) -> Self {
-        let data = data.into();
+        // What the three recipes share; each task below says what differs.
+        let base = Self {
+            task,
+            model: String::new(),
+            data: data.into(),
+            epochs: 0,
+            batch_size: 0,
+            lr: 0.0,
+            lr_schedule: LrSchedule::Constant,
+            weight_decay: 0.0,
+            loss: Loss::Mse,
+            augment: "none".into(),
+            eval_augment: "none".into(),
+            seed: 0,
+            device: DeviceKind::Cpu,
+            limit: None,
+            width: 0,
+            height: 0,
+            keypoints: None,
+            split: SplitKind::ImmStandard,
+            num_keypoints: None,
+            skip_bad: false,
+            test_time_mirror: false,
+        };
         match task {
             Task::Nose => Self {
-                task,
                 model: "nosetipnet".into(),
-                data,
                 epochs: 25,
                 batch_size: 1,
                 lr: 1e-3,
-                lr_schedule: LrSchedule::Constant,
-                weight_decay: 0.0,
-                loss: Loss::Mse,
-                augment: "none".into(),
-                eval_augment: "none".into(),
-                seed: 0,
-                device: "cpu".into(),
-                limit: None,
                 width: 80,
                 height: 60,
                 keypoints: Some(vec![kp_data::scheme::IMM58.nose_tip]),
-                split: SplitKind::ImmStandard,
-                num_keypoints: None,
-                skip_bad: false,
-                test_time_mirror: false,
+                ..base
             },
             Task::Face => Self {
-                task,
                 model: "facekeypointnet".into(),
-                data,
                 epochs: 30,
                 batch_size: 2,
                 lr: 3e-4,
-                lr_schedule: LrSchedule::Constant,
-                weight_decay: 0.0,
-                loss: Loss::Mse,
                 augment: "seed-shift".into(),
-                eval_augment: "none".into(),
-                seed: 0,
-                device: "cpu".into(),
-                limit: None,
                 width: 160,
                 height: 120,
-                keypoints: None,
-                split: SplitKind::ImmStandard,
-                num_keypoints: None,
-                skip_bad: false,
-                test_time_mirror: false,
+                ..base
             },
             Task::Ibug => Self {
-                task,
                 model: "resnet18".into(),
-                data,
                 epochs: 10,
                 batch_size: 16,
                 lr: 3e-4,
-                lr_schedule: LrSchedule::Constant,
-                weight_decay: 0.0,
-                loss: Loss::Mse,
                 augment: "ibug".into(),
                 eval_augment: "ibug-eval".into(),
-                seed: 0,
-                device: "cpu".into(),
-                limit: None,
                 width: 224,
                 height: 224,
-                keypoints: None,
                 split: SplitKind::Random { val_fraction: 0.2 },
-                num_keypoints: None,
-                skip_bad: false,
-                test_time_mirror: false,
+                ..base
             },
         }
     }
 
-    /// kp's tuned recipe for `task` (see the README for the errors it measured): the heatmap
+    /// The recipe `recipe` for `task`, reading data from `data`.
+    pub fn from_recipe(recipe: Recipe, task: Task, data: impl Into<PathBuf>) -> Self {
+        match recipe {
+            Recipe::Seed => Self::recipe(task, data),
+            Recipe::Tuned => Self::tuned(task, data),
+        }
+    }
+
+    /// kp's tuned recipe for `task` (`docs/results.md` has the errors it measured): the heatmap
     /// ResNet18 (`heatmap-resnet18`: 1/4-resolution heatmaps decoded by soft-argmax) trained
     /// longer than the seed with a cosine learning-rate schedule, and predicted with test-time
     /// mirroring. The IMM inputs stay the seed's 80x60 and 160x120 (zero-padded inside the
@@ -357,15 +503,29 @@ impl TrainConfig {
                 ));
             }
         }
-        if self.device != "cpu" && self.device != "cuda" {
-            return bad(format!("device must be cpu or cuda, got `{}`", self.device));
-        }
         Ok(())
     }
 
     /// Reads a `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
         crate::atomic::read_json(path)
+    }
+
+    /// Reads a configuration file to train from (`kp train --config`): a run's `config.json`
+    /// or the same fields in TOML (`.toml`).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            toml::from_str(&text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|r| text[..r.start.min(text.len())].lines().count().max(1));
+                let at = line.map(|l| format!(" line {l}:")).unwrap_or_default();
+                Error::Config(format!("{}:{at} {}", path.display(), e.message()))
+            })
+        } else {
+            Self::load(path)
+        }
     }
 }
 
@@ -475,5 +635,81 @@ mod tests {
         let s = serde_json::to_string(&c).unwrap();
         let back: TrainConfig = serde_json::from_str(&s).unwrap();
         assert_eq!(c, back);
+    }
+
+    #[test]
+    fn overrides_change_only_what_they_name() {
+        let tuned = TrainConfig::tuned(Task::Ibug, "d");
+        let mut c = tuned.clone();
+        TrainOverrides::default().apply(&mut c);
+        assert_eq!(c, tuned, "no flags, no change");
+        let o = TrainOverrides {
+            epochs: Some(3),
+            val_fraction: Some(0.0),
+            loss: Some(Loss::L1),
+            device: Some(DeviceKind::Cuda),
+            skip_bad: true,
+            ..Default::default()
+        };
+        o.apply(&mut c);
+        assert_eq!(
+            (c.epochs, c.split, c.loss, c.device, c.skip_bad),
+            (
+                3,
+                SplitKind::Random { val_fraction: 0.0 },
+                Loss::L1,
+                DeviceKind::Cuda,
+                true
+            )
+        );
+        assert_eq!(
+            (c.lr, c.batch_size, &c.model),
+            (tuned.lr, tuned.batch_size, &tuned.model)
+        );
+        assert!(
+            c.test_time_mirror,
+            "a switch left off keeps the recipe's setting"
+        );
+    }
+
+    #[test]
+    fn a_toml_configuration_reads_as_its_json_twin_and_a_bad_one_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = TrainConfig::tuned(Task::Face, "data/imm_face_db");
+        let json = dir.path().join("config.json");
+        crate::atomic::write_json(&json, &c).unwrap();
+        let toml_path = dir.path().join("face.toml");
+        std::fs::write(&toml_path, toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(TrainConfig::from_file(&json).unwrap(), c);
+        assert_eq!(TrainConfig::from_file(&toml_path).unwrap(), c);
+
+        let text = toml::to_string(&c)
+            .unwrap()
+            .replace("epochs = 100", "epochs = \"many\"");
+        std::fs::write(&toml_path, &text).unwrap();
+        let line = text.lines().position(|l| l.starts_with("epochs")).unwrap() + 1;
+        let err = TrainConfig::from_file(&toml_path).unwrap_err().to_string();
+        assert!(
+            err.contains("face.toml") && err.contains(&format!("line {line}:")),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
+    fn devices_keep_their_names_in_config_json() {
+        let mut c = TrainConfig::recipe(Task::Nose, "d");
+        c.device = DeviceKind::Cuda;
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["device"], "cuda");
+        assert_eq!(DeviceKind::parse("cpu").unwrap(), DeviceKind::Cpu);
+        assert!(DeviceKind::parse("gpu")
+            .unwrap_err()
+            .to_string()
+            .contains("cpu or cuda"));
+        assert_eq!(
+            TrainConfig::from_recipe(Recipe::Tuned, Task::Nose, "d"),
+            TrainConfig::tuned(Task::Nose, "d")
+        );
     }
 }

@@ -8,12 +8,24 @@
 //! trained on face boxes (300-W) get one calibrated box per detected face; the IMM models were
 //! trained on whole 640x480 frames and see the whole photo as one face.
 //!
-//! ```no_run
+//! ```
 //! use kp_train::landmarker::Landmarker;
-//! let lm = Landmarker::from_run("runs/ibug".as_ref(), None)?;
-//! let photo = kp_data::loading::load_rgb("group.jpg".as_ref())?;
-//! for face in lm.landmarks(&photo)? {
-//!     println!("{:?} {:?}: {} points", face.bbox, face.score, face.keypoints.len());
+//! // The ready model; `Landmarker::from_run("runs/ibug".as_ref(), None)` for one you trained.
+//! let lm = Landmarker::pretrained(None)?;
+//! // A photo without a face gives an empty list, not an error.
+//! assert!(lm.landmarks(&image::RgbImage::new(320, 240))?.is_empty());
+//! // dlib's group photo, when the datasets are here.
+//! if let Some(data) = kp_data::find_data_dir() {
+//!     let group = data.join("dlib_examples_faces/2008_002506.jpg");
+//!     if group.is_file() {
+//!         let photo = kp_data::loading::load_rgb(&group)?;
+//!         let faces = lm.landmarks(&photo)?;
+//!         assert_eq!(faces.len(), 3);
+//!         for face in &faces {
+//!             assert_eq!(face.keypoints.len(), 68);
+//!             println!("{:?} {:?}: {} points", face.bbox, face.score, face.keypoints.len());
+//!         }
+//!     }
 //! }
 //! # Ok::<(), kp_train::Error>(())
 //! ```
@@ -24,7 +36,7 @@ use image::RgbImage;
 use kp_data::{BBox, GrayF32, Point};
 use kp_models::yunet::Detection;
 
-use crate::config::Task;
+use crate::config::{DeviceKind, Task};
 use crate::detect::{BoxCalibration, DetectConfig, FaceDetector};
 use crate::error::Result;
 use crate::predict::Predictor;
@@ -53,8 +65,17 @@ pub struct Landmarker {
 impl Landmarker {
     /// The model of a run folder, with the bundled detector (default settings) on the run's
     /// device or `device`.
-    pub fn from_run(run: &Path, device: Option<&str>) -> Result<Self> {
+    pub fn from_run(run: &Path, device: Option<DeviceKind>) -> Result<Self> {
         Self::from_predictor(Predictor::open(run, device)?, DetectConfig::default())
+    }
+
+    /// The ready model ([`crate::pretrained`]) with the bundled detector (default settings),
+    /// on the CPU or `device`.
+    pub fn pretrained(device: Option<DeviceKind>) -> Result<Self> {
+        Self::from_predictor(
+            crate::pretrained::predictor(device)?,
+            DetectConfig::default(),
+        )
     }
 
     /// A predictor (its mirroring and preprocessing as set) with a detector configured by `cfg`.

@@ -31,6 +31,7 @@ pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod prep;
+pub mod pretrained;
 pub mod run;
 pub mod trainer;
 

@@ -17,6 +17,7 @@ pub const WING_EPSILON: f64 = 2.0;
 
 /// A training objective on keypoint coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Loss {
     /// Mean squared error of normalised coordinates (the seed's).

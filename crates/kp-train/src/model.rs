@@ -7,14 +7,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use kp_models::{build_model, KeypointModel, ModelConfig};
 
-use crate::config::TrainConfig;
+use crate::config::{DeviceKind, TrainConfig};
 use crate::error::{Error, Result};
 
-/// The device named by `cpu` or `cuda` (`cuda` needs the `cuda` feature).
-pub fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
+/// The candle device of `kind` (`cuda` needs the `cuda` feature).
+pub fn device(kind: DeviceKind) -> Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::Cpu),
+        DeviceKind::Cuda => {
             if cfg!(feature = "cuda") {
                 Ok(Device::new_cuda(0)?)
             } else {
@@ -23,7 +23,6 @@ pub fn device(name: &str) -> Result<Device> {
                 ))
             }
         }
-        other => Err(Error::Config(format!("unknown device `{other}`"))),
     }
 }
 
@@ -86,6 +85,13 @@ impl LoadedModel {
     /// variable must be present with its shape, or nothing is changed).
     pub fn load(&mut self, path: &Path) -> Result<()> {
         kp_models::load_varmap(&self.varmap, path)?;
+        Ok(())
+    }
+
+    /// [`LoadedModel::load`] from the bytes of a safetensors file (`source` names them in
+    /// errors).
+    pub fn load_bytes(&mut self, bytes: &[u8], source: &Path) -> Result<()> {
+        kp_models::load_varmap_bytes(&self.varmap, bytes, source)?;
         Ok(())
     }
 

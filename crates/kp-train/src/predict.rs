@@ -6,7 +6,7 @@ use kp_augment::Pipeline;
 use kp_data::{BBox, Face, GrayF32, Point};
 use rayon::prelude::*;
 
-use crate::config::{Task, TrainConfig};
+use crate::config::{DeviceKind, Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, predict_samples, Evaluation};
 use crate::model::{device, LoadedModel};
@@ -51,17 +51,9 @@ pub struct Predictor {
 
 impl Predictor {
     /// Opens a run folder (`device`: `None` = the run's own device).
-    pub fn open(run: &Path, device_name: Option<&str>) -> Result<Self> {
+    pub fn open(run: &Path, device_name: Option<DeviceKind>) -> Result<Self> {
         let dir = RunDir::open(run)?;
-        let mut config = TrainConfig::load(&dir.config_path())?;
-        if let Some(d) = device_name {
-            config.device = d.to_string();
-        }
-        let k = config.num_keypoints.ok_or_else(|| Error::Run {
-            path: dir.config_path(),
-            msg: "no num_keypoints (training never started?)".into(),
-        })?;
-        let mut model = LoadedModel::build(&config, k, &device(&config.device)?)?;
+        let config = TrainConfig::load(&dir.config_path())?;
         let weights = dir.model_path();
         if !weights.is_file() {
             return Err(Error::Run {
@@ -69,7 +61,28 @@ impl Predictor {
                 msg: "no trained weights yet".into(),
             });
         }
-        model.load(&weights)?;
+        Self::from_config(config, device_name, &dir.config_path(), |m| {
+            m.load(&weights)
+        })
+    }
+
+    /// A predictor for the model of `config` (read from `source`, named in errors) on
+    /// `config.device` or `device_name`, its weights set by `load`.
+    pub(crate) fn from_config(
+        mut config: TrainConfig,
+        device_name: Option<DeviceKind>,
+        source: &Path,
+        load: impl FnOnce(&mut LoadedModel) -> Result<()>,
+    ) -> Result<Self> {
+        if let Some(d) = device_name {
+            config.device = d;
+        }
+        let k = config.num_keypoints.ok_or_else(|| Error::Run {
+            path: source.to_path_buf(),
+            msg: "no num_keypoints (training never started?)".into(),
+        })?;
+        let mut model = LoadedModel::build(&config, k, &device(config.device)?)?;
+        load(&mut model)?;
         let pipeline = load_pipeline(&config.eval_augment, config.width, config.height)?;
         Ok(Self {
             config,
@@ -198,8 +211,9 @@ impl Predictor {
     /// Replaces the face boxes of `split`'s faces in `prepared` by the face detector's: each
     /// face's photo goes through `detector`, the detection that best overlaps the face's own
     /// box (or its points' box) is mapped by `calibration` to the run's box convention, and the
-    /// face is cached again with that box. Faces the detector misses keep the dataset's box;
-    /// the count of detected faces is returned beside the split's size.
+    /// face is cached again with that box (and `prepared.dataset` holds it). Faces the detector
+    /// misses keep the dataset's box; the count of detected faces is returned beside the
+    /// split's size.
     pub fn use_detector_boxes(
         &self,
         prepared: &mut PreparedData,
@@ -223,18 +237,21 @@ impl Predictor {
                     return Ok(None);
                 };
                 let mut f = face.clone();
-                f.bbox = Some(calibration.apply(d));
+                let bbox = calibration.apply(d);
+                f.bbox = Some(bbox);
                 let gray = kp_data::gray_from_u8(&photo.into_luma8());
                 let subset = cfg.keypoints.as_deref();
                 Ok(Some((
                     i,
+                    bbox,
                     cache_decoded(&gray, &f, subset, cfg.width, cfg.height),
                 )))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut detected = 0;
-        for (i, c) in recached.into_iter().flatten() {
+        for (i, bbox, c) in recached.into_iter().flatten() {
             prepared.cache[i] = c;
+            prepared.dataset.faces[i].bbox = Some(bbox);
             detected += 1;
         }
         Ok((detected, indices.len()))

@@ -180,7 +180,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         });
     }
     cfg.validate()?;
-    let dev = device(&cfg.device)?;
+    let dev = device(cfg.device)?;
     let data = prepare_data(&cfg)?;
     cfg.num_keypoints = Some(data.num_keypoints);
     write_json(&run.config_path(), &cfg)?;
@@ -343,7 +343,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                 0.0
             },
             peak_rss_mib: peak_rss_mib(),
-            device: cfg.device.clone(),
+            device: cfg.device.name().to_string(),
             epoch_seconds,
         },
     )?;

@@ -40,8 +40,8 @@ pub struct ReproduceArgs {
     pub force: bool,
     /// cpu or cuda (cuda needs xtask built with the `cuda` or `cudnn` feature:
     /// `cargo run --release -p xtask --features cudnn -- reproduce --device cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = kp_train::config::DeviceKind::parse)]
+    pub device: kp_train::config::DeviceKind,
     /// Runs trained at once, each on its share of the CPU threads (default: 2 on a CPU with 2
     /// or more cores, 1 otherwise and on cuda). The numbers do not depend on it: kp trains to
     /// the same weights on any number of threads.
@@ -54,7 +54,9 @@ impl ReproduceArgs {
     fn jobs(&self) -> usize {
         match self.jobs {
             Some(j) => j.max(1),
-            None if self.device == "cpu" => rayon::current_num_threads().clamp(1, 2),
+            None if self.device == kp_train::config::DeviceKind::Cpu => {
+                rayon::current_num_threads().clamp(1, 2)
+            }
             None => 1,
         }
     }
@@ -141,7 +143,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     let started = Instant::now();
     let mut all = matrix::study(&data, args.quick);
     for s in all.iter_mut() {
-        s.config.device = args.device.clone();
+        s.config.device = args.device;
     }
     let specs = matrix::select(all.clone(), &args.only, args.no_tuned);
     if specs.is_empty() {

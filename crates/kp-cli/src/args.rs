@@ -1,0 +1,62 @@
+//! Arguments and helpers several commands share: which model (`--run` or the ready one),
+//! test-time mirroring flags, face boxes on the command line.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kp_data::BBox;
+use kp_train::config::DeviceKind;
+use kp_train::predict::Predictor;
+
+/// `--mirror` / `--no-mirror`: test-time mirroring regardless of the run's own setting.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Average each prediction with the mirrored image's (mirrored back): test-time mirroring.
+    #[arg(long, overrides_with = "no_mirror")]
+    mirror: bool,
+    /// No test-time mirroring, even if the run was trained with it.
+    #[arg(long)]
+    no_mirror: bool,
+}
+
+impl MirrorArgs {
+    /// Applies the flags to `predictor` (neither flag: the run's own setting).
+    pub fn apply(&self, predictor: Predictor) -> Result<Predictor> {
+        match (self.mirror, self.no_mirror) {
+            (true, _) => Ok(predictor.with_test_time_mirror(true)?),
+            (_, true) => Ok(predictor.with_test_time_mirror(false)?),
+            _ => Ok(predictor),
+        }
+    }
+}
+
+/// The model of run folder `run`, or the ready model kp ships when there is none.
+pub fn open_predictor(run: Option<&Path>, device: Option<DeviceKind>) -> Result<Predictor> {
+    match run {
+        Some(run) => {
+            Predictor::open(run, device).with_context(|| format!("opening run {}", run.display()))
+        }
+        None => {
+            tracing::info!(model = kp_train::pretrained::NAME, "using the ready model");
+            kp_train::pretrained::predictor(device).context("loading the ready model")
+        }
+    }
+}
+
+/// Parses `--box LEFT,TOP,WIDTH,HEIGHT`.
+pub fn parse_box(s: &str) -> std::result::Result<BBox, String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("`{s}`: expected LEFT,TOP,WIDTH,HEIGHT numbers"))?;
+    match v[..] {
+        [l, t, w, h] if w > 0.0 && h > 0.0 && v.iter().all(|x| x.is_finite()) => {
+            Ok(BBox::new(l, t, w, h))
+        }
+        _ => Err(format!(
+            "`{s}`: expected LEFT,TOP,WIDTH,HEIGHT with positive width and height"
+        )),
+    }
+}

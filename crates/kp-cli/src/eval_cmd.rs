@@ -1,0 +1,139 @@
+//! `kp eval`: score a trained run (or the ready model) on a dataset's faces.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kp_train::predict::EvalSplit;
+
+use crate::args::{open_predictor, MirrorArgs};
+use crate::train_cmd::report_skipped;
+
+/// Arguments of `kp eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run folder written by `kp train` (default: the ready 68-point model).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Dataset to evaluate on (default: the run's own; for the ready model, the 300-W crops
+    /// under KP_DATA_DIR or the datasets folder found beside the checkout).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// train, val or all.
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// cpu or cuda (default: the run's device).
+    #[arg(long, value_enum)]
+    device: Option<kp_train::config::DeviceKind>,
+    /// Preprocessing instead of the run's own: a kp-augment preset or TOML/JSON file, e.g.
+    /// `ibug-detector` to score 300-W faces with simulated face-detector boxes.
+    #[arg(long)]
+    augment: Option<String>,
+    /// Seed of the random steps of `--augment` (drawn per face).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Face boxes: `dataset` (the labels' own) or `detector` (the bundled YuNet's, mapped to
+    /// the 300-W crop convention by the bundled calibration; faces it misses keep their box).
+    #[arg(long, value_enum, default_value_t = BoxSource::Dataset)]
+    boxes: BoxSource,
+    /// Leave out faces whose annotation or image is bad (and report them) instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Also write every evaluated face as one JSON line: {"image", "box" (the face's box in
+    /// original pixels: the dataset's, or the detector's with `--boxes detector`; `--augment`
+    /// moves it before the model sees it), "truth", "pred" ([[x, y], ...] original pixels), "nme"}
+    /// (for comparisons with other tools on the same faces and boxes).
+    #[arg(long, value_name = "FILE")]
+    faces: Option<PathBuf>,
+    #[command(flatten)]
+    mirror: MirrorArgs,
+}
+
+/// One line of `kp eval --faces`.
+#[derive(serde::Serialize)]
+struct FaceLine<'a> {
+    image: &'a std::path::Path,
+    r#box: Option<[f32; 4]>,
+    truth: Vec<[f32; 2]>,
+    pred: Vec<[f32; 2]>,
+    nme: Option<f64>,
+}
+
+/// Where `kp eval` takes face boxes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BoxSource {
+    /// The dataset's labelled boxes.
+    Dataset,
+    /// The bundled face detector's boxes, calibrated.
+    Detector,
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let mut predictor = open_predictor(a.run.as_deref(), a.device)?;
+    if let Some(spec) = &a.augment {
+        predictor = predictor
+            .with_preprocessing(spec, a.seed)
+            .with_context(|| format!("evaluation preprocessing `{spec}`"))?;
+    }
+    let mut predictor = a.mirror.apply(predictor)?;
+    predictor.config.skip_bad |= a.skip_bad;
+    let data = match (a.data, &a.run) {
+        (Some(d), _) => d,
+        (None, Some(_)) => predictor.config.data.clone(),
+        // The ready model names its dataset relative to a datasets folder.
+        (None, None) => std::env::var_os("KP_DATA_DIR")
+            .map(PathBuf::from)
+            .or_else(kp_data::locate::find_data_dir)
+            .context("no dataset: pass --data or set KP_DATA_DIR")?,
+    };
+    let split = EvalSplit::parse(&a.split)?;
+    let mut prepared = predictor.prepare(&data)?;
+    report_skipped(&prepared.skipped.messages);
+    if a.boxes == BoxSource::Detector {
+        let detector = kp_train::detect::FaceDetector::bundled(
+            &predictor.model.device,
+            kp_train::detect::DetectConfig::default(),
+        )?;
+        let cal = kp_train::detect::BoxCalibration::ibug();
+        let (found, of) = predictor.use_detector_boxes(&mut prepared, split, &detector, &cal)?;
+        eprintln!("face detector: {found} of {of} faces found (the others keep the dataset's box)");
+    }
+    let ev = predictor.evaluate_prepared(&prepared, split)?;
+    if let Some(path) = &a.faces {
+        let xy = |p: &[kp_data::Point]| p.iter().map(|p| [p.x, p.y]).collect::<Vec<_>>();
+        let mut text = String::new();
+        for (j, &i) in split.indices(&prepared).iter().enumerate() {
+            let face = &prepared.dataset.faces[i];
+            let line = FaceLine {
+                image: &face.image,
+                r#box: face.bbox.map(|b| [b.left, b.top, b.width, b.height]),
+                truth: xy(&prepared.cache[i].original),
+                pred: xy(&ev.predictions[j]),
+                nme: ev.errors.nme.get(j).copied(),
+            };
+            text.push_str(&serde_json::to_string(&line)?);
+            text.push('\n');
+        }
+        kp_fs::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let m = &ev.metrics;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+    } else {
+        println!("faces              {}", m.faces);
+        println!("mse (normalised)   {:.6}", m.mse);
+        println!("mean error (input) {:.3} px", m.mean_px_error_input);
+        println!("mean error         {:.3} px", m.mean_px_error);
+        println!("MAE per coordinate {:.3} px", m.mae);
+        if let (Some(n), Some(fr), Some(auc)) = (m.nme, m.failure_rate, m.auc) {
+            println!("NME (inter-ocular) {:.3}%", n * 100.0);
+            println!("failure rate @8%   {:.2}%", fr * 100.0);
+            println!("AUC @8%            {:.4}", auc);
+        }
+    }
+    Ok(())
+}

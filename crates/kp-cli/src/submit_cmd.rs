@@ -1,0 +1,93 @@
+//! `kp submit`: a Kaggle-format submission CSV for a dlib XML of face boxes.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kp_data::{GrayF32, Point};
+
+use crate::args::{open_predictor, MirrorArgs};
+
+/// Arguments of `kp submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Run folder written by `kp train` (default: the ready 68-point model).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// dlib-style XML with one box per face (e.g. labels_ibug_300W_test_parsed.xml).
+    #[arg(long)]
+    xml: PathBuf,
+    /// Submission CSV to write (`Id,Predicted`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Write rows for faces whose image is missing too (predicted on a blank box) instead of failing.
+    #[arg(long)]
+    allow_missing: bool,
+    /// cpu or cuda (default: the run's device; the CPU for the ready model).
+    #[arg(long, value_enum)]
+    device: Option<kp_train::config::DeviceKind>,
+    #[command(flatten)]
+    mirror: MirrorArgs,
+}
+
+pub fn submit(a: SubmitArgs) -> Result<()> {
+    let predictor = open_predictor(a.run.as_deref(), a.device)?;
+    let predictor = a.mirror.apply(predictor)?;
+    let dataset = kp_data::dlib_xml::load_dlib_xml(&a.xml)?;
+    let missing: Vec<usize> = (0..dataset.faces.len())
+        .filter(|&i| !dataset.faces[i].image.is_file())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "{} of {} faces have no image (first: {})",
+            missing.len(),
+            dataset.faces.len(),
+            dataset.faces[missing[0]].image.display()
+        );
+        if !a.allow_missing {
+            bail!(
+                "{} faces of {} have missing images; pass --allow-missing to predict them on a blank box",
+                missing.len(),
+                a.xml.display()
+            );
+        }
+    }
+    let mut preds: Vec<Vec<Point>> = Vec::with_capacity(dataset.faces.len());
+    for chunk in dataset.faces.chunks(64) {
+        let mut items = Vec::with_capacity(chunk.len());
+        for f in chunk {
+            let bbox = f
+                .bbox
+                .with_context(|| format!("{}: a face without a box", f.image.display()))?;
+            let img = if f.image.is_file() {
+                kp_data::loading::load_gray(&f.image)?
+            } else {
+                // A blank (mid-grey) image just large enough to hold the box.
+                let w = (bbox.right().max(1.0)).ceil() as u32;
+                let h = (bbox.bottom().max(1.0)).ceil() as u32;
+                GrayF32::from_pixel(w, h, image::Luma([0.0]))
+            };
+            items.push((img, Some(bbox)));
+        }
+        preds.extend(predictor.predict_images(&items)?);
+    }
+    let k = preds.first().map(|p| p.len()).unwrap_or(0);
+    let mut csv = String::with_capacity(preds.len() * k * 2 * 16 + 16);
+    csv.push_str("Id,Predicted\n");
+    for (face, pts) in preds.iter().enumerate() {
+        for (j, p) in pts.iter().enumerate() {
+            let id = 2 * k * face + 2 * j;
+            csv.push_str(&format!("{},{}\n{},{}\n", id, p.x, id + 1, p.y));
+        }
+    }
+    kp_fs::write_atomic(&a.out, csv.as_bytes())?;
+    println!(
+        "{}: {} faces x {} points = {} rows ({} faces without image)",
+        a.out.display(),
+        preds.len(),
+        k,
+        preds.len() * k * 2,
+        missing.len()
+    );
+    Ok(())
+}

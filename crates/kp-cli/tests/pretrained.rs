@@ -1,0 +1,117 @@
+//! The ready model kp ships (`models/landmarks/ibug68`): `kp predict` and `kp eval` with no
+//! `--run`, on full photos and on held-out 300-W faces.
+
+mod common;
+use common::{data, kp};
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn predict_without_a_run_puts_68_points_on_every_face_of_the_group_photo() {
+    let photo = data().join("dlib_examples_faces/2008_002506.jpg");
+    let o = kp(&["predict", photo.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = json_lines(&o.stdout);
+    assert_eq!(lines.len(), 1);
+    let faces = lines[0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 3, "three people: {}", lines[0]);
+    for f in faces {
+        let b: Vec<f64> = f["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let pts = f["keypoints"].as_array().unwrap();
+        assert_eq!(pts.len(), 68);
+        // The 68 points sit on the detected face: within the box grown by a quarter each way.
+        let (l, t, w, h) = (b[0], b[1], b[2], b[3]);
+        for p in pts {
+            let (x, y) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+            assert!(
+                x > l - w / 4.0 && x < l + w * 1.25 && y > t - h / 4.0 && y < t + h * 1.25,
+                "({x}, {y}) outside box {b:?}"
+            );
+        }
+        // The eyes' points lie near the detector's eye points (5-point order: right eye of
+        // the person first, on the image's left).
+        let p5 = f["points5"].as_array().unwrap();
+        let centre = |a: usize, b: usize| {
+            let n = (b - a) as f64;
+            let xs: f64 = (a..b).map(|i| pts[i][0].as_f64().unwrap()).sum::<f64>() / n;
+            let ys: f64 = (a..b).map(|i| pts[i][1].as_f64().unwrap()).sum::<f64>() / n;
+            (xs, ys)
+        };
+        let eyes = [centre(36, 42), centre(42, 48)];
+        for (e, q) in eyes.iter().zip(&p5[..2]) {
+            let (qx, qy) = (q[0].as_f64().unwrap(), q[1].as_f64().unwrap());
+            let d = ((e.0 - qx).powi(2) + (e.1 - qy).powi(2)).sqrt();
+            assert!(
+                d < w * 0.15,
+                "eye {e:?} is {d:.1} px from the detector's {q} (box {b:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_ready_model_scores_dlibs_sample_photos_end_to_end_from_detector_boxes() {
+    // dlib's sample landmarks were made by a model, so this measures agreement, not truth:
+    // the detector, the box calibration and the landmarks on whole photos.
+    let xml = data().join("dlib_examples_faces/training_with_face_landmarks.xml");
+    let o = kp(&[
+        "eval",
+        "--data",
+        xml.to_str().unwrap(),
+        "--split",
+        "all",
+        "--boxes",
+        "detector",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(m["faces"].as_u64().unwrap() >= 4, "{m}");
+    let nme = m["nme"].as_f64().unwrap();
+    assert!(nme < 0.08, "NME {nme} against dlib's sample landmarks");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("face detector:"), "{stderr}");
+}
+
+#[test]
+fn eval_without_a_run_writes_every_validation_face_for_other_tools() {
+    let tmp = tempfile::tempdir().unwrap();
+    let faces = tmp.path().join("faces.jsonl");
+    let o = kp(&[
+        "eval",
+        "--data",
+        data().to_str().unwrap(),
+        "--json",
+        "--faces",
+        faces.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let lines = json_lines(&std::fs::read(&faces).unwrap());
+    assert_eq!(lines.len() as u64, m["faces"].as_u64().unwrap());
+    assert_eq!(lines.len(), 265, "the 80/20 split's validation faces");
+    let mean: f64 = lines
+        .iter()
+        .map(|l| l["nme"].as_f64().unwrap())
+        .sum::<f64>()
+        / lines.len() as f64;
+    assert!((mean - m["nme"].as_f64().unwrap()).abs() < 1e-9);
+    for l in &lines {
+        assert_eq!(l["truth"].as_array().unwrap().len(), 68);
+        assert_eq!(l["pred"].as_array().unwrap().len(), 68);
+        assert!(std::path::Path::new(l["image"].as_str().unwrap()).is_file());
+        assert_eq!(l["box"].as_array().unwrap().len(), 4);
+    }
+    // The model card's held-out accuracy, from the same faces.
+    assert!(m["nme"].as_f64().unwrap() < 0.06, "{m}");
+}

@@ -1,0 +1,91 @@
+//! The ready model: kp's 68-point landmark model, kept in the repository and embedded in the
+//! binary, so `kp predict group.jpg` works on a fresh clone with no training and no download.
+//!
+//! It is one run of the tuned 300-W recipe (`kp train --task ibug --recipe tuned`: the
+//! heatmap ResNet18 at 224x224 decoded by soft-argmax, predicted with test-time mirroring),
+//! stored in `models/landmarks/ibug68/` as the run's `config.json` and its weights in f16
+//! (half the size of f32; they load into f32 variables). The folder's `README.md` is the
+//! model card: data, recipe, the accuracy measured on the held-out faces with the dataset's
+//! boxes and with the bundled detector's, what f16 changed, and the command that re-creates it
+//! (`cargo xtask pretrained`, which trains the run, writes the folder with [`write_bundle`]
+//! and measures it).
+//!
+//! ```
+//! let predictor = kp_train::pretrained::predictor(None)?;
+//! assert_eq!(predictor.config.num_keypoints, Some(68));
+//! # Ok::<(), kp_train::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use candle_core::DType;
+
+use crate::config::{DeviceKind, TrainConfig};
+use crate::error::{Error, Result};
+use crate::predict::Predictor;
+use crate::run::RunDir;
+
+/// The ready model's name (in logs and `kp predict --json`'s consumers' eyes).
+pub const NAME: &str = "ibug68-heatmap-resnet18";
+
+/// The folder the ready model is kept in, in the source tree.
+pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/landmarks/ibug68");
+
+/// The run's configuration, as `kp train` wrote it (its data path made relative).
+pub const CONFIG_JSON: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../models/landmarks/ibug68/config.json"
+));
+
+/// The weights (safetensors, f16).
+pub const WEIGHTS: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../models/landmarks/ibug68/model.safetensors"
+));
+
+/// Where errors say the embedded files come from.
+fn source(file: &str) -> PathBuf {
+    Path::new("models/landmarks/ibug68").join(file)
+}
+
+/// The ready model's training configuration.
+pub fn config() -> Result<TrainConfig> {
+    serde_json::from_str(CONFIG_JSON).map_err(|e| Error::Json {
+        path: source("config.json"),
+        source: e,
+    })
+}
+
+/// The ready model on the CPU or on `device`, with its recipe's preprocessing and test-time
+/// mirroring.
+pub fn predictor(device: Option<DeviceKind>) -> Result<Predictor> {
+    let weights = source("model.safetensors");
+    Predictor::from_config(config()?, device, &source("config.json"), |m| {
+        m.load_bytes(WEIGHTS, &weights)
+    })
+}
+
+/// Writes a trained run as a ready-model folder `out`: `config.json` (the run's, its data path
+/// replaced by the task's dataset name, so it names no folder of the machine that trained it)
+/// and `model.safetensors` with the weights in `dtype` (f16 for the repository).
+pub fn write_bundle(run: &Path, out: &Path, dtype: DType) -> Result<()> {
+    let dir = RunDir::open(run)?;
+    let mut config = TrainConfig::load(&dir.config_path())?;
+    if config.num_keypoints.is_none() {
+        return Err(Error::Run {
+            path: dir.config_path(),
+            msg: "no num_keypoints (training never started?)".into(),
+        });
+    }
+    let weights = dir.model_path();
+    if !weights.is_file() {
+        return Err(Error::Run {
+            path: weights,
+            msg: "no trained weights yet".into(),
+        });
+    }
+    config.data = PathBuf::from(config.task.default_dataset());
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    kp_models::convert_floats(&weights, &out.join("model.safetensors"), dtype)?;
+    crate::atomic::write_json(&out.join("config.json"), &config)
+}

@@ -1,0 +1,212 @@
+//! `cargo xtask pretrained`: re-creates the ready model kp ships (`models/landmarks/ibug68/`,
+//! see `kp_train::pretrained`) and measures it.
+//!
+//! It trains kp's tuned 300-W recipe with seed 0 (`kp train --task ibug --recipe tuned --seed 0`,
+//! the 80/20 split, so the validation faces stay held out and the model card's numbers are
+//! honest), or takes `--run` when that run was already trained with exactly that recipe; writes
+//! the run's config and its weights in f16 into the folder; and evaluates the f32 run and the
+//! f16 folder on the validation faces with the dataset's boxes, simulated detector boxes
+//! (`ibug-detector`) and the bundled YuNet's boxes. `results.json` in the folder holds every
+//! number the card quotes (schema below); the run stays in `runs/pretrained-ibug68`.
+//!
+//! `results.json`: `{"model", "recipe", "seed", "weights_sha256", "weights_bytes", "rows":
+//! [{"weights": "f32"|"f16", "boxes": "dataset"|"ibug-detector"|"yunet", "faces",
+//! "detected", "nme", "failure_rate_8", "auc_8", "mean_px_error"}]}` (NME and failure rate as
+//! fractions, inter-ocular: outer eye corners).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::DType;
+use clap::Args;
+use kp_train::config::{Task, TrainConfig};
+use kp_train::detect::{BoxCalibration, DetectConfig, FaceDetector};
+use kp_train::predict::{EvalSplit, Predictor};
+use kp_train::run::RunDir;
+use kp_train::trainer::{train, TrainOptions};
+use serde::Serialize;
+
+/// Arguments of `cargo xtask pretrained`.
+#[derive(Debug, Args)]
+pub struct PretrainedArgs {
+    /// Datasets folder (default: KP_DATA_DIR or ../shared/datasets).
+    #[arg(long, env = "KP_DATA_DIR")]
+    data: Option<PathBuf>,
+    /// A run trained with the recipe already (skips training; its config is checked).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Where the run is trained (resumed when stopped).
+    #[arg(long, default_value = "runs/pretrained-ibug68")]
+    run_dir: PathBuf,
+    /// The ready-model folder to write.
+    #[arg(long, default_value = "models/landmarks/ibug68")]
+    out: PathBuf,
+    /// Training seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// One evaluation of `results.json`.
+#[derive(Debug, Serialize)]
+struct Row {
+    weights: &'static str,
+    boxes: &'static str,
+    faces: usize,
+    detected: Option<usize>,
+    nme: Option<f64>,
+    failure_rate_8: Option<f64>,
+    auc_8: Option<f64>,
+    mean_px_error: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    model: &'static str,
+    recipe: &'static str,
+    seed: u64,
+    weights_sha256: String,
+    weights_bytes: u64,
+    rows: Vec<Row>,
+}
+
+/// The recipe the ready model is trained with, reading `data`.
+fn recipe(data: &Path, seed: u64) -> TrainConfig {
+    let mut cfg = TrainConfig::tuned(Task::Ibug, data);
+    cfg.resolve_data();
+    cfg.seed = seed;
+    cfg
+}
+
+/// Evaluates the model `open` gives on the validation faces with each kind of box.
+fn evaluate(
+    open: impl Fn() -> Result<Predictor>,
+    data: &Path,
+    weights: &'static str,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let calibration = BoxCalibration::ibug();
+    for boxes in ["dataset", "ibug-detector", "yunet"] {
+        let mut predictor = open()?;
+        if boxes == "ibug-detector" {
+            predictor = predictor.with_preprocessing("ibug-detector", 0)?;
+        }
+        let mut prepared = predictor.prepare(data)?;
+        let mut detected = None;
+        if boxes == "yunet" {
+            let detector = FaceDetector::bundled(&predictor.model.device, DetectConfig::default())?;
+            let (found, _) = predictor.use_detector_boxes(
+                &mut prepared,
+                EvalSplit::Val,
+                &detector,
+                &calibration,
+            )?;
+            detected = Some(found);
+        }
+        let m = predictor
+            .evaluate_prepared(&prepared, EvalSplit::Val)?
+            .metrics;
+        tracing::info!(
+            weights,
+            boxes,
+            faces = m.faces,
+            nme = m.nme.map(|n| format!("{:.3}%", n * 100.0)),
+            "evaluated"
+        );
+        rows.push(Row {
+            weights,
+            boxes,
+            faces: m.faces,
+            detected,
+            nme: m.nme,
+            failure_rate_8: m.failure_rate,
+            auc_8: m.auc,
+            mean_px_error: m.mean_px_error,
+        });
+    }
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs `cargo xtask pretrained`.
+pub fn run(args: PretrainedArgs) -> Result<()> {
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => kp_data::find_data_dir()
+            .filter(|d| d.is_dir())
+            .context("no datasets folder: pass --data or set KP_DATA_DIR")?,
+    };
+    let want = recipe(&data, args.seed);
+    let run = match &args.run {
+        Some(run) => {
+            let dir = RunDir::open(run)?;
+            let mut saved = TrainConfig::load(&dir.config_path())?;
+            saved.num_keypoints = None;
+            saved.data = want.data.clone();
+            if saved != want {
+                bail!(
+                    "{}: not trained with the ready model's recipe (kp train --task ibug --recipe tuned --seed {})",
+                    run.display(),
+                    args.seed
+                );
+            }
+            dir.read_summary()
+                .with_context(|| format!("{}: the run has not finished", run.display()))?;
+            run.clone()
+        }
+        None => {
+            let resume = RunDir::open(&args.run_dir).is_ok();
+            let opts = TrainOptions {
+                resume,
+                progress: true,
+                ..Default::default()
+            };
+            train(want.clone(), &args.run_dir, &opts)?;
+            args.run_dir.clone()
+        }
+    };
+    kp_train::pretrained::write_bundle(&run, &args.out, DType::F16)?;
+    let weights = std::fs::read(args.out.join("model.safetensors"))?;
+    let mut rows = Vec::new();
+    let open = |dir: &Path| Ok(Predictor::open(dir, None)?);
+    evaluate(|| open(&run), &data, "f32", &mut rows)?;
+    evaluate(|| open(&args.out), &data, "f16", &mut rows)?;
+    let results = Results {
+        model: kp_train::pretrained::NAME,
+        recipe: "kp train --task ibug --recipe tuned",
+        seed: args.seed,
+        weights_sha256: sha256_hex(&weights),
+        weights_bytes: weights.len() as u64,
+        rows,
+    };
+    let path = args.out.join("results.json");
+    let mut text = serde_json::to_string_pretty(&results)?;
+    text.push('\n');
+    kp_fs::write_atomic(&path, text.as_bytes())?;
+    println!("| weights | boxes | faces | NME | FR@8% | AUC@8% |");
+    println!("|---|---|---|---|---|---|");
+    for r in &results.rows {
+        let pct = |v: Option<f64>| v.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_default();
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.weights,
+            r.boxes,
+            r.faces,
+            pct(r.nme),
+            pct(r.failure_rate_8),
+            r.auc_8.map(|v| format!("{v:.4}")).unwrap_or_default()
+        );
+    }
+    println!(
+        "wrote {} ({} bytes of weights)",
+        path.display(),
+        results.weights_bytes
+    );
+    Ok(())
+}
