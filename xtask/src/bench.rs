@@ -24,7 +24,8 @@ pub struct BenchArgs {
     /// Also time the same cases in PyTorch (CPU wheel from PyPI, installed into a venv on demand).
     #[arg(long)]
     against_torch: bool,
-    /// Write DIR/bench.csv (case,kp_ms,torch_ms,ratio) and DIR/bench.json.
+    /// Write DIR/bench.csv (case,kp_ms,torch_ms,ratio,opencv_ms,dlib_ms; ratio = kp over the
+    /// case's peer: PyTorch, OpenCV for yunet, dlib for predict) and DIR/bench.json.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only cases whose name contains one of these (comma separated), e.g. `nosetipnet_train_b1`.
@@ -46,6 +47,14 @@ pub struct BenchArgs {
     /// Python with cv2 installed (default: a venv under ~/.cache/kp-opencv-venv, made on demand).
     #[arg(long, env = "KP_OPENCV_PYTHON")]
     opencv_python: Option<PathBuf>,
+    /// Also time the predict case in dlib (HOG detector + 68-point shape predictor on the same
+    /// photo, `xtask/bench/dlib_predict_bench.py`; needs a Python with dlib-bin and
+    /// face-recognition-models, `--dlib-python`).
+    #[arg(long)]
+    against_dlib: bool,
+    /// Python with dlib and face_recognition_models installed.
+    #[arg(long, env = "KP_DLIB_PYTHON")]
+    dlib_python: Option<PathBuf>,
     /// Also time the model cases with candle's own convolution (kp's path before its unfold +
     /// GEMM ops), as extra rows named `<case>_candle_conv`.
     #[arg(long)]
@@ -72,6 +81,9 @@ enum Kind {
     /// Face detection (the bundled YuNet, with its photo-level steps) on a 640x480 photo with
     /// one face (IMM's 01-1m.jpg), decoded once.
     Detect,
+    /// All of `kp predict` on that photo after decoding: detection, the calibrated box and the
+    /// ready 68-point model with test-time mirroring (`Landmarker::landmarks`).
+    Predict,
 }
 
 /// One benchmark case.
@@ -89,7 +101,7 @@ impl Case {
             Kind::Train => format!("{}_train_b{}", self.model, self.batch),
             Kind::Infer => format!("{}_infer_b{}", self.model, self.batch),
             Kind::Load => format!("load_augment_{}", self.model),
-            Kind::Detect => format!("{}_640x480", self.model),
+            Kind::Detect | Kind::Predict => format!("{}_640x480", self.model),
         }
     }
 
@@ -98,7 +110,7 @@ impl Case {
         let mode = match self.kind {
             Kind::Train => "train",
             Kind::Infer => "infer",
-            Kind::Load | Kind::Detect => return None,
+            Kind::Load | Kind::Detect | Kind::Predict => return None,
         };
         Some(format!(
             "{}:{}:{mode}:{}",
@@ -128,6 +140,7 @@ fn cases(quick: bool) -> Vec<Case> {
         c("face", 1, Kind::Load, 24),
         c("ibug", 1, Kind::Load, 48),
         c("yunet", 1, Kind::Detect, 50),
+        c("predict", 1, Kind::Predict, 30),
     ]
 }
 
@@ -139,6 +152,7 @@ struct Row {
     torch_ms: Option<f64>,
     ratio: Option<f64>,
     opencv_ms: Option<f64>,
+    dlib_ms: Option<f64>,
     images_per_s: Option<f64>,
     note: Option<String>,
 }
@@ -156,7 +170,9 @@ fn time_model(case: &Case) -> Result<f64> {
     let kind = match case.kind {
         Kind::Train => StepKind::Train,
         Kind::Infer => StepKind::Infer,
-        Kind::Load | Kind::Detect => bail!("{} is not a model case", case.name()),
+        Kind::Load | Kind::Detect | Kind::Predict => {
+            bail!("{} is not a model case", case.name())
+        }
     };
     let bench = StepBench {
         model: case.model.to_string(),
@@ -215,6 +231,31 @@ fn time_detect(case: &Case, data: &Path) -> Result<f64> {
         let t0 = Instant::now();
         let faces = det.detect(&photo)?;
         std::hint::black_box(faces.len());
+        if i >= warmup(case) {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(median(&times))
+}
+
+/// Median milliseconds of [`Kind::Predict`]: `Landmarker::landmarks` with the ready model on
+/// the decoded photo, which must give one face.
+fn time_predict(case: &Case, data: &Path) -> Result<f64> {
+    let path = detect_photo(data);
+    let photo = kp_data::loading::load_rgb(&path)?;
+    let lm = kp_train::landmarker::Landmarker::pretrained(None)?;
+    let mut times = Vec::new();
+    for i in 0..warmup(case) + case.iters {
+        let t0 = Instant::now();
+        let faces = lm.landmarks(&photo)?;
+        if faces.len() != 1 {
+            bail!(
+                "{}: {} faces found, the case needs one",
+                path.display(),
+                faces.len()
+            );
+        }
+        std::hint::black_box(faces[0].keypoints.len());
         if i >= warmup(case) {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
@@ -308,6 +349,33 @@ fn opencv_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
         .with_context(|| format!("opencv_bench.py printed no ms: {line}"))
 }
 
+/// dlib's median ms on the predict case (`xtask/bench/dlib_predict_bench.py`).
+fn dlib_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
+    let python = args.dlib_python.clone().context(
+        "--against-dlib needs --dlib-python (or KP_DLIB_PYTHON): a Python with \
+         `pip install dlib-bin face-recognition-models`",
+    )?;
+    let script = crate::fetch::workspace_root().join("xtask/bench/dlib_predict_bench.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(["--case", &case.name()])
+        .args(["--iters", &case.iters.to_string()])
+        .arg("--image")
+        .arg(detect_photo(data))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", script.display(), out.status);
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("dlib_predict_bench.py printed a non-JSON line: {line}"))?;
+    v["ms"]
+        .as_f64()
+        .with_context(|| format!("dlib_predict_bench.py printed no ms: {line}"))
+}
+
 /// A Python with torch: `--python`, or the venv under the cache folder, created on demand.
 fn torch_python(args: &BenchArgs) -> Result<PathBuf> {
     if let Some(p) = &args.python {
@@ -380,16 +448,17 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 
 fn write_outputs(dir: &Path, rows: &[Row]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut csv = String::from("case,kp_ms,torch_ms,ratio,opencv_ms\n");
+    let mut csv = String::from("case,kp_ms,torch_ms,ratio,opencv_ms,dlib_ms\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
     for r in rows {
         csv.push_str(&format!(
-            "{},{},{},{},{}\n",
+            "{},{},{},{},{},{}\n",
             r.case,
             opt(r.kp_ms),
             opt(r.torch_ms),
             opt(r.ratio),
-            opt(r.opencv_ms)
+            opt(r.opencv_ms),
+            opt(r.dlib_ms)
         ));
     }
     kp_fs::write_atomic(dir.join("bench.csv"), csv.as_bytes())?;
@@ -421,16 +490,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for case in &selected {
         let name = match case.kind {
-            Kind::Detect => format!("{}_{}thread", case.name(), args.threads),
+            Kind::Detect | Kind::Predict => format!("{}_{}thread", case.name(), args.threads),
             _ => case.name(),
         };
         let images = match case.kind {
-            Kind::Load | Kind::Detect => 1,
+            Kind::Load | Kind::Detect | Kind::Predict => 1,
             _ => case.batch,
         };
         let mut kp = Vec::new();
         let mut torch = Vec::new();
         let mut opencv = Vec::new();
+        let mut dlib = Vec::new();
         let mut note = None;
         for round in 0..args.rounds {
             let ms = match case.kind {
@@ -448,6 +518,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         None
                     }
                 },
+                Kind::Predict => match &data {
+                    Some(d) => Some(time_predict(case, d)?),
+                    None => {
+                        note = Some("no datasets folder".to_string());
+                        None
+                    }
+                },
                 _ => Some(time_model(case)?),
             };
             if let (true, Kind::Detect, Some(d)) = (args.against_opencv, case.kind, &data) {
@@ -455,7 +532,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 tracing::info!("{name} (round {}): OpenCV {cv:.2} ms", round + 1);
                 opencv.push((cv, ms));
             }
-            let torch_ms = if args.against_torch && !matches!(case.kind, Kind::Load | Kind::Detect)
+            if let (true, Kind::Predict, Some(d)) = (args.against_dlib, case.kind, &data) {
+                let dl = dlib_time(&args, case, d)?;
+                tracing::info!("{name} (round {}): dlib {dl:.2} ms", round + 1);
+                dlib.push((dl, ms));
+            }
+            let torch_ms = if args.against_torch
+                && !matches!(case.kind, Kind::Load | Kind::Detect | Kind::Predict)
             {
                 torch_times(&args, std::slice::from_ref(case))?
                     .into_iter()
@@ -476,10 +559,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         let kp_ms = (!kp.is_empty()).then(|| median(&kp));
         // The ratio is against the case's peer: PyTorch for the models, OpenCV for detection.
-        let peer = if case.kind == Kind::Detect {
-            &opencv
-        } else {
-            &torch
+        let peer = match case.kind {
+            Kind::Detect => &opencv,
+            Kind::Predict => &dlib,
+            _ => &torch,
         };
         let ratios: Vec<f64> = peer.iter().filter_map(|&(t, k)| k.map(|k| k / t)).collect();
         rows.push(Row {
@@ -490,6 +573,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             ratio: (!ratios.is_empty()).then(|| median(&ratios)),
             opencv_ms: (!opencv.is_empty())
                 .then(|| median(&opencv.iter().map(|t| t.0).collect::<Vec<_>>())),
+            dlib_ms: (!dlib.is_empty())
+                .then(|| median(&dlib.iter().map(|t| t.0).collect::<Vec<_>>())),
             images_per_s: kp_ms.map(|ms| images as f64 * 1e3 / ms),
             note,
         });
@@ -498,7 +583,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         kp_models::nn::conv::use_candle_conv_on_cpu(true);
         for case in selected
             .iter()
-            .filter(|c| !matches!(c.kind, Kind::Load | Kind::Detect))
+            .filter(|c| !matches!(c.kind, Kind::Load | Kind::Detect | Kind::Predict))
         {
             let name = format!("{}_candle_conv", case.name());
             let ms = time_model(case)?;
@@ -509,6 +594,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 torch_ms: None,
                 ratio: None,
                 opencv_ms: None,
+                dlib_ms: None,
                 images_per_s: Some(case.batch as f64 * 1e3 / ms),
                 note: Some("candle's conv2d (before)".into()),
             });
@@ -518,17 +604,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<36} {:>10} {:>10} {:>10} {:>8} {:>10}",
-        "case", "kp ms", "torch ms", "opencv ms", "ratio", "kp img/s"
+        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "case", "kp ms", "torch ms", "opencv ms", "dlib ms", "ratio", "kp img/s"
     )?;
     for r in &rows {
         writeln!(
             out,
-            "{:<36} {:>10} {:>10} {:>10} {:>8} {:>10}",
+            "{:<36} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
             r.case,
             fmt(r.kp_ms, 2),
             fmt(r.torch_ms, 2),
             fmt(r.opencv_ms, 2),
+            fmt(r.dlib_ms, 2),
             fmt(r.ratio, 2),
             fmt(r.images_per_s, 1)
         )?;
@@ -551,5 +638,6 @@ mod tests {
         assert_eq!(c.torch_spec().unwrap(), "nosetipnet:1:train:2");
         assert!(cases(false).iter().any(|c| c.name() == "load_augment_ibug"));
         assert!(cases(false).iter().any(|c| c.name() == "yunet_640x480"));
+        assert!(cases(false).iter().any(|c| c.name() == "predict_640x480"));
     }
 }

@@ -144,7 +144,10 @@ fn bench_runs_one_case_and_writes_csv() {
     assert!(stdout.contains("nosetipnet_train_b1"), "{stdout}");
     let csv = std::fs::read_to_string(out.path().join("bench.csv")).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("case,kp_ms,torch_ms,ratio,opencv_ms"));
+    assert_eq!(
+        lines.next(),
+        Some("case,kp_ms,torch_ms,ratio,opencv_ms,dlib_ms")
+    );
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(row[0], "nosetipnet_train_b1");
     let ms: f64 = row[1].parse().unwrap();
