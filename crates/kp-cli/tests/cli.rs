@@ -4,7 +4,7 @@
 use std::process::Output;
 
 mod common;
-use common::{data, kp};
+use common::{data, json_lines, kp};
 
 fn stdout_json(o: &Output) -> serde_json::Value {
     assert!(
@@ -319,10 +319,7 @@ fn bench_times_training_steps_per_batch_size() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o.stdout);
     assert_eq!(lines.len(), 2);
     for (line, b) in lines.iter().zip([1u64, 3]) {
         assert_eq!(line["case"], format!("nosetipnet_train_b{b}"));

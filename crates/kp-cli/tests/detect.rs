@@ -5,17 +5,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{data, kp};
+use common::{data, floats, json_lines, kp};
 
 #[test]
 fn detect_prints_one_json_line_per_photo_with_every_face_of_the_group_photos() {
     let dir = data().join("dlib_examples_faces");
     let o = kp(&["detect", dir.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let lines = json_lines(&o.stdout);
     assert_eq!(lines.len(), 9, "dlib's 9 sample photos");
     let names: Vec<&str> = lines.iter().map(|v| v["image"].as_str().unwrap()).collect();
     let mut sorted = names.clone();
@@ -29,12 +26,7 @@ fn detect_prints_one_json_line_per_photo_with_every_face_of_the_group_photos() {
         let faces = v["faces"].as_array().unwrap();
         assert!(!faces.is_empty(), "every sample photo shows a face: {v}");
         for f in faces {
-            let b: Vec<f64> = f["box"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
+            let b = floats(&f["box"]);
             assert!(b[2] > 4.0 && b[3] > 4.0, "{f}");
             let s = f["score"].as_f64().unwrap();
             assert!((0.6..=1.0).contains(&s), "{f}");

@@ -2,14 +2,7 @@
 //! `--run`, on full photos and on held-out 300-W faces.
 
 mod common;
-use common::{data, kp};
-
-fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
-}
+use common::{data, floats, json_lines, kp};
 
 #[test]
 fn predict_without_a_run_puts_68_points_on_every_face_of_the_group_photo() {
@@ -21,12 +14,7 @@ fn predict_without_a_run_puts_68_points_on_every_face_of_the_group_photo() {
     let faces = lines[0]["faces"].as_array().unwrap();
     assert_eq!(faces.len(), 3, "three people: {}", lines[0]);
     for f in faces {
-        let b: Vec<f64> = f["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let b = floats(&f["box"]);
         let pts = f["keypoints"].as_array().unwrap();
         assert_eq!(pts.len(), 68);
         // The 68 points sit on the detected face: within the box grown by a quarter each way.

@@ -15,3 +15,22 @@ pub fn kp(args: &[&str]) -> Output {
 pub fn data() -> PathBuf {
     kp_data::test_data_dir()
 }
+
+/// `kp`'s JSON-lines output (`--json` of `detect`, `predict`, `bench`; `eval --faces`), one
+/// object per line.
+pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+/// A JSON array of numbers (a box, a point) as `f64`s.
+#[allow(dead_code)] // not every test binary reads boxes
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
