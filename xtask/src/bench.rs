@@ -317,36 +317,54 @@ fn opencv_python(args: &BenchArgs) -> Result<PathBuf> {
     }
 }
 
-/// OpenCV's median ms on the detector case (`xtask/bench/opencv_bench.py`).
-fn opencv_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
-    let python = opencv_python(args)?;
-    let root = crate::fetch::workspace_root();
-    let script = root.join("xtask/bench/opencv_bench.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args([
-            "--case",
-            &case.name(),
-            "--threads",
-            &args.threads.to_string(),
-        ])
-        .args(["--iters", &case.iters.to_string()])
-        .arg("--image")
-        .arg(detect_photo(data))
-        .arg("--model")
-        .arg(root.join("models/yunet/yunet_n_dynamic.onnx"))
+/// Runs a peer's timing script `xtask/bench/SCRIPT` with `python` and `args`, and reads the
+/// `ms` of the one JSON object it prints (`opencv_bench.py`, `dlib_predict_bench.py`).
+fn peer_ms(python: &Path, script: &str, args: &[&std::ffi::OsStr]) -> Result<f64> {
+    let path = crate::fetch::workspace_root()
+        .join("xtask/bench")
+        .join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+        .with_context(|| format!("running {} {}", python.display(), path.display()))?;
     if !out.status.success() {
-        bail!("{} failed ({})", script.display(), out.status);
+        bail!("{} failed ({})", path.display(), out.status);
     }
     let line = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(line.trim())
-        .with_context(|| format!("opencv_bench.py printed a non-JSON line: {line}"))?;
+        .with_context(|| format!("{script} printed a non-JSON line: {line}"))?;
     v["ms"]
         .as_f64()
-        .with_context(|| format!("opencv_bench.py printed no ms: {line}"))
+        .with_context(|| format!("{script} printed no ms: {line}"))
+}
+
+/// OpenCV's median ms on the detector case (`xtask/bench/opencv_bench.py`).
+fn opencv_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
+    let model = crate::fetch::workspace_root().join("models/yunet/yunet_n_dynamic.onnx");
+    let (name, threads, iters) = (
+        case.name(),
+        args.threads.to_string(),
+        case.iters.to_string(),
+    );
+    let photo = detect_photo(data);
+    peer_ms(
+        &opencv_python(args)?,
+        "opencv_bench.py",
+        &[
+            "--case".as_ref(),
+            name.as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+            "--iters".as_ref(),
+            iters.as_ref(),
+            "--image".as_ref(),
+            photo.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+        ],
+    )
 }
 
 /// dlib's median ms on the predict case (`xtask/bench/dlib_predict_bench.py`).
@@ -355,25 +373,20 @@ fn dlib_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
         "--against-dlib needs --dlib-python (or KP_DLIB_PYTHON): a Python with \
          `pip install dlib-bin face-recognition-models`",
     )?;
-    let script = crate::fetch::workspace_root().join("xtask/bench/dlib_predict_bench.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(["--case", &case.name()])
-        .args(["--iters", &case.iters.to_string()])
-        .arg("--image")
-        .arg(detect_photo(data))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed ({})", script.display(), out.status);
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(line.trim())
-        .with_context(|| format!("dlib_predict_bench.py printed a non-JSON line: {line}"))?;
-    v["ms"]
-        .as_f64()
-        .with_context(|| format!("dlib_predict_bench.py printed no ms: {line}"))
+    let (name, iters) = (case.name(), case.iters.to_string());
+    let photo = detect_photo(data);
+    peer_ms(
+        &python,
+        "dlib_predict_bench.py",
+        &[
+            "--case".as_ref(),
+            name.as_ref(),
+            "--iters".as_ref(),
+            iters.as_ref(),
+            "--image".as_ref(),
+            photo.as_os_str(),
+        ],
+    )
 }
 
 /// A Python with torch: `--python`, or the venv under the cache folder, created on demand.
