@@ -51,30 +51,21 @@ pub struct Predictor {
 
 impl Predictor {
     /// Opens a run folder (`device`: `None` = the run's own device).
-    pub fn open(run: &Path, device_name: Option<DeviceKind>) -> Result<Self> {
+    pub fn open(run: &Path, device: Option<DeviceKind>) -> Result<Self> {
         let dir = RunDir::open(run)?;
-        let config = TrainConfig::load(&dir.config_path())?;
-        let weights = dir.model_path();
-        if !weights.is_file() {
-            return Err(Error::Run {
-                path: weights,
-                msg: "no trained weights yet".into(),
-            });
-        }
-        Self::from_config(config, device_name, &dir.config_path(), |m| {
-            m.load(&weights)
-        })
+        let (config, weights) = dir.trained()?;
+        Self::from_config(config, device, &dir.config_path(), |m| m.load(&weights))
     }
 
     /// A predictor for the model of `config` (read from `source`, named in errors) on
-    /// `config.device` or `device_name`, its weights set by `load`.
+    /// `config.device` or `device_kind`, its weights set by `load`.
     pub(crate) fn from_config(
         mut config: TrainConfig,
-        device_name: Option<DeviceKind>,
+        device_kind: Option<DeviceKind>,
         source: &Path,
         load: impl FnOnce(&mut LoadedModel) -> Result<()>,
     ) -> Result<Self> {
-        if let Some(d) = device_name {
+        if let Some(d) = device_kind {
             config.device = d;
         }
         let k = config.num_keypoints.ok_or_else(|| Error::Run {

@@ -69,21 +69,7 @@ pub fn predictor(device: Option<DeviceKind>) -> Result<Predictor> {
 /// replaced by the task's dataset name, so it names no folder of the machine that trained it)
 /// and `model.safetensors` with the weights in `dtype` (f16 for the repository).
 pub fn write_bundle(run: &Path, out: &Path, dtype: DType) -> Result<()> {
-    let dir = RunDir::open(run)?;
-    let mut config = TrainConfig::load(&dir.config_path())?;
-    if config.num_keypoints.is_none() {
-        return Err(Error::Run {
-            path: dir.config_path(),
-            msg: "no num_keypoints (training never started?)".into(),
-        });
-    }
-    let weights = dir.model_path();
-    if !weights.is_file() {
-        return Err(Error::Run {
-            path: weights,
-            msg: "no trained weights yet".into(),
-        });
-    }
+    let (mut config, weights) = RunDir::open(run)?.trained()?;
     config.data = PathBuf::from(config.task.default_dataset());
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     kp_models::convert_floats(&weights, &out.join("model.safetensors"), dtype)?;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::read_json;
+use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{FaceErrors, Metrics};
 
@@ -167,6 +168,27 @@ impl RunDir {
     /// `model.safetensors`.
     pub fn model_path(&self) -> PathBuf {
         self.root.join("model.safetensors")
+    }
+
+    /// The run's configuration and weights file, once training has written both: an error
+    /// naming the file when `config.json` has no `num_keypoints` (training never started) or
+    /// `model.safetensors` is missing.
+    pub fn trained(&self) -> Result<(TrainConfig, PathBuf)> {
+        let config = TrainConfig::load(&self.config_path())?;
+        if config.num_keypoints.is_none() {
+            return Err(Error::Run {
+                path: self.config_path(),
+                msg: "no num_keypoints (training never started?)".into(),
+            });
+        }
+        let weights = self.model_path();
+        if !weights.is_file() {
+            return Err(Error::Run {
+                path: weights,
+                msg: "no trained weights yet".into(),
+            });
+        }
+        Ok((config, weights))
     }
 
     /// `state.json`.
