@@ -272,45 +272,29 @@ pub struct TrainOverrides {
 impl TrainOverrides {
     /// Sets every value given on `cfg` (the switches only turn things on).
     pub fn apply(&self, cfg: &mut TrainConfig) {
-        let o = self.clone();
-        if let Some(v) = o.epochs {
-            cfg.epochs = v;
+        fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
         }
-        if let Some(v) = o.batch_size {
-            cfg.batch_size = v;
-        }
-        if let Some(v) = o.lr {
-            cfg.lr = v;
-        }
-        if let Some(v) = o.weight_decay {
-            cfg.weight_decay = v;
-        }
-        if let Some(v) = o.val_fraction {
+        set(&mut cfg.epochs, &self.epochs);
+        set(&mut cfg.batch_size, &self.batch_size);
+        set(&mut cfg.lr, &self.lr);
+        set(&mut cfg.weight_decay, &self.weight_decay);
+        if let Some(v) = self.val_fraction {
             cfg.split = SplitKind::Random { val_fraction: v };
         }
-        if let Some(v) = o.lr_schedule {
-            cfg.lr_schedule = v;
+        set(&mut cfg.lr_schedule, &self.lr_schedule);
+        set(&mut cfg.loss, &self.loss);
+        set(&mut cfg.augment, &self.augment);
+        set(&mut cfg.model, &self.model);
+        set(&mut cfg.seed, &self.seed);
+        set(&mut cfg.device, &self.device);
+        if self.limit.is_some() {
+            cfg.limit = self.limit;
         }
-        if let Some(v) = o.loss {
-            cfg.loss = v;
-        }
-        if let Some(v) = o.augment {
-            cfg.augment = v;
-        }
-        if let Some(v) = o.model {
-            cfg.model = v;
-        }
-        if let Some(v) = o.seed {
-            cfg.seed = v;
-        }
-        if let Some(v) = o.device {
-            cfg.device = v;
-        }
-        if o.limit.is_some() {
-            cfg.limit = o.limit;
-        }
-        cfg.skip_bad |= o.skip_bad;
-        cfg.test_time_mirror |= o.test_time_mirror;
+        cfg.skip_bad |= self.skip_bad;
+        cfg.test_time_mirror |= self.test_time_mirror;
     }
 }
 
@@ -519,7 +503,7 @@ impl TrainConfig {
             toml::from_str(&text).map_err(|e| {
                 let line = e
                     .span()
-                    .map(|r| text[..r.start.min(text.len())].lines().count().max(1));
+                    .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
                 let at = line.map(|l| format!(" line {l}:")).unwrap_or_default();
                 Error::Config(format!("{}:{at} {}", path.display(), e.message()))
             })
