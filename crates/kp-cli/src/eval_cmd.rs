@@ -84,10 +84,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         (Some(d), _) => d,
         (None, Some(_)) => predictor.config.data.clone(),
         // The ready model names its dataset relative to a datasets folder.
-        (None, None) => std::env::var_os("KP_DATA_DIR")
-            .map(PathBuf::from)
-            .or_else(kp_data::locate::find_data_dir)
-            .context("no dataset: pass --data or set KP_DATA_DIR")?,
+        (None, None) => {
+            kp_data::find_data_dir().context("no dataset: pass --data or set KP_DATA_DIR")?
+        }
     };
     let split = EvalSplit::parse(&a.split)?;
     let mut prepared = predictor.prepare(&data)?;
