@@ -23,6 +23,7 @@ use kp_train::config::{Task, TrainConfig};
 use kp_train::detect::{BoxCalibration, DetectConfig, FaceDetector};
 use kp_train::predict::{EvalSplit, Predictor};
 use kp_train::run::RunDir;
+use kp_train::trainer::PreparedData;
 use kp_train::trainer::{train, TrainOptions};
 use serde::Serialize;
 
@@ -77,53 +78,68 @@ fn recipe(data: &Path, seed: u64) -> TrainConfig {
     cfg
 }
 
-/// Evaluates the model `open` gives on the validation faces with each kind of box.
+/// Evaluates the model `open` gives on the validation faces with each kind of box: the
+/// dataset's, simulated detector boxes (a preprocessing of their own), and YuNet's, which
+/// replace the dataset's boxes in the same prepared faces.
 fn evaluate(
     open: impl Fn() -> Result<Predictor>,
     data: &Path,
     weights: &'static str,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
-    let calibration = BoxCalibration::ibug();
-    for boxes in ["dataset", "ibug-detector", "yunet"] {
-        let mut predictor = open()?;
-        if boxes == "ibug-detector" {
-            predictor = predictor.with_preprocessing("ibug-detector", 0)?;
-        }
-        let mut prepared = predictor.prepare(data)?;
-        let mut detected = None;
-        if boxes == "yunet" {
-            let detector = FaceDetector::bundled(&predictor.model.device, DetectConfig::default())?;
-            let (found, _) = predictor.use_detector_boxes(
-                &mut prepared,
-                EvalSplit::Val,
-                &detector,
-                &calibration,
-            )?;
-            detected = Some(found);
-        }
-        let m = predictor
-            .evaluate_prepared(&prepared, EvalSplit::Val)?
-            .metrics;
-        tracing::info!(
-            weights,
-            boxes,
-            faces = m.faces,
-            nme = m.nme.map(|n| format!("{:.3}%", n * 100.0)),
-            "evaluated"
-        );
-        rows.push(Row {
-            weights,
-            boxes,
-            faces: m.faces,
-            detected,
-            nme: m.nme,
-            failure_rate_8: m.failure_rate,
-            auc_8: m.auc,
-            mean_px_error: m.mean_px_error,
-        });
-    }
+    let predictor = open()?;
+    let mut prepared = predictor.prepare(data)?;
+    rows.push(score(&predictor, &prepared, weights, "dataset", None)?);
+
+    let jittered = open()?.with_preprocessing("ibug-detector", 0)?;
+    let jittered_faces = jittered.prepare(data)?;
+    rows.push(score(
+        &jittered,
+        &jittered_faces,
+        weights,
+        "ibug-detector",
+        None,
+    )?);
+
+    let detector = FaceDetector::bundled(&predictor.model.device, DetectConfig::default())?;
+    let (found, _) = predictor.use_detector_boxes(
+        &mut prepared,
+        EvalSplit::Val,
+        &detector,
+        &BoxCalibration::ibug(),
+    )?;
+    rows.push(score(&predictor, &prepared, weights, "yunet", Some(found))?);
     Ok(())
+}
+
+/// One row of `results.json`: `predictor` on the validation faces of `prepared`.
+fn score(
+    predictor: &Predictor,
+    prepared: &PreparedData,
+    weights: &'static str,
+    boxes: &'static str,
+    detected: Option<usize>,
+) -> Result<Row> {
+    let m = predictor
+        .evaluate_prepared(prepared, EvalSplit::Val)?
+        .metrics;
+    tracing::info!(
+        weights,
+        boxes,
+        faces = m.faces,
+        nme = m.nme.map(|n| format!("{:.3}%", n * 100.0)),
+        "evaluated"
+    );
+    Ok(Row {
+        weights,
+        boxes,
+        faces: m.faces,
+        detected,
+        nme: m.nme,
+        failure_rate_8: m.failure_rate,
+        auc_8: m.auc,
+        mean_px_error: m.mean_px_error,
+    })
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
