@@ -11,9 +11,16 @@
 //!
 //! The fast path covers 3x3, stride 1, padding 1 on f32 CPU tensors (every depthwise layer of
 //! YuNet); any other shape or device goes to candle's grouped `conv2d`, which is also the
-//! reference the fast path is tested against. Forward only: no backward is defined yet.
+//! reference the fast path is tested against.
+//!
+//! The fast path is differentiable, so compact landmark models train through it: the input's
+//! gradient is the same 3x3 kernel run on the output's gradient with each filter turned by 180°
+//! (stride 1, padding 1 make the transposed convolution a plain one), and one more pass per
+//! channel gives the filter's nine gradients and the bias's, summed over images in a fixed
+//! order (channels run in parallel), so gradients too do not depend on the thread count. A
+//! fused ReLU masks the output's gradient where the output is zero first.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::im2col::contiguous;
@@ -40,7 +47,11 @@ pub fn depthwise_conv2d(
         && x.dtype() == candle_core::DType::F32
         && (kh, kw, stride, padding) == (3, 3, 1, 1);
     if fast {
-        return apply_fused(x, weight, bias, &Depthwise3x3 { relu });
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            Depthwise3x3 { relu },
+        );
     }
     add_bias_relu(x.conv2d(weight, padding, stride, 1, c)?, bias, relu)
 }
@@ -116,6 +127,131 @@ impl CustomOp3 for Depthwise3x3 {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         candle_core::bail!("kp-depthwise3x3 runs on the CPU only (GPUs take candle's conv2d)")
     }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = if self.relu {
+            (grad_res * res.gt(0f32)?.to_dtype(grad_res.dtype())?)?
+        } else {
+            grad_res.clone()
+        };
+        let g = g.contiguous()?;
+        let c = weight.dim(0)?;
+        // The transposed 3x3 convolution (stride 1, padding 1) is the convolution with each
+        // filter turned by 180°: its nine weights in reverse order.
+        let turned = weight
+            .reshape((c, 9))?
+            .index_select(&Tensor::arange_step(8i64, -1, -1, weight.device())?, 1)?
+            .reshape((c, 1, 3, 3))?
+            .contiguous()?;
+        let zeros = Tensor::zeros(c, g.dtype(), g.device())?;
+        let dx = g.apply_op3_no_bwd(&turned, &zeros, &Depthwise3x3 { relu: false })?;
+        let dwb = x.contiguous()?.apply_op2_no_bwd(&g, &FilterGrad)?; // (C, 10)
+        let dw = dwb.narrow(1, 0, 9)?.reshape((c, 1, 3, 3))?;
+        let db = dwb.narrow(1, 9, 1)?.reshape(c)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The filter and bias gradients of [`Depthwise3x3`]: for `(x, g)` both `(N, C, H, W)`, a
+/// `(C, 10)` tensor holding per channel `Σ g[y][x] · in[y + ky - 1][x + kx - 1]` for the nine
+/// `(ky, kx)` and `Σ g` last, summed over images in order.
+struct FilterGrad;
+
+impl CustomOp2 for FilterGrad {
+    fn name(&self) -> &'static str {
+        "kp-depthwise3x3-filter-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs.as_slice::<f32>()?, xl, "depthwise conv2d input")?;
+        let g = contiguous(
+            gs.as_slice::<f32>()?,
+            gl,
+            "depthwise conv2d output gradient",
+        )?;
+        let (n, c, h, w) = xl.shape().dims4()?;
+        if gl.shape() != xl.shape() {
+            candle_core::bail!(
+                "depthwise filter gradient: input {:?} and gradient {:?} differ",
+                xl.shape(),
+                gl.shape()
+            );
+        }
+        let plane = h * w;
+        let mut out = vec![0f32; c * 10];
+        out.par_chunks_mut(10).enumerate().for_each(|(ch, acc)| {
+            for img in 0..n {
+                let at = (img * c + ch) * plane;
+                let sums = plane_filter_grad(&x[at..at + plane], &g[at..at + plane], h, w);
+                for (a, s) in acc.iter_mut().zip(sums) {
+                    *a += s;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((c, 10))))
+    }
+}
+
+/// One plane's `[Σ g · shifted input for the nine taps..., Σ g]`.
+///
+/// Tap `(ky, kx)` pairs output `(y, x)` with input `(y + ky - 1, x + kx - 1)`: over the output
+/// rows whose input row exists, a dot product of the output row's valid columns with the input
+/// row shifted by `kx - 1`.
+fn plane_filter_grad(inp: &[f32], g: &[f32], h: usize, w: usize) -> [f32; 10] {
+    let mut sums = [0f32; 10];
+    for ky in 0..3 {
+        for kx in 0..3 {
+            let mut acc = 0f32;
+            for y in 0..h {
+                let Some(iy) = (y + ky).checked_sub(1).filter(|&iy| iy < h) else {
+                    continue;
+                };
+                let grow = &g[y * w..(y + 1) * w];
+                let irow = &inp[iy * w..(iy + 1) * w];
+                // Output columns x with input column x + kx - 1 inside the row.
+                let (g_part, i_part) = match kx {
+                    0 if w > 1 => (&grow[1..], &irow[..w - 1]),
+                    1 => (grow, irow),
+                    2 if w > 1 => (&grow[..w - 1], &irow[1..]),
+                    _ => continue,
+                };
+                acc += dot(g_part, i_part);
+            }
+            sums[ky * 3 + kx] = acc;
+        }
+    }
+    sums[9] = g.iter().sum();
+    sums
+}
+
+/// A dot product in eight fixed lanes (vectorisable, and the same order on every CPU).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += xa[i] * xb[i];
+        }
+    }
+    let mut s = lanes.iter().sum::<f32>();
+    for (p, q) in ra.iter().zip(rb) {
+        s += p * q;
+    }
+    s
 }
 
 /// [`plane_3x3_body`] compiled for the widest vector unit the CPU has (kp's crates are built
@@ -276,6 +412,53 @@ mod tests {
                     assert!(
                         (g - r).abs() <= 1e-5,
                         "{n}x{c}x{h}x{w} relu={relu}: {g} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_3x3_kernels_gradients_equal_candles_grouped_convolution() {
+        use candle_core::Var;
+        for (n, c, h, w, relu) in [
+            (2, 5, 7, 9, false),
+            (3, 4, 6, 11, true),
+            (1, 3, 1, 1, false),
+            (2, 2, 1, 5, true),
+            (1, 16, 20, 12, true),
+        ] {
+            let x = Var::from_tensor(&random(&[n, c, h, w], 11)).unwrap();
+            let k = Var::from_tensor(&random(&[c, 1, 3, 3], 12)).unwrap();
+            let b = Var::from_tensor(&random(&[c], 13)).unwrap();
+            // A weighted sum, so each output's gradient differs.
+            let mix = random(&[n, c, h, w], 14);
+            let ours = depthwise_conv2d(&x, &k, &b, 1, 1, relu).unwrap();
+            let g1 = (ours * &mix)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let theirs = x
+                .conv2d(&k, 1, 1, 1, c)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
+                .unwrap();
+            let theirs = if relu { theirs.relu().unwrap() } else { theirs };
+            let g2 = (theirs * &mix)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in [("input", &x), ("filter", &k), ("bias", &b)] {
+                let a: Vec<f32> = g1.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let r: Vec<f32> = g2.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                for (p, q) in a.iter().zip(&r) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "{n}x{c}x{h}x{w} relu={relu} {name}: {p} vs {q}"
                     );
                 }
             }

@@ -15,8 +15,9 @@
 //! * [`batchnorm`]: fused batch-normalisation kernels (statistics, normalise and its backward).
 //! * [`maxpool`]: a max-pool whose gradient goes to the arg-max, as PyTorch's (candle's own
 //!   `max_pool2d` backward is wrong).
-//! * [`depthwise`] and [`pointwise`]: the two halves of a depthwise-separable unit for
-//!   inference (a direct 3x3 per channel, and a 1x1 as one GEMM on the input, no unfold).
+//! * [`depthwise`] and [`pointwise`]: the two halves of a depthwise-separable unit (the
+//!   direct 3x3 per channel, with its backward; the 1x1 as one GEMM on the input, no unfold).
+//! * [`softargmax`]: soft-argmax decoding in one pass per heatmap, for prediction.
 //! * [`reduce`]: the fixed-order lane sums every kernel accumulates with (results do not depend
 //!   on the number of threads).
 //! * [`dispatch`]: which path the layers take (CPU kernels or device ops).
@@ -63,3 +64,4 @@ pub mod maxpool;
 pub mod pointwise;
 pub mod reduce;
 pub mod relu;
+pub mod softargmax;
