@@ -62,15 +62,19 @@ pub mod summary;
 pub use error::{Error, Result};
 pub use gradcheck::{check_gradients, GradCheckConfig, GradCheckReport};
 pub use io::{convert_floats, load_model, load_varmap, load_varmap_bytes, save_varmap, LoadReport};
+pub use models::compact::{CompactConfig, CompactNet};
 pub use models::convmlp::{ConvMlpFamily, ConvMlpNet};
 pub use models::face::{FaceKeypointNet, FaceKeypointNetConfig};
-pub use models::heatmap::{gaussian_heatmaps, soft_argmax, HeatmapConfig, HeatmapGrid, HeatmapNet};
+pub use models::heatmap::{
+    gaussian_heatmaps, soft_argmax, soft_argmax_predict, HeatmapConfig, HeatmapGrid, HeatmapNet,
+};
 pub use models::nose::{NoseTipNet, NoseTipNetConfig};
 pub use models::registry::{build_model, list_models, KeypointModel, ModelConfig};
 pub use models::resnet::{BasicBlock, ResNet18, ResNet18Config};
 pub use models::yunet;
 pub use nn::batchnorm::{BatchNorm2d, BatchNormConfig};
 pub use nn::conv::{Conv2d, Conv2dConfig, ConvInit};
+pub use nn::depthwise::DepthwiseConv2d;
 pub use nn::init::{seeded_var_builder, torch_default};
 pub use nn::linear::Linear;
 pub use nn::maxpool::MaxPool2d;

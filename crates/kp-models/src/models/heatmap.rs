@@ -151,6 +151,29 @@ pub fn soft_argmax(heatmaps: &Tensor, beta: f64, grid: HeatmapGrid) -> Result<Te
     Ok(Tensor::cat(&[x, y], 2)?.reshape((b, 2 * k))?)
 }
 
+/// [`soft_argmax`] for prediction: on the CPU in f32 one pass per heatmap
+/// ([`kp_ops::softargmax`], no gradient), elsewhere [`soft_argmax`] itself. Equal to it within
+/// float rounding.
+pub fn soft_argmax_predict(heatmaps: &Tensor, beta: f64, grid: HeatmapGrid) -> Result<Tensor> {
+    grid.check()?;
+    let (_, _, h, w) = heatmaps.dims4()?;
+    let fast = kp_ops::dispatch::uses_cpu_kernels(heatmaps.device())
+        && heatmaps.dtype() == DType::F32
+        && (w, h) == grid.heatmap;
+    if !fast {
+        return soft_argmax(heatmaps, beta, grid);
+    }
+    let (xa, ya) = (grid.x_axis(), grid.y_axis());
+    let xs: Vec<f32> = (0..w).map(|j| xa.cell_to_norm(j as f64) as f32).collect();
+    let ys: Vec<f32> = (0..h).map(|i| ya.cell_to_norm(i as f64) as f32).collect();
+    Ok(kp_ops::softargmax::soft_argmax(
+        heatmaps,
+        beta as f32,
+        &xs,
+        &ys,
+    )?)
+}
+
 /// Gaussian target heatmaps `(B, K, h, w)` for normalised points `(B, 2K)` (`x0, y0, ...`) or
 /// `(B, K, 2)`: `exp(-d^2 / (2 sigma^2))` with `d` in heatmap cells, peak 1 at the point.
 pub fn gaussian_heatmaps(points: &Tensor, grid: HeatmapGrid, sigma: f64) -> Result<Tensor> {

@@ -1,5 +1,6 @@
 //! Architectures built from [`crate::nn`]'s layers, and the registry that builds them by name.
 
+pub mod compact;
 pub mod convmlp;
 pub mod face;
 pub mod heatmap;

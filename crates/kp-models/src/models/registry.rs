@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::compact::{CompactConfig, CompactNet};
 use crate::models::convmlp::{ConvMlpFamily, ConvMlpNet};
 use crate::models::face::FaceKeypointNetConfig;
 use crate::models::heatmap::{HeatmapConfig, HeatmapNet};
@@ -27,6 +28,12 @@ pub trait KeypointModel: Send + Sync {
     fn name(&self) -> &str;
     /// The module tree, for printing.
     fn describe(&self) -> ModuleNode;
+    /// A copy of the network for prediction only, faster than `forward(x, false)` and equal to
+    /// it within float rounding (e.g. batch norm folded into the convolutions, weights fixed
+    /// as they are now), or `None` when the network has none.
+    fn for_inference(&self) -> Result<Option<Box<dyn KeypointModel>>> {
+        Ok(None)
+    }
 }
 
 /// The generic sizes every registered model is built from.
@@ -80,7 +87,7 @@ const fn conv_mlp<C: ConvMlpFamily>() -> Entry {
 }
 
 /// Every registered model; [`build_model`] and [`ModelConfig::for_model`] look names up here.
-const MODELS: [Entry; 4] = [
+const MODELS: [Entry; 5] = [
     conv_mlp::<NoseTipNetConfig>(),
     conv_mlp::<FaceKeypointNetConfig>(),
     Entry {
@@ -112,10 +119,33 @@ const MODELS: [Entry; 4] = [
             Ok(Box::new(HeatmapNet::new(vb, c)?))
         },
     },
+    Entry {
+        name: COMPACT,
+        default_config: || {
+            let c = CompactConfig::default();
+            ModelConfig {
+                in_channels: c.in_channels,
+                num_keypoints: c.num_keypoints,
+                width: c.width,
+                height: c.height,
+            }
+        },
+        build: |vb, cfg| {
+            let c = CompactConfig {
+                in_channels: cfg.in_channels,
+                num_keypoints: cfg.num_keypoints,
+                width: cfg.width,
+                height: cfg.height,
+                ..Default::default()
+            };
+            Ok(Box::new(CompactNet::new(vb, c)?))
+        },
+    },
 ];
 
 const RESNET18: &str = "resnet18";
 const HEATMAP_RESNET18: &str = "heatmap-resnet18";
+const COMPACT: &str = "compact";
 
 /// Registered model names, in [`MODELS`]' order.
 pub fn list_models() -> &'static [&'static str] {
@@ -196,6 +226,32 @@ impl KeypointModel for HeatmapNet {
     }
     fn describe(&self) -> ModuleNode {
         Describe::describe(self)
+    }
+}
+
+impl KeypointModel for CompactNet {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && self.is_folded() {
+            return Err(Error::Config(
+                "a folded compact model is for prediction only".into(),
+            ));
+        }
+        CompactNet::forward(self, x, train)
+    }
+    fn num_keypoints(&self) -> usize {
+        self.config().num_keypoints
+    }
+    fn input_size(&self) -> (usize, usize) {
+        (self.config().width, self.config().height)
+    }
+    fn name(&self) -> &str {
+        COMPACT
+    }
+    fn describe(&self) -> ModuleNode {
+        Describe::describe(self)
+    }
+    fn for_inference(&self) -> Result<Option<Box<dyn KeypointModel>>> {
+        Ok(Some(Box::new(self.folded()?)))
     }
 }
 

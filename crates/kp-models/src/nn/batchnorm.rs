@@ -137,6 +137,16 @@ impl BatchNorm2d {
         }
     }
 
+    /// The evaluation-mode layer as a per-channel affine map `y = scale · x + shift`
+    /// (`scale = γ / √(running_var + ε)`, `shift = β − running_mean · scale`), both `(C)` and
+    /// detached: what folding the layer into the convolution before it multiplies in.
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let var = self.running_var.as_tensor().detach();
+        let scale = (self.weight.detach() / (var + self.config.eps)?.sqrt()?)?;
+        let shift = (self.bias.detach() - (self.running_mean.as_tensor().detach() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// The same computation from plain candle ops (any device; slower on the CPU).
     pub fn forward_composite(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x, train)?;

@@ -3,6 +3,7 @@
 
 pub mod batchnorm;
 pub mod conv;
+pub mod depthwise;
 pub mod init;
 pub mod linear;
 pub mod maxpool;
