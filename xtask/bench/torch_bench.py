@@ -89,7 +89,61 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class DpUnit(nn.Module):
+    """kp's depthwise-separable unit: 1x1 conv, 3x3 depthwise, BN, ReLU (+ input when in == out)."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.pw = nn.Conv2d(cin, cout, 1, bias=False)
+        self.dw = nn.Conv2d(cout, cout, 3, padding=1, groups=cout, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.residual = cin == cout
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.dw(self.pw(x))))
+        return y + x if self.residual else y
+
+
+class CompactNet(nn.Module):
+    """kp's compact landmark model (kp_models::CompactNet, default sizes), same names."""
+
+    def __init__(self, k=68, size=128, stem=16, chans=(32, 64, 128, 256), units=(2, 2, 3, 2), head=32):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
+        self.pool = nn.MaxPool2d(2, 2)
+        stages, lateral, cin = [], [], stem
+        for c, n in zip(chans, units):
+            stages.append(nn.Sequential(*[DpUnit(cin if u == 0 else c, c) for u in range(n)]))
+            lateral.append(DpUnit(c, head))
+            cin = c
+        self.stages, self.lateral = nn.ModuleList(stages), nn.ModuleList(lateral)
+        self.fuse = DpUnit(head, head)
+        self.final_layer = nn.Conv2d(head, k, 1)
+        cells = size // 4
+        axis = (torch.arange(cells, dtype=torch.float32) + 0.5) * 4 / size - 0.5 / size
+        self.register_buffer("axis", axis)
+
+    def forward(self, x):
+        y = self.stem(x)
+        levels = []
+        for stage, lat in zip(self.stages, self.lateral):
+            y = stage(self.pool(y))
+            levels.append(lat(y))
+        top = levels.pop()
+        while levels:
+            top = levels.pop() + nn.functional.interpolate(top, scale_factor=2, mode="nearest")
+        hm = self.final_layer(self.fuse(top))
+        b, k, h, w = hm.shape
+        p = torch.softmax(hm.reshape(b, k, h * w), -1).reshape(b, k, h, w)
+        xs = (p.sum(2) * self.axis).sum(-1)
+        ys = (p.sum(3) * self.axis).sum(-1)
+        return torch.stack([xs, ys], -1).reshape(b, 2 * k)
+
+
 MODELS = {
+    "compact": (CompactNet, (128, 128), 136),
     "nosetipnet": (NoseTipNet, (60, 80), 2),
     "facekeypointnet": (FaceKeypointNet, (120, 160), 116),
     "resnet18": (ResNet18, (224, 224), 136),
@@ -130,7 +184,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--cases", required=True, help="comma list of model:batch:mode:iters")
+    ap.add_argument(
+        "--cases", required=True, help="comma list of model:batch:mode:iters[:threads]"
+    )
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument(
         "--tf32",
@@ -144,9 +200,15 @@ def main():
         torch.backends.cudnn.allow_tf32 = a.tf32 == "on"
         torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
     for spec in a.cases.split(","):
-        model, batch, mode, iters = spec.split(":")
-        ms = time_case(model, int(batch), mode, int(iters), a.warmup, a.device)
+        model, batch, mode, iters, *threads = spec.split(":")
         name = f"{model}_{mode}_b{batch}"
+        if threads:
+            n = int(threads[0])
+            torch.set_num_threads(n)
+            name += "_1thread" if n == 1 else f"_{n}threads"
+        else:
+            torch.set_num_threads(a.threads)
+        ms = time_case(model, int(batch), mode, int(iters), a.warmup, a.device)
         print(json.dumps({"case": name, "ms": ms}), flush=True)
 
 

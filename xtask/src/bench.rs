@@ -25,7 +25,8 @@ pub struct BenchArgs {
     #[arg(long)]
     against_torch: bool,
     /// Write DIR/bench.csv (case,kp_ms,torch_ms,ratio,opencv_ms,dlib_ms; ratio = kp over the
-    /// case's peer: PyTorch, OpenCV for yunet, dlib for predict) and DIR/bench.json.
+    /// case's peer: PyTorch, OpenCV for yunet, dlib for predict and, per face, dlib's shape
+    /// predictor alone for the compact model's batch-1 cases) and DIR/bench.json.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only cases whose name contains one of these (comma separated), e.g. `nosetipnet_train_b1`.
@@ -82,7 +83,8 @@ enum Kind {
     /// one face (IMM's 01-1m.jpg), decoded once.
     Detect,
     /// All of `kp predict` on that photo after decoding: detection, the calibrated box and the
-    /// ready 68-point model with test-time mirroring (`Landmarker::landmarks`).
+    /// ready 68-point model with test-time mirroring (`Landmarker::landmarks`): the ResNet
+    /// (`predict`) or the compact one (`predict_compact`).
     Predict,
 }
 
@@ -93,27 +95,51 @@ struct Case {
     batch: usize,
     kind: Kind,
     iters: usize,
+    /// Threads of the case's own pool (`None`: `--threads`); named in the case.
+    threads: Option<usize>,
 }
 
 impl Case {
     fn name(&self) -> String {
         match self.kind {
-            Kind::Train => format!("{}_train_b{}", self.model, self.batch),
-            Kind::Infer => format!("{}_infer_b{}", self.model, self.batch),
+            Kind::Train | Kind::Infer => self.step_bench().name(),
             Kind::Load => format!("load_augment_{}", self.model),
             Kind::Detect | Kind::Predict => format!("{}_640x480", self.model),
         }
     }
 
-    /// The PyTorch script's case spec, for model cases.
+    /// The kp-train timing of a model case.
+    fn step_bench(&self) -> StepBench {
+        StepBench {
+            model: self.model.to_string(),
+            batch: self.batch,
+            kind: match self.kind {
+                Kind::Train => StepKind::Train,
+                _ => StepKind::Infer,
+            },
+            warmup: warmup(self),
+            iters: self.iters,
+            threads: self.threads,
+        }
+    }
+
+    /// Whether dlib's shape predictor alone (per face, on the predict case's face) is this
+    /// case's peer: the compact model's batch-1 inference.
+    fn dlib_shape_peer(&self) -> bool {
+        self.model == "compact" && self.kind == Kind::Infer && self.batch == 1
+    }
+
+    /// The PyTorch script's case spec, for model cases (`model:batch:mode:iters[:threads]`;
+    /// `torch_bench.py` has the same architectures).
     fn torch_spec(&self) -> Option<String> {
         let mode = match self.kind {
             Kind::Train => "train",
             Kind::Infer => "infer",
             Kind::Load | Kind::Detect | Kind::Predict => return None,
         };
+        let threads = self.threads.map_or(String::new(), |n| format!(":{n}"));
         Some(format!(
-            "{}:{}:{mode}:{}",
+            "{}:{}:{mode}:{}{threads}",
             self.model, self.batch, self.iters
         ))
     }
@@ -127,6 +153,11 @@ fn cases(quick: bool) -> Vec<Case> {
         batch,
         kind,
         iters: it(iters),
+        threads: None,
+    };
+    let compact = |batch, threads, iters| Case {
+        threads: Some(threads),
+        ..c("compact", batch, Kind::Infer, iters)
     };
     vec![
         c("nosetipnet", 1, Kind::Train, 50),
@@ -137,10 +168,15 @@ fn cases(quick: bool) -> Vec<Case> {
         c("nosetipnet", 1, Kind::Infer, 50),
         c("facekeypointnet", 2, Kind::Infer, 20),
         c("resnet18", 16, Kind::Infer, 5),
+        compact(1, 1, 200),
+        compact(1, 2, 200),
+        compact(64, 1, 5),
+        compact(64, 2, 5),
         c("face", 1, Kind::Load, 24),
         c("ibug", 1, Kind::Load, 48),
         c("yunet", 1, Kind::Detect, 50),
         c("predict", 1, Kind::Predict, 30),
+        c("predict_compact", 1, Kind::Predict, 30),
     ]
 }
 
@@ -167,21 +203,10 @@ fn warmup(case: &Case) -> usize {
 
 /// Median milliseconds of one model case in kp (candle, CPU).
 fn time_model(case: &Case) -> Result<f64> {
-    let kind = match case.kind {
-        Kind::Train => StepKind::Train,
-        Kind::Infer => StepKind::Infer,
-        Kind::Load | Kind::Detect | Kind::Predict => {
-            bail!("{} is not a model case", case.name())
-        }
-    };
-    let bench = StepBench {
-        model: case.model.to_string(),
-        batch: case.batch,
-        kind,
-        warmup: warmup(case),
-        iters: case.iters,
-    };
-    Ok(bench.run(&Device::Cpu)?.median_ms())
+    if !matches!(case.kind, Kind::Train | Kind::Infer) {
+        bail!("{} is not a model case", case.name())
+    }
+    Ok(case.step_bench().run(&Device::Cpu)?.median_ms())
 }
 
 /// Median milliseconds per image to decode, resize and augment faces of a real dataset.
@@ -243,7 +268,11 @@ fn time_detect(case: &Case, data: &Path) -> Result<f64> {
 fn time_predict(case: &Case, data: &Path) -> Result<f64> {
     let path = detect_photo(data);
     let photo = kp_data::loading::load_rgb(&path)?;
-    let lm = kp_train::landmarker::Landmarker::pretrained(None)?;
+    let ready = match case.model {
+        "predict_compact" => kp_train::pretrained::ReadyModel::Compact,
+        _ => kp_train::pretrained::ReadyModel::Resnet18,
+    };
+    let lm = kp_train::landmarker::Landmarker::ready(ready, None)?;
     let mut times = Vec::new();
     for i in 0..warmup(case) + case.iters {
         let t0 = Instant::now();
@@ -320,6 +349,11 @@ fn opencv_python(args: &BenchArgs) -> Result<PathBuf> {
 /// Runs a peer's timing script `xtask/bench/SCRIPT` with `python` and `args`, and reads the
 /// `ms` of the one JSON object it prints (`opencv_bench.py`, `dlib_predict_bench.py`).
 fn peer_ms(python: &Path, script: &str, args: &[&std::ffi::OsStr]) -> Result<f64> {
+    peer_field(python, script, args, "ms")
+}
+
+/// [`peer_ms`] reading the number `field` instead.
+fn peer_field(python: &Path, script: &str, args: &[&std::ffi::OsStr], field: &str) -> Result<f64> {
     let path = crate::fetch::workspace_root()
         .join("xtask/bench")
         .join(script);
@@ -335,9 +369,9 @@ fn peer_ms(python: &Path, script: &str, args: &[&std::ffi::OsStr]) -> Result<f64
     let line = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(line.trim())
         .with_context(|| format!("{script} printed a non-JSON line: {line}"))?;
-    v["ms"]
+    v[field]
         .as_f64()
-        .with_context(|| format!("{script} printed no ms: {line}"))
+        .with_context(|| format!("{script} printed no {field}: {line}"))
 }
 
 /// OpenCV's median ms on the detector case (`xtask/bench/opencv_bench.py`).
@@ -367,15 +401,16 @@ fn opencv_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
     )
 }
 
-/// dlib's median ms on the predict case (`xtask/bench/dlib_predict_bench.py`).
-fn dlib_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
+/// dlib's median ms on the predict case (`xtask/bench/dlib_predict_bench.py`): the whole
+/// photo (`ms`), or with `shape_only` its shape predictor per face (`shape_ms`).
+fn dlib_time(args: &BenchArgs, case: &Case, data: &Path, shape_only: bool) -> Result<f64> {
     let python = args.dlib_python.clone().context(
         "--against-dlib needs --dlib-python (or KP_DLIB_PYTHON): a Python with \
          `pip install dlib-bin face-recognition-models`",
     )?;
     let (name, iters) = (case.name(), case.iters.to_string());
     let photo = detect_photo(data);
-    peer_ms(
+    peer_field(
         &python,
         "dlib_predict_bench.py",
         &[
@@ -386,6 +421,7 @@ fn dlib_time(args: &BenchArgs, case: &Case, data: &Path) -> Result<f64> {
             "--image".as_ref(),
             photo.as_os_str(),
         ],
+        if shape_only { "shape_ms" } else { "ms" },
     )
 }
 
@@ -545,8 +581,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 tracing::info!("{name} (round {}): OpenCV {cv:.2} ms", round + 1);
                 opencv.push((cv, ms));
             }
-            if let (true, Kind::Predict, Some(d)) = (args.against_dlib, case.kind, &data) {
-                let dl = dlib_time(&args, case, d)?;
+            let dlib_peer = case.kind == Kind::Predict || case.dlib_shape_peer();
+            if let (true, true, Some(d)) = (args.against_dlib, dlib_peer, &data) {
+                let dl = dlib_time(&args, case, d, case.kind != Kind::Predict)?;
                 tracing::info!("{name} (round {}): dlib {dl:.2} ms", round + 1);
                 dlib.push((dl, ms));
             }
@@ -575,6 +612,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let peer = match case.kind {
             Kind::Detect => &opencv,
             Kind::Predict => &dlib,
+            _ if case.dlib_shape_peer() => &dlib,
             _ => &torch,
         };
         let ratios: Vec<f64> = peer.iter().filter_map(|&(t, k)| k.map(|k| k / t)).collect();

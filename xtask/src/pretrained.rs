@@ -1,9 +1,11 @@
-//! `cargo xtask pretrained`: re-creates the ready model kp ships (`models/landmarks/ibug68/`,
-//! see `kp_train::pretrained`) and measures it.
+//! `cargo xtask pretrained [--ready compact]`: re-creates a ready model kp ships
+//! (`models/landmarks/ibug68/`, or `ibug68-compact/`; see `kp_train::pretrained`) and measures
+//! it.
 //!
-//! It trains kp's tuned 300-W recipe with seed 0 (`kp train --task ibug --recipe tuned --seed 0`,
-//! the 80/20 split, so the validation faces stay held out and the model card's numbers are
-//! honest), or takes `--run` when that run was already trained with exactly that recipe; writes
+//! It trains the model's 300-W recipe with seed 0 (`kp train --task ibug --recipe tuned --seed 0`,
+//! or `--recipe compact`; the 80/20 split, so the validation faces stay held out and the model
+//! card's numbers are honest), or takes `--run` when that run was already trained with exactly
+//! that recipe; writes
 //! the run's config and its weights in f16 into the folder; and evaluates the f32 run and the
 //! f16 folder on the validation faces with the dataset's boxes, simulated detector boxes
 //! (`ibug-detector`) and the bundled YuNet's boxes. `results.json` in the folder holds every
@@ -19,9 +21,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use clap::Args;
-use kp_train::config::{Task, TrainConfig};
+use kp_train::config::{Recipe, Task, TrainConfig};
 use kp_train::detect::{BoxCalibration, DetectConfig, FaceDetector};
 use kp_train::predict::{EvalSplit, Predictor};
+use kp_train::pretrained::ReadyModel;
 use kp_train::run::RunDir;
 use kp_train::trainer::PreparedData;
 use kp_train::trainer::{train, TrainOptions};
@@ -36,12 +39,15 @@ pub struct PretrainedArgs {
     /// A run trained with the recipe already (skips training; its config is checked).
     #[arg(long)]
     run: Option<PathBuf>,
-    /// Where the run is trained (resumed when stopped).
-    #[arg(long, default_value = "runs/pretrained-ibug68")]
-    run_dir: PathBuf,
-    /// The ready-model folder to write.
-    #[arg(long, default_value = "models/landmarks/ibug68")]
-    out: PathBuf,
+    /// Which ready model: resnet18 (`--recipe tuned`) or compact (`--recipe compact`).
+    #[arg(long, value_enum, default_value_t)]
+    ready: ReadyModel,
+    /// Where the run is trained, resumed when stopped (default: runs/pretrained-NAME).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// The ready-model folder to write (default: the model's folder under models/landmarks).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Training seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -63,16 +69,24 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct Results {
     model: &'static str,
-    recipe: &'static str,
+    recipe: String,
     seed: u64,
     weights_sha256: String,
     weights_bytes: u64,
     rows: Vec<Row>,
 }
 
-/// The recipe the ready model is trained with, reading `data`.
-fn recipe(data: &Path, seed: u64) -> TrainConfig {
-    let mut cfg = TrainConfig::tuned(Task::Ibug, data);
+/// The recipe a ready model is trained with.
+fn recipe_of(model: ReadyModel) -> Recipe {
+    match model {
+        ReadyModel::Resnet18 => Recipe::Tuned,
+        ReadyModel::Compact => Recipe::Compact,
+    }
+}
+
+/// The training configuration of `model`, reading `data`.
+fn recipe(model: ReadyModel, data: &Path, seed: u64) -> TrainConfig {
+    let mut cfg = TrainConfig::from_recipe(recipe_of(model), Task::Ibug, data);
     cfg.resolve_data();
     cfg.seed = seed;
     cfg
@@ -158,7 +172,17 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
             .filter(|d| d.is_dir())
             .context("no datasets folder: pass --data or set KP_DATA_DIR")?,
     };
-    let want = recipe(&data, args.seed);
+    let model = args.ready;
+    let recipe_name = format!("{:?}", recipe_of(model)).to_lowercase();
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/pretrained-{}", model.name())));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::fetch::workspace_root().join(model.folder()));
+    let want = recipe(model, &data, args.seed);
     let run = match &args.run {
         Some(run) => {
             let dir = RunDir::open(run)?;
@@ -167,7 +191,7 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
             saved.data = want.data.clone();
             if saved != want {
                 bail!(
-                    "{}: not trained with the ready model's recipe (kp train --task ibug --recipe tuned --seed {})",
+                    "{}: not trained with the ready model's recipe (kp train --task ibug --recipe {recipe_name} --seed {})",
                     run.display(),
                     args.seed
                 );
@@ -177,31 +201,31 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
             run.clone()
         }
         None => {
-            let resume = RunDir::open(&args.run_dir).is_ok();
+            let resume = RunDir::open(&run_dir).is_ok();
             let opts = TrainOptions {
                 resume,
                 progress: true,
                 ..Default::default()
             };
-            train(want.clone(), &args.run_dir, &opts)?;
-            args.run_dir.clone()
+            train(want.clone(), &run_dir, &opts)?;
+            run_dir.clone()
         }
     };
-    kp_train::pretrained::write_bundle(&run, &args.out, DType::F16)?;
-    let weights = std::fs::read(args.out.join("model.safetensors"))?;
+    kp_train::pretrained::write_bundle(&run, &out, DType::F16)?;
+    let weights = std::fs::read(out.join("model.safetensors"))?;
     let mut rows = Vec::new();
     let open = |dir: &Path| Ok(Predictor::open(dir, None)?);
     evaluate(|| open(&run), &data, "f32", &mut rows)?;
-    evaluate(|| open(&args.out), &data, "f16", &mut rows)?;
+    evaluate(|| open(&out), &data, "f16", &mut rows)?;
     let results = Results {
-        model: kp_train::pretrained::NAME,
-        recipe: "kp train --task ibug --recipe tuned",
+        model: model.name(),
+        recipe: format!("kp train --task ibug --recipe {recipe_name}"),
         seed: args.seed,
         weights_sha256: sha256_hex(&weights),
         weights_bytes: weights.len() as u64,
         rows,
     };
-    let path = args.out.join("results.json");
+    let path = out.join("results.json");
     let mut text = serde_json::to_string_pretty(&results)?;
     text.push('\n');
     kp_fs::write_atomic(&path, text.as_bytes())?;

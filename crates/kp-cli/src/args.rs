@@ -8,6 +8,7 @@ use clap::Args;
 use kp_data::BBox;
 use kp_train::config::DeviceKind;
 use kp_train::predict::Predictor;
+use kp_train::pretrained::ReadyModel;
 
 /// `--mirror` / `--no-mirror`: test-time mirroring regardless of the run's own setting.
 #[derive(Debug, Args)]
@@ -31,15 +32,21 @@ impl MirrorArgs {
     }
 }
 
-/// The model of run folder `run`, or the ready model kp ships when there is none.
-pub fn open_predictor(run: Option<&Path>, device: Option<DeviceKind>) -> Result<Predictor> {
+/// The model of run folder `run`, or the ready model `ready` kp ships when there is none.
+pub fn open_predictor(
+    run: Option<&Path>,
+    ready: ReadyModel,
+    device: Option<DeviceKind>,
+) -> Result<Predictor> {
     match run {
         Some(run) => {
             Predictor::open(run, device).with_context(|| format!("opening run {}", run.display()))
         }
         None => {
-            tracing::info!(model = kp_train::pretrained::NAME, "using the ready model");
-            kp_train::pretrained::predictor(device).context("loading the ready model")
+            tracing::info!(model = ready.name(), "using the ready model");
+            ready
+                .predictor(device)
+                .with_context(|| format!("loading the ready model {}", ready.name()))
         }
     }
 }

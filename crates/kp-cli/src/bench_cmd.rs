@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Timed iterations per batch size.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     iters: u64,
+    /// CPU threads (default: RAYON_NUM_THREADS or every core).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    threads: Option<usize>,
     /// How convolutions on a GPU run: `cudnn` (cuDNN's forward and backward kernels; the
     /// default in a build with the `cudnn` feature), `convolutions` (candle's forward, kp's
     /// backward of convolutions of the output gradient; the default otherwise) or `candle`
@@ -85,6 +88,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             },
             warmup: args.warmup,
             iters: args.iters as usize,
+            threads: args.threads,
         };
         let times = bench
             .run(&device)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use kp_train::predict::EvalSplit;
+use kp_train::pretrained::ReadyModel;
 
 use crate::args::{open_predictor, MirrorArgs};
 use crate::train_cmd::report_skipped;
@@ -15,6 +16,10 @@ pub struct EvalArgs {
     /// Run folder written by `kp train` (default: the ready 68-point model).
     #[arg(long)]
     run: Option<PathBuf>,
+    /// Which ready model runs when no --run is given: resnet18 (the most accurate) or compact
+    /// (the fast CPU model, models/landmarks/ibug68-compact).
+    #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
+    ready: ReadyModel,
     /// Dataset to evaluate on (default: the run's own; for the ready model, the 300-W crops
     /// under KP_DATA_DIR or the datasets folder found beside the checkout).
     #[arg(long)]
@@ -72,7 +77,7 @@ pub enum BoxSource {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let mut predictor = open_predictor(a.run.as_deref(), a.device)?;
+    let mut predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
     if let Some(spec) = &a.augment {
         predictor = predictor
             .with_preprocessing(spec, a.seed)

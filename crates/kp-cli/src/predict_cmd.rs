@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use kp_data::BBox;
 use kp_train::landmarker::Landmarker;
+use kp_train::pretrained::ReadyModel;
 use serde::Serialize;
 
 use crate::args::{open_predictor, parse_box, MirrorArgs};
@@ -25,6 +26,10 @@ pub struct PredictArgs {
     /// models/landmarks/ibug68).
     #[arg(long)]
     run: Option<PathBuf>,
+    /// Which ready model runs when no --run is given: resnet18 (the most accurate) or compact
+    /// (the fast CPU model, models/landmarks/ibug68-compact).
+    #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
+    ready: ReadyModel,
     /// Face box LEFT,TOP,WIDTH,HEIGHT in pixels (default: every face the detector finds, for
     /// models trained on face boxes; the whole photo for the IMM models).
     #[arg(long, value_parser = parse_box)]
@@ -67,7 +72,7 @@ struct PhotoOut<'a> {
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
-    let predictor = open_predictor(a.run.as_deref(), a.device)?;
+    let predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
     let predictor = a.mirror.apply(predictor)?;
     let landmarker = Landmarker::from_predictor(predictor, a.detector.config())?;
     let input = a

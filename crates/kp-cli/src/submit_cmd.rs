@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kp_data::{GrayF32, Point};
+use kp_train::pretrained::ReadyModel;
 
 use crate::args::{open_predictor, MirrorArgs};
 
@@ -14,6 +15,10 @@ pub struct SubmitArgs {
     /// Run folder written by `kp train` (default: the ready 68-point model).
     #[arg(long)]
     run: Option<PathBuf>,
+    /// Which ready model runs when no --run is given: resnet18 (the most accurate) or compact
+    /// (the fast CPU model, models/landmarks/ibug68-compact).
+    #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
+    ready: ReadyModel,
     /// dlib-style XML with one box per face (e.g. labels_ibug_300W_test_parsed.xml).
     #[arg(long)]
     xml: PathBuf,
@@ -31,7 +36,7 @@ pub struct SubmitArgs {
 }
 
 pub fn submit(a: SubmitArgs) -> Result<()> {
-    let predictor = open_predictor(a.run.as_deref(), a.device)?;
+    let predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
     let predictor = a.mirror.apply(predictor)?;
     let dataset = kp_data::dlib_xml::load_dlib_xml(&a.xml)?;
     let missing: Vec<usize> = (0..dataset.faces.len())

@@ -1,13 +1,26 @@
-//! The ready model kp ships (`models/landmarks/ibug68`): `kp predict` and `kp eval` with no
-//! `--run`, on full photos and on held-out 300-W faces.
+//! The ready models kp ships (`models/landmarks/ibug68`, `ibug68-compact`): `kp predict` and
+//! `kp eval` with no `--run`, on full photos and on held-out 300-W faces.
 
 mod common;
 use common::{data, floats, json_lines, kp};
 
 #[test]
 fn predict_without_a_run_puts_68_points_on_every_face_of_the_group_photo() {
+    group_photo_faces(&[]);
+}
+
+#[test]
+fn the_compact_ready_model_puts_68_points_on_every_face_of_the_group_photo() {
+    group_photo_faces(&["--ready", "compact"]);
+}
+
+/// `kp predict` (with `extra` arguments) on dlib's group photo: three faces, 68 points each on
+/// the face, the eyes where the detector saw them.
+fn group_photo_faces(extra: &[&str]) {
     let photo = data().join("dlib_examples_faces/2008_002506.jpg");
-    let o = kp(&["predict", photo.to_str().unwrap(), "--json"]);
+    let mut args = vec!["predict", photo.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let o = kp(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let lines = json_lines(&o.stdout);
     assert_eq!(lines.len(), 1);
@@ -102,4 +115,34 @@ fn eval_without_a_run_writes_every_validation_face_for_other_tools() {
     }
     // The model card's held-out accuracy, from the same faces.
     assert!(m["nme"].as_f64().unwrap() < 0.06, "{m}");
+}
+
+#[test]
+fn the_compact_model_cards_held_out_error_is_what_kp_eval_measures() {
+    let card = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/landmarks/ibug68-compact/results.json");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();
+    let row = results["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["weights"] == "f16" && r["boxes"] == "dataset")
+        .expect("an f16 row with the dataset's boxes");
+    let o = kp(&[
+        "eval",
+        "--ready",
+        "compact",
+        "--data",
+        data().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["faces"], row["faces"]);
+    let (got, card) = (m["nme"].as_f64().unwrap(), row["nme"].as_f64().unwrap());
+    assert!(
+        (got - card).abs() < 1e-6,
+        "kp eval {got} vs the card's {card}"
+    );
 }

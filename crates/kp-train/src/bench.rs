@@ -38,6 +38,9 @@ pub struct StepBench {
     pub warmup: usize,
     /// Timed iterations.
     pub iters: usize,
+    /// Run on a pool of this many threads (`None`: the global pool, `RAYON_NUM_THREADS` or
+    /// every core); named in the case as `_1thread`, `_2threads`, ...
+    pub threads: Option<usize>,
 }
 
 /// The times of one case.
@@ -68,17 +71,37 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 impl StepBench {
-    /// The case's name: `<model>_<train|infer>_b<batch>`.
+    /// The case's name: `<model>_<train|infer>_b<batch>`, then `_<n>thread(s)` with
+    /// [`Self::threads`].
     pub fn name(&self) -> String {
         let kind = match self.kind {
             StepKind::Train => "train",
             StepKind::Infer => "infer",
         };
-        format!("{}_{kind}_b{}", self.model, self.batch)
+        let threads = match self.threads {
+            None => String::new(),
+            Some(1) => "_1thread".into(),
+            Some(n) => format!("_{n}threads"),
+        };
+        format!("{}_{kind}_b{}{threads}", self.model, self.batch)
     }
 
-    /// Builds the model on `device` (weights from seed 0) and times the iterations.
+    /// Builds the model on `device` (weights from seed 0) and times the iterations; inference
+    /// runs the model's prediction-only copy when it has one
+    /// ([`kp_models::KeypointModel::for_inference`]), as `kp predict` does.
     pub fn run(&self, device: &Device) -> Result<StepTimes> {
+        match self.threads {
+            // On a pool thread, as `LoadedModel::predict` runs (no hand-off per kernel).
+            None => rayon::scope(|_| self.run_here(device)),
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| crate::error::Error::Config(format!("a pool of {n} threads: {e}")))?
+                .install(|| self.run_here(device)),
+        }
+    }
+
+    fn run_here(&self, device: &Device) -> Result<StepTimes> {
         let cfg = ModelConfig::for_model(&self.model)?;
         let varmap = VarMap::new();
         let model = build_model(
@@ -90,6 +113,11 @@ impl StepBench {
         let x = (Tensor::rand(0f32, 1.0, (self.batch, cfg.in_channels, h, w), device)? - 0.5)?;
         let y = Tensor::rand(0f32, 1.0, (self.batch, 2 * cfg.num_keypoints), device)?;
         let mut adam = Adam::new(trainable_vars(&varmap), AdamConfig::default())?;
+        let frozen = match self.kind {
+            StepKind::Infer => model.for_inference()?,
+            StepKind::Train => None,
+        };
+        let net = frozen.as_ref().unwrap_or(&model);
         let mut ms = Vec::with_capacity(self.iters);
         for i in 0..self.warmup + self.iters {
             device.synchronize()?;
@@ -100,7 +128,7 @@ impl StepBench {
                     adam.backward_step(&loss)?;
                 }
                 StepKind::Infer => {
-                    let out = model.forward(&x, false)?;
+                    let out = net.forward(&x, false)?;
                     std::hint::black_box(out.dims());
                 }
             }
@@ -129,6 +157,7 @@ mod tests {
                 kind,
                 warmup: 1,
                 iters: 3,
+                threads: None,
             };
             let t = b.run(&Device::Cpu).unwrap();
             assert_eq!(t.ms.len(), 3);
@@ -141,8 +170,26 @@ mod tests {
             kind: StepKind::Train,
             warmup: 0,
             iters: 0,
+            threads: None,
         };
         assert_eq!(b.name(), "nosetipnet_train_b4");
+        let one = StepBench {
+            threads: Some(1),
+            iters: 1,
+            kind: StepKind::Infer,
+            model: "compact".into(),
+            ..b.clone()
+        };
+        assert_eq!(one.name(), "compact_infer_b4_1thread");
+        assert_eq!(one.run(&Device::Cpu).unwrap().ms.len(), 1);
+        assert_eq!(
+            StepBench {
+                threads: Some(2),
+                ..b.clone()
+            }
+            .name(),
+            "nosetipnet_train_b4_2threads"
+        );
         assert!(b.run(&Device::Cpu).unwrap().median_ms().is_nan());
         let bad = StepBench {
             model: "nope".into(),

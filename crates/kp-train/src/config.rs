@@ -115,6 +115,8 @@ pub enum Recipe {
     Seed,
     /// kp's tuned recipe ([`TrainConfig::tuned`]).
     Tuned,
+    /// The tuned recipe with the compact CPU model ([`TrainConfig::compact`]).
+    Compact,
 }
 
 /// How the learning rate changes over a run's steps.
@@ -370,7 +372,27 @@ impl TrainConfig {
         match recipe {
             Recipe::Seed => Self::recipe(task, data),
             Recipe::Tuned => Self::tuned(task, data),
+            Recipe::Compact => Self::compact(task, data),
         }
+    }
+
+    /// kp's compact recipe: [`Self::tuned`] with the `compact` model (depthwise-separable,
+    /// `kp_models::CompactNet`) at inputs whose sides are multiples of 32: 128x128 for `ibug`
+    /// (the face box's crop at 4/7 of the ResNet's 224 px), 96x64 for `nose` and 160x128 for
+    /// `face` (the seed's 80x60 and 160x120 rounded up), and, for `ibug`, 60 epochs (small
+    /// networks take longer to converge; an epoch costs a fraction of the ResNet's).
+    pub fn compact(task: Task, data: impl Into<PathBuf>) -> Self {
+        let mut c = Self::tuned(task, data);
+        c.model = "compact".into();
+        (c.width, c.height) = match task {
+            Task::Nose => (96, 64),
+            Task::Face => (160, 128),
+            Task::Ibug => (128, 128),
+        };
+        if task == Task::Ibug {
+            c.epochs = 60;
+        }
+        c
     }
 
     /// kp's tuned recipe for `task` (`docs/results.md` has the errors it measured): the heatmap
@@ -565,6 +587,26 @@ mod tests {
         assert!(t.test_time_mirror && t.lr_schedule == LrSchedule::Cosine);
         assert_eq!((t.loss, r.loss), (Loss::Wing, Loss::Mse));
         assert_eq!(TrainConfig::tuned(Task::Face, "d").loss, Loss::Mse);
+    }
+
+    #[test]
+    fn the_compact_recipe_is_the_tuned_one_with_the_compact_model_at_multiples_of_32() {
+        for task in [Task::Nose, Task::Face, Task::Ibug] {
+            let c = TrainConfig::from_recipe(Recipe::Compact, task, "d");
+            let t = TrainConfig::tuned(task, "d");
+            assert_eq!(c.model, "compact");
+            assert!(c.width % 32 == 0 && c.height % 32 == 0, "{task:?}");
+            assert!(c.width >= t.width.min(128) && c.height >= t.height.min(128));
+            assert_eq!(
+                (c.loss, c.lr_schedule, &c.augment),
+                (t.loss, t.lr_schedule, &t.augment)
+            );
+            c.validate().unwrap();
+        }
+        assert_eq!(
+            TrainConfig::compact(Task::Ibug, "d").epochs,
+            3 * TrainConfig::tuned(Task::Ibug, "d").epochs
+        );
     }
 
     #[test]

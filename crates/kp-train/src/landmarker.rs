@@ -40,6 +40,7 @@ use crate::config::{DeviceKind, Task};
 use crate::detect::{BoxCalibration, DetectConfig, FaceDetector};
 use crate::error::Result;
 use crate::predict::Predictor;
+use crate::pretrained::ReadyModel;
 
 /// One face found on a photo, in photo pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,13 +70,16 @@ impl Landmarker {
         Self::from_predictor(Predictor::open(run, device)?, DetectConfig::default())
     }
 
-    /// The ready model ([`crate::pretrained`]) with the bundled detector (default settings),
-    /// on the CPU or `device`.
+    /// The default ready model ([`crate::pretrained`]) with the bundled detector (default
+    /// settings), on the CPU or `device`.
     pub fn pretrained(device: Option<DeviceKind>) -> Result<Self> {
-        Self::from_predictor(
-            crate::pretrained::predictor(device)?,
-            DetectConfig::default(),
-        )
+        Self::ready(ReadyModel::default(), device)
+    }
+
+    /// The ready model `model` (e.g. [`ReadyModel::Compact`], the fast one) with the bundled
+    /// detector (default settings), on the CPU or `device`.
+    pub fn ready(model: ReadyModel, device: Option<DeviceKind>) -> Result<Self> {
+        Self::from_predictor(model.predictor(device)?, DetectConfig::default())
     }
 
     /// A predictor (its mirroring and preprocessing as set) with a detector configured by `cfg`.

@@ -42,6 +42,9 @@ pub struct LoadedModel {
     /// image's, mirrored back and reordered by this permutation (see
     /// [`TrainConfig::mirror_permutation`]).
     pub mirror: Option<Vec<usize>>,
+    /// The network's prediction-only copy ([`KeypointModel::for_inference`]), made by
+    /// [`LoadedModel::freeze`] once the weights are final; [`LoadedModel::predict`] runs it.
+    frozen: Option<Box<dyn KeypointModel>>,
 }
 
 impl LoadedModel {
@@ -65,7 +68,16 @@ impl LoadedModel {
             width: cfg.width,
             height: cfg.height,
             mirror,
+            frozen: None,
         })
+    }
+
+    /// Fixes the weights for prediction: from now on [`LoadedModel::predict`] runs the
+    /// network's faster prediction-only copy when it has one (the compact family folds its
+    /// batch norms). Loading weights afterwards drops the copy.
+    pub fn freeze(&mut self) -> Result<()> {
+        self.frozen = self.model.for_inference()?;
+        Ok(())
     }
 
     /// Named variables, sorted by name (for the optimizer).
@@ -85,6 +97,7 @@ impl LoadedModel {
     /// variable must be present with its shape, or nothing is changed).
     pub fn load(&mut self, path: &Path) -> Result<()> {
         kp_models::load_varmap(&self.varmap, path)?;
+        self.frozen = None;
         Ok(())
     }
 
@@ -92,6 +105,7 @@ impl LoadedModel {
     /// errors).
     pub fn load_bytes(&mut self, bytes: &[u8], source: &Path) -> Result<()> {
         kp_models::load_varmap_bytes(&self.varmap, bytes, source)?;
+        self.frozen = None;
         Ok(())
     }
 
@@ -99,7 +113,10 @@ impl LoadedModel {
     /// normalised coordinates `(b, 2K)` as a flat vector.
     pub fn predict(&self, images: &[f32], b: usize) -> Result<Vec<f32>> {
         let x = Tensor::from_slice(images, (b, 1, self.height, self.width), &self.device)?;
-        let y = self.model.forward(&x, false)?;
+        let net = self.frozen.as_ref().unwrap_or(&self.model);
+        // On one of rayon's threads, so each kernel's parallel loop starts there instead of
+        // handing its work from this thread to the pool and waiting (a wake-up per op).
+        let y = rayon::scope(|_| net.forward(&x, false))?;
         Ok(y.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
     }
 }

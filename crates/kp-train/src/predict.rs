@@ -74,6 +74,7 @@ impl Predictor {
         })?;
         let mut model = LoadedModel::build(&config, k, &device(config.device)?)?;
         load(&mut model)?;
+        model.freeze()?;
         let pipeline = load_pipeline(&config.eval_augment, config.width, config.height)?;
         Ok(Self {
             config,

@@ -25,44 +25,110 @@ use crate::error::{Error, Result};
 use crate::predict::Predictor;
 use crate::run::RunDir;
 
-/// The ready model's name (in logs and `kp predict --json`'s consumers' eyes).
+/// The ready models kp ships, each a folder under `models/landmarks/` embedded in the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ReadyModel {
+    /// `ibug68-heatmap-resnet18` (`models/landmarks/ibug68`): the heatmap ResNet18 at 224x224,
+    /// the most accurate (the default).
+    #[default]
+    Resnet18,
+    /// `ibug68-compact` (`models/landmarks/ibug68-compact`): the compact depthwise-separable
+    /// model at 128x128, for real time on a CPU.
+    Compact,
+}
+
+impl ReadyModel {
+    /// Every ready model, the default first.
+    pub const ALL: [ReadyModel; 2] = [ReadyModel::Resnet18, ReadyModel::Compact];
+
+    /// The model's name (in logs, `results.json` and the model card).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resnet18 => NAME,
+            Self::Compact => "ibug68-compact",
+        }
+    }
+
+    /// Its folder, relative to the repository root.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Self::Resnet18 => "models/landmarks/ibug68",
+            Self::Compact => "models/landmarks/ibug68-compact",
+        }
+    }
+
+    /// The run's configuration, as `kp train` wrote it (its data path made relative).
+    pub fn config_json(self) -> &'static str {
+        match self {
+            Self::Resnet18 => CONFIG_JSON,
+            Self::Compact => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../models/landmarks/ibug68-compact/config.json"
+            )),
+        }
+    }
+
+    /// The weights (safetensors, f16).
+    pub fn weights(self) -> &'static [u8] {
+        match self {
+            Self::Resnet18 => WEIGHTS,
+            Self::Compact => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../models/landmarks/ibug68-compact/model.safetensors"
+            )),
+        }
+    }
+
+    /// Where errors say the embedded file `file` comes from.
+    fn source(self, file: &str) -> PathBuf {
+        Path::new(self.folder()).join(file)
+    }
+
+    /// The model's training configuration.
+    pub fn config(self) -> Result<TrainConfig> {
+        serde_json::from_str(self.config_json()).map_err(|e| Error::Json {
+            path: self.source("config.json"),
+            source: e,
+        })
+    }
+
+    /// The model on the CPU or on `device`, with its recipe's preprocessing and test-time
+    /// mirroring.
+    pub fn predictor(self, device: Option<DeviceKind>) -> Result<Predictor> {
+        let weights = self.source("model.safetensors");
+        Predictor::from_config(self.config()?, device, &self.source("config.json"), |m| {
+            m.load_bytes(self.weights(), &weights)
+        })
+    }
+}
+
+/// The default ready model's name.
 pub const NAME: &str = "ibug68-heatmap-resnet18";
 
-/// The folder the ready model is kept in, in the source tree.
+/// The folder the default ready model is kept in, in the source tree.
 pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/landmarks/ibug68");
 
-/// The run's configuration, as `kp train` wrote it (its data path made relative).
+/// The default ready model's training configuration, as `kp train` wrote it.
 pub const CONFIG_JSON: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../models/landmarks/ibug68/config.json"
 ));
 
-/// The weights (safetensors, f16).
+/// The default ready model's weights (safetensors, f16).
 pub const WEIGHTS: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../models/landmarks/ibug68/model.safetensors"
 ));
 
-/// Where errors say the embedded files come from.
-fn source(file: &str) -> PathBuf {
-    Path::new("models/landmarks/ibug68").join(file)
-}
-
-/// The ready model's training configuration.
+/// The default ready model's training configuration.
 pub fn config() -> Result<TrainConfig> {
-    serde_json::from_str(CONFIG_JSON).map_err(|e| Error::Json {
-        path: source("config.json"),
-        source: e,
-    })
+    ReadyModel::default().config()
 }
 
-/// The ready model on the CPU or on `device`, with its recipe's preprocessing and test-time
-/// mirroring.
+/// The default ready model on the CPU or on `device` ([`ReadyModel::predictor`]).
 pub fn predictor(device: Option<DeviceKind>) -> Result<Predictor> {
-    let weights = source("model.safetensors");
-    Predictor::from_config(config()?, device, &source("config.json"), |m| {
-        m.load_bytes(WEIGHTS, &weights)
-    })
+    ReadyModel::default().predictor(device)
 }
 
 /// Writes a trained run as a ready-model folder `out`: `config.json` (the run's, its data path
