@@ -146,3 +146,20 @@ fn the_compact_model_cards_held_out_error_is_what_kp_eval_measures() {
         "kp eval {got} vs the card's {card}"
     );
 }
+
+#[test]
+fn a_68_point_model_is_not_scored_on_58_point_labels() {
+    let imm = data().join("imm_face_db");
+    let o = kp(&["eval", "--data", imm.to_str().unwrap(), "--json"]);
+    assert!(
+        !o.status.success(),
+        "scored a 68-point model on IMM's 58 points"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("58 points (imm58)") && err.contains("68 ibug68 points"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(o.stdout.is_empty());
+}

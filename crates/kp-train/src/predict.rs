@@ -193,11 +193,39 @@ impl Predictor {
     }
 
     /// Loads and caches a dataset with the run's settings (limit, split, keypoint subset).
+    ///
+    /// A dataset whose landmark scheme or point count is not the model's is refused: a
+    /// 68-point model scored on 58-point labels would print a meaningless error.
     pub fn prepare(&self, data: &Path) -> Result<PreparedData> {
         let mut cfg = self.config.clone();
         cfg.data = data.to_path_buf();
         cfg.resolve_data();
-        crate::trainer::prepare_data(&cfg)
+        let prepared = crate::trainer::prepare_data(&cfg)?;
+        let model_scheme = self.config.scheme();
+        let mismatch = |what: String| {
+            Err(Error::Config(format!(
+                "{}: {what}; the model predicts {} {} points",
+                cfg.data.display(),
+                self.config.num_keypoints.unwrap_or(0),
+                model_scheme.name
+            )))
+        };
+        if let Some(s) = prepared.dataset.scheme {
+            if s.name != model_scheme.name {
+                return mismatch(format!(
+                    "its faces have {} points ({})",
+                    s.num_points, s.name
+                ));
+            }
+        }
+        if self
+            .config
+            .num_keypoints
+            .is_some_and(|k| k != prepared.num_keypoints)
+        {
+            return mismatch(format!("its faces give {} points", prepared.num_keypoints));
+        }
+        Ok(prepared)
     }
 
     /// Replaces the face boxes of `split`'s faces in `prepared` by the face detector's: each
