@@ -248,3 +248,52 @@ fn bad_images() {
         &["01-1m.jpg"],
     );
 }
+
+/// A FIFO (no writer: opening it would block for ever) and a device given where kp reads a
+/// photo, a dataset or weights: each is refused in one line, at once, saying what it is.
+#[cfg(unix)]
+#[test]
+fn fifos_and_devices_are_refused_instead_of_hanging_or_reading_without_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("photo.jpg");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let xml = dir.path().join("labels.xml");
+    std::os::unix::fs::symlink(&fifo, &xml).unwrap();
+    let f = fifo.to_str().unwrap();
+    kp_fails(
+        &["predict", f],
+        &["photo.jpg", "is a FIFO, not a regular file"],
+    );
+    kp_fails(
+        &["data", "summary", xml.to_str().unwrap()],
+        &["labels.xml", "is a FIFO"],
+    );
+    kp_fails(&["predict", "/dev/zero"], &["/dev/zero", "is a device"]);
+    // A run whose weights file is a FIFO.
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(
+        run.join("config.json"),
+        kp_train::pretrained::ReadyModel::Compact.config_json(),
+    )
+    .unwrap();
+    let weights = run.join("model.safetensors");
+    assert!(Command::new("mkfifo")
+        .arg(&weights)
+        .status()
+        .unwrap()
+        .success());
+    kp_fails(
+        &[
+            "predict",
+            "--run",
+            run.to_str().unwrap(),
+            &shared("imm_face_db/01-1m.jpg").to_string_lossy(),
+        ],
+        &["model.safetensors", "is a FIFO"],
+    );
+}

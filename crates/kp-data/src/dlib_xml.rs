@@ -522,7 +522,7 @@ fn parse(text: &str, path: &Path, mut skipped: Option<&mut Vec<Error>>) -> Resul
 
 /// Reads a file's text (see [`decode`]).
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = kp_fs::read_limited(path, kp_fs::MAX_TEXT_BYTES).map_err(|e| Error::io(path, e))?;
     Ok(decode(bytes))
 }
 

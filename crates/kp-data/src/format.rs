@@ -72,10 +72,12 @@ fn resolve(path: &Path) -> Result<(DatasetFormat, PathBuf)> {
         return Ok((format, path.to_path_buf()));
     }
     if !path.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-        ));
+        // Missing, or there but neither a file nor a folder (a FIFO, a device): say which.
+        let e = match kp_fs::regular_file_len(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => e,
+            _ => std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        };
+        return Err(Error::io(path, e));
     }
     if !files_with_ext(path, "asf")?.is_empty() {
         return Ok((DatasetFormat::ImmAsf, path.to_path_buf()));

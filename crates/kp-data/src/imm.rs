@@ -208,7 +208,7 @@ pub fn parse_asf(text: &str, path: &Path) -> Result<AsfShape> {
 
 /// Reads and parses an `.asf` file.
 pub fn read_asf(path: &Path) -> Result<AsfShape> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = kp_fs::read_limited(path, kp_fs::MAX_TEXT_BYTES).map_err(|e| Error::io(path, e))?;
     parse_asf(&String::from_utf8_lossy(&bytes), path)
 }
 

@@ -19,8 +19,10 @@ use crate::gray::{gray_from_u8, GrayF32};
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
 
 fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
-    let mut reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
+    // A regular file only: a FIFO or a device given as a photo would hang or read forever.
+    let file = kp_fs::open_regular(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
@@ -33,7 +35,7 @@ fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
 /// missing part filled in, so it is refused here.
 fn check_jpeg_complete(path: &Path) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = kp_fs::open_regular(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let tail = len.min(4096);
     f.seek(SeekFrom::Start(len - tail))

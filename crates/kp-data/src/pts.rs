@@ -138,7 +138,7 @@ pub fn parse_pts(text: &str, path: &Path) -> Result<Vec<Point>> {
 
 /// Reads a `.pts` file into 0-based points.
 pub fn read_pts(path: &Path) -> Result<Vec<Point>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = kp_fs::read_limited(path, kp_fs::MAX_TEXT_BYTES).map_err(|e| Error::io(path, e))?;
     parse_pts(&String::from_utf8_lossy(&bytes), path)
 }
 

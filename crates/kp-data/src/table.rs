@@ -226,7 +226,7 @@ fn schema_for(header: &str) -> Schema {
 
 /// Reads a CSV written by [`write_frame_csv`] with the proper column types.
 pub fn read_frame_csv(path: &Path) -> Result<DataFrame> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = kp_fs::read_text(path).map_err(|e| Error::io(path, e))?;
     let header = text.lines().next().unwrap_or("");
     if header.trim().is_empty() {
         return Err(table_err(path, "empty file (no header line)"));

@@ -1,4 +1,10 @@
-//! Atomic file writes: the one way every kp crate writes a file that others read.
+//! Atomic file writes: the one way every kp crate writes a file that others read; and reads
+//! that a hostile path cannot turn into a hang or an unbounded allocation.
+//!
+//! [`open_regular`] and [`read_limited`] refuse anything but a regular file (following links)
+//! before opening it: a FIFO would block the open until a writer comes, a device such as
+//! `/dev/zero` would be read without end. [`read_limited`] also stops at a byte cap instead of
+//! growing a buffer to whatever the file (or a file that grows while read) holds.
 //!
 //! [`write_atomic`] and [`write_atomic_with`] fill a temporary file with a unique name in the
 //! target's folder (`.NAME.<pid>.<counter>.tmp`, so the rename stays on one file system and two
@@ -138,6 +144,86 @@ where
     sync_folder(folder_of(path)).map_err(named)
 }
 
+/// What a non-regular file is, for error messages (`a FIFO`, `a directory`, ...).
+fn describe(ft: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+    }
+    if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The length of `path` when it is (or links to) a regular file; otherwise an
+/// `InvalidInput` error saying what it is (`is a FIFO, not a regular file`).
+pub fn regular_file_len(path: &Path) -> std::io::Result<u64> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {}, not a regular file", describe(meta.file_type())),
+        ));
+    }
+    Ok(meta.len())
+}
+
+/// Opens `path` for reading if it is a regular file (checked before opening, so a FIFO cannot
+/// block, and again on the opened file, so a swap in between is caught).
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    regular_file_len(path)?;
+    let f = File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {}, not a regular file", describe(meta.file_type())),
+        ));
+    }
+    Ok(f)
+}
+
+/// Largest text file (labels, configurations, run state) kp reads: 1 GiB.
+pub const MAX_TEXT_BYTES: u64 = 1 << 30;
+
+/// The bytes of the regular file `path`, at most `max_bytes` of them: a longer file is an
+/// `InvalidData` error naming the cap, read no further than one byte past it.
+pub fn read_limited(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let hint = f.metadata().map(|m| m.len()).unwrap_or(0).min(max_bytes);
+    let mut buf = Vec::with_capacity(hint as usize);
+    f.take(max_bytes.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("is larger than {max_bytes} bytes, kp's limit for this kind of file"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// [`read_limited`] as UTF-8 text ([`MAX_TEXT_BYTES`]).
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path, MAX_TEXT_BYTES)?).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("is not UTF-8 text ({e})"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +335,45 @@ mod tests {
         sync_folder(Path::new(".")).unwrap();
         #[cfg(unix)]
         assert!(sync_folder(&dir.path().join("missing")).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking_and_a_device_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("labels.xml");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let e = read_text(&fifo).unwrap_err();
+        assert!(
+            e.to_string().contains("is a FIFO, not a regular file"),
+            "{e}"
+        );
+        // Through a link too.
+        let link = dir.path().join("link.xml");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        assert!(open_regular(&link)
+            .unwrap_err()
+            .to_string()
+            .contains("FIFO"));
+        let e = read_limited(Path::new("/dev/zero"), 10).unwrap_err();
+        assert!(e.to_string().contains("is a device"), "{e}");
+        let e = read_text(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_and_one_at_the_cap_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.txt");
+        std::fs::write(&p, vec![b'a'; 100]).unwrap();
+        assert_eq!(read_limited(&p, 100).unwrap().len(), 100);
+        let e = read_limited(&p, 99).unwrap_err();
+        assert!(e.to_string().contains("larger than 99 bytes"), "{e}");
+        std::fs::write(&p, [0xff, 0xfe]).unwrap();
+        assert!(read_text(&p).unwrap_err().to_string().contains("not UTF-8"));
     }
 }

@@ -53,14 +53,12 @@ pub struct LoadReport {
 /// extra tensors are reported.
 pub fn load_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
     let path = path.as_ref();
-    if !path.exists() {
-        return Err(Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
-    }
-    let file = candle_core::safetensors::load(path, &Device::Cpu)?;
-    set_vars(varmap, &file, path)
+    // Read through kp-fs: a regular file only (a FIFO would hang), at most 4 GiB.
+    let bytes = kp_fs::read_limited(path, 4 << 30).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_varmap_bytes(varmap, &bytes, path)
 }
 
 /// [`load_varmap`] from the bytes of a safetensors file (weights embedded in a binary);

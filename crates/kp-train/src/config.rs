@@ -521,7 +521,7 @@ impl TrainConfig {
     /// or the same fields in TOML (`.toml`).
     pub fn from_file(path: &Path) -> Result<Self> {
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let text = kp_fs::read_text(path).map_err(|e| Error::io(path, e))?;
             toml::from_str(&text).map_err(|e| {
                 let line = e
                     .span()

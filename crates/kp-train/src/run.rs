@@ -182,11 +182,15 @@ impl RunDir {
             });
         }
         let weights = self.model_path();
-        if !weights.is_file() {
-            return Err(Error::Run {
-                path: weights,
-                msg: "no trained weights yet".into(),
-            });
+        match kp_fs::regular_file_len(&weights) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Run {
+                    path: weights,
+                    msg: "no trained weights yet".into(),
+                })
+            }
+            Err(e) => return Err(Error::io(&weights, e)),
         }
         Ok((config, weights))
     }
@@ -241,7 +245,7 @@ pub fn write_metrics_csv(path: &Path, rows: &[MetricRow]) -> Result<()> {
 
 /// Reads a `metrics.csv` written by [`write_metrics_csv`].
 pub fn read_metrics_csv(path: &Path) -> Result<Vec<MetricRow>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = kp_fs::read_text(path).map_err(|e| Error::io(path, e))?;
     let bad = |line: usize, msg: &str| Error::Run {
         path: path.to_path_buf(),
         msg: format!("line {line}: {msg}"),
