@@ -171,22 +171,57 @@ pub fn load_pts_face(path: &Path) -> Result<Face> {
     Ok(face)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let p = entry.map_err(|e| Error::io(dir, e))?.path();
+/// Folders deeper than this below the walk's root are an error (a tree that deep is not a
+/// dataset).
+const MAX_WALK_DEPTH: usize = 64;
+
+/// The walk's memory: every folder and file already seen, by canonical path, so a link back up
+/// the tree ends instead of looping and a face reachable twice (a link beside its target) is
+/// counted once.
+#[derive(Default)]
+struct Seen {
+    dirs: std::collections::HashSet<PathBuf>,
+    files: std::collections::HashSet<PathBuf>,
+}
+
+fn walk(dir: &Path, depth: usize, seen: &mut Seen, out: &mut Vec<PathBuf>) -> Result<()> {
+    if depth > MAX_WALK_DEPTH {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("folders nested more than {MAX_WALK_DEPTH} deep"),
+            ),
+        ));
+    }
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    if !seen.dirs.insert(canonical) {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
+        .collect::<Result<_>>()?;
+    // Sorted, so that of two paths to one file the first in order is the one kept.
+    entries.sort();
+    for p in entries {
         if p.is_dir() {
-            walk(&p, out)?;
+            walk(&p, depth + 1, seen, out)?;
         } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("pts")) {
-            out.push(p);
+            let canonical = std::fs::canonicalize(&p).map_err(|e| Error::io(&p, e))?;
+            if seen.files.insert(canonical) {
+                out.push(p);
+            }
         }
     }
     Ok(())
 }
 
-/// The `.pts` files under `dir` (recursively), sorted by path.
+/// The `.pts` files under `dir` (recursively, each file once however many links lead to it,
+/// folder links followed but never in a loop), sorted by path.
 pub fn pts_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    walk(dir, &mut out)?;
+    walk(dir, 0, &mut Seen::default(), &mut out)?;
     out.sort();
     Ok(out)
 }
@@ -334,5 +369,21 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("a.pts"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_walk_counts_each_face_once_and_ends_on_a_link_back_up_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let sub = root.join("a");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("face.pts"), "").unwrap();
+        // A link to the root inside it (a loop), and a second link to the same folder.
+        std::os::unix::fs::symlink(&root, sub.join("loop")).unwrap();
+        std::os::unix::fs::symlink(&sub, root.join("b")).unwrap();
+        std::os::unix::fs::symlink(sub.join("face.pts"), root.join("same.pts")).unwrap();
+        let files = pts_files(&root).unwrap();
+        assert_eq!(files, [sub.join("face.pts")], "{files:?}");
     }
 }
