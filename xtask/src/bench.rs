@@ -84,7 +84,8 @@ enum Kind {
     Detect,
     /// All of `kp predict` on that photo after decoding: detection, the calibrated box and the
     /// ready 68-point model with test-time mirroring (`Landmarker::landmarks`): the ResNet
-    /// (`predict`) or the compact one (`predict_compact`).
+    /// (`predict`) or the compact one (`predict_compact`; `realtime_compact`: detection on a
+    /// 320 px copy and no mirroring, a video frame's settings).
     Predict,
 }
 
@@ -177,6 +178,7 @@ fn cases(quick: bool) -> Vec<Case> {
         c("yunet", 1, Kind::Detect, 50),
         c("predict", 1, Kind::Predict, 30),
         c("predict_compact", 1, Kind::Predict, 30),
+        c("realtime_compact", 1, Kind::Predict, 30),
     ]
 }
 
@@ -268,11 +270,21 @@ fn time_detect(case: &Case, data: &Path) -> Result<f64> {
 fn time_predict(case: &Case, data: &Path) -> Result<f64> {
     let path = detect_photo(data);
     let photo = kp_data::loading::load_rgb(&path)?;
-    let ready = match case.model {
-        "predict_compact" => kp_train::pretrained::ReadyModel::Compact,
-        _ => kp_train::pretrained::ReadyModel::Resnet18,
+    use kp_train::pretrained::ReadyModel;
+    let lm = match case.model {
+        "predict_compact" => kp_train::landmarker::Landmarker::ready(ReadyModel::Compact, None)?,
+        // A video frame's settings: detection on a 320 px copy, no test-time mirroring.
+        "realtime_compact" => kp_train::landmarker::Landmarker::from_predictor(
+            ReadyModel::Compact
+                .predictor(None)?
+                .with_test_time_mirror(false)?,
+            kp_train::detect::DetectConfig {
+                max_side: 320,
+                ..Default::default()
+            },
+        )?,
+        _ => kp_train::landmarker::Landmarker::ready(ReadyModel::Resnet18, None)?,
     };
-    let lm = kp_train::landmarker::Landmarker::ready(ready, None)?;
     let mut times = Vec::new();
     for i in 0..warmup(case) + case.iters {
         let t0 = Instant::now();

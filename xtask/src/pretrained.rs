@@ -1,15 +1,15 @@
-//! `cargo xtask pretrained [--ready compact]`: re-creates a ready model kp ships
-//! (`models/landmarks/ibug68/`, or `ibug68-compact/`; see `kp_train::pretrained`) and measures
+//! `cargo xtask pretrained [--ready resnet18]`: re-creates a ready model kp ships
+//! (`models/landmarks/ibug68-compact/`, or `ibug68/`; see `kp_train::pretrained`) and measures
 //! it.
 //!
-//! It trains the model's 300-W recipe with seed 0 (`kp train --task ibug --recipe tuned --seed 0`,
-//! or `--recipe compact`; the 80/20 split, so the validation faces stay held out and the model
+//! It trains the model's 300-W recipe with seed 0 (`kp train --task ibug --recipe compact
+//! --seed 0`, or `--recipe tuned`; the 80/20 split, so the validation faces stay held out and the model
 //! card's numbers are honest), or takes `--run` when that run was already trained with exactly
 //! that recipe; writes
 //! the run's config and its weights in f16 into the folder; and evaluates the f32 run and the
 //! f16 folder on the validation faces with the dataset's boxes, simulated detector boxes
 //! (`ibug-detector`) and the bundled YuNet's boxes. `results.json` in the folder holds every
-//! number the card quotes (schema below); the run stays in `runs/pretrained-ibug68`.
+//! number the card quotes (schema below); the run stays in `runs/pretrained-NAME`.
 //!
 //! `results.json`: `{"model", "recipe", "seed", "weights_sha256", "weights_bytes", "rows":
 //! [{"weights": "f32"|"f16", "boxes": "dataset"|"ibug-detector"|"yunet", "faces",
@@ -39,7 +39,7 @@ pub struct PretrainedArgs {
     /// A run trained with the recipe already (skips training; its config is checked).
     #[arg(long)]
     run: Option<PathBuf>,
-    /// Which ready model: resnet18 (`--recipe tuned`) or compact (`--recipe compact`).
+    /// Which ready model: compact (`--recipe compact`) or resnet18 (`--recipe tuned`).
     #[arg(long, value_enum, default_value_t)]
     ready: ReadyModel,
     /// Where the run is trained, resumed when stopped (default: runs/pretrained-NAME).

@@ -10,8 +10,8 @@ fn predict_without_a_run_puts_68_points_on_every_face_of_the_group_photo() {
 }
 
 #[test]
-fn the_compact_ready_model_puts_68_points_on_every_face_of_the_group_photo() {
-    group_photo_faces(&["--ready", "compact"]);
+fn the_resnet_ready_model_puts_68_points_on_every_face_of_the_group_photo() {
+    group_photo_faces(&["--ready", "resnet18"]);
 }
 
 /// `kp predict` (with `extra` arguments) on dlib's group photo: three faces, 68 points each on

@@ -84,6 +84,12 @@ impl FaceDetector {
         if w == 0 || h == 0 {
             return Ok(Vec::new());
         }
+        // On one of rayon's threads, so each kernel's parallel loop starts there instead of
+        // handing its work from this thread to the pool and waiting (a wake-up per op).
+        rayon::scope(|_| self.detect_here(photo, w, h))
+    }
+
+    fn detect_here(&self, photo: &RgbImage, w: u32, h: u32) -> Result<Vec<Detection>> {
         let scale = self.scale_for(w, h);
         let faces = if scale < 1.0 {
             let sw = ((w as f32 * scale).round() as u32).max(1);
