@@ -36,6 +36,11 @@ fn keep_freed_memory() {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest image kp decodes, in pixels (width x height): a bigger header is refused
+    /// before decoding (a decompression bomb).
+    #[arg(long, global = true, env = "KP_MAX_PIXELS", default_value_t = kp_data::loading::DEFAULT_MAX_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_pixels: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    kp_data::loading::set_max_pixels(cli.max_pixels);
     let result = match cli.command {
         Command::Data(c) => data_cmd::run(c),
         Command::Train(a) => train_cmd::train(a),

@@ -297,3 +297,61 @@ fn fifos_and_devices_are_refused_instead_of_hanging_or_reading_without_end() {
         &["model.safetensors", "is a FIFO"],
     );
 }
+
+/// CRC-32 (PNG's) of `bytes`.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A PNG whose valid header claims 12000x12000 grey pixels (144 MP, sides under the side limit)
+/// and whose data is missing: refused from the header by the pixel cap, in one line, before any
+/// pixel is allocated; a lower `--max-pixels` refuses an ordinary photo the same way.
+#[test]
+fn images_over_the_pixel_cap_are_refused_before_decoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(&body);
+        c.extend_from_slice(&crc32(&body).to_be_bytes());
+        c
+    };
+    let mut header = 12000u32.to_be_bytes().to_vec();
+    header.extend_from_slice(&12000u32.to_be_bytes());
+    header.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &header));
+    // The start of a zlib stream: the pixels themselves are missing.
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c]));
+    png.extend(chunk(b"IEND", &[]));
+    let bomb = tmp.path().join("bomb.png");
+    write(&bomb, &png);
+    assert_eq!(
+        kp_data::loading::image_dimensions(&bomb).unwrap(),
+        (12000, 12000)
+    );
+    kp_fails(
+        &["predict", bomb.to_str().unwrap()],
+        &["bomb.png", "144000000 pixels, above the cap of 64000000"],
+    );
+    let photo = shared("imm_face_db/01-1m.jpg");
+    kp_fails(
+        &["predict", "--max-pixels", "100000", photo.to_str().unwrap()],
+        &[
+            "01-1m.jpg",
+            "640x480 is 307200 pixels, above the cap of 100000",
+        ],
+    );
+}

@@ -18,6 +18,25 @@ use crate::gray::{gray_from_u8, GrayF32};
 /// Largest image side kp decodes (a larger header is refused before any pixel is allocated).
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
 
+/// Default cap on the pixels (width x height) of an image kp decodes: 64 megapixels, 40 times a
+/// typical 1.5 MP photo. A few hundred KB of PNG can claim far more (a decompression bomb); the
+/// header is checked before any pixel is allocated, so decoding in parallel on every core
+/// stays bounded by cores x this x 4 bytes.
+pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+
+static MAX_PIXELS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+/// Sets the pixel cap of [`load_image`] for the whole process (`kp --max-pixels`); at least 1.
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS.store(pixels.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The pixel cap [`load_image`] applies ([`DEFAULT_MAX_PIXELS`] unless set).
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
     // A regular file only: a FIFO or a device given as a photo would hang or read forever.
     let file = kp_fs::open_regular(path).map_err(|e| Error::io(path, e))?;
@@ -65,6 +84,17 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
 /// Decodes an image file with kp's checks (side limit, complete JPEG), in its own colour type:
 /// [`load_gray`] and [`load_rgb`] convert it; callers needing both decode once with this.
 pub fn load_image(path: &Path) -> Result<image::DynamicImage> {
+    let (w, h) = image_dimensions(path)?;
+    let (pixels, cap) = (u64::from(w) * u64::from(h), max_pixels());
+    if pixels > cap {
+        return Err(Error::image(
+            path,
+            image::ImageError::IoError(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{w}x{h} is {pixels} pixels, above the cap of {cap} (kp --max-pixels)"),
+            )),
+        ));
+    }
     let reader = open(path)?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         check_jpeg_complete(path)?;
