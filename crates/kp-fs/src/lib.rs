@@ -166,10 +166,8 @@ fn describe(ft: std::fs::FileType) -> &'static str {
     }
 }
 
-/// The length of `path` when it is (or links to) a regular file; otherwise an
-/// `InvalidInput` error saying what it is (`is a FIFO, not a regular file`).
-pub fn regular_file_len(path: &Path) -> std::io::Result<u64> {
-    let meta = std::fs::metadata(path)?;
+/// `Ok(len)` for a regular file's metadata, else an `InvalidInput` error saying what it is.
+fn regular_len(meta: &std::fs::Metadata) -> std::io::Result<u64> {
     if !meta.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -179,19 +177,24 @@ pub fn regular_file_len(path: &Path) -> std::io::Result<u64> {
     Ok(meta.len())
 }
 
+/// The length of `path` when it is (or links to) a regular file; otherwise an
+/// `InvalidInput` error saying what it is (`is a FIFO, not a regular file`).
+pub fn regular_file_len(path: &Path) -> std::io::Result<u64> {
+    regular_len(&std::fs::metadata(path)?)
+}
+
+/// [`open_regular`] with the opened file's length.
+fn open_regular_len(path: &Path) -> std::io::Result<(File, u64)> {
+    regular_file_len(path)?;
+    let f = File::open(path)?;
+    let len = regular_len(&f.metadata()?)?;
+    Ok((f, len))
+}
+
 /// Opens `path` for reading if it is a regular file (checked before opening, so a FIFO cannot
 /// block, and again on the opened file, so a swap in between is caught).
 pub fn open_regular(path: &Path) -> std::io::Result<File> {
-    regular_file_len(path)?;
-    let f = File::open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("is {}, not a regular file", describe(meta.file_type())),
-        ));
-    }
-    Ok(f)
+    Ok(open_regular_len(path)?.0)
 }
 
 /// Largest text file (labels, configurations, run state) kp reads: 1 GiB.
@@ -201,9 +204,8 @@ pub const MAX_TEXT_BYTES: u64 = 1 << 30;
 /// `InvalidData` error naming the cap, read no further than one byte past it.
 pub fn read_limited(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let f = open_regular(path)?;
-    let hint = f.metadata().map(|m| m.len()).unwrap_or(0).min(max_bytes);
-    let mut buf = Vec::with_capacity(hint as usize);
+    let (f, len) = open_regular_len(path)?;
+    let mut buf = Vec::with_capacity(len.min(max_bytes) as usize);
     f.take(max_bytes.saturating_add(1)).read_to_end(&mut buf)?;
     if buf.len() as u64 > max_bytes {
         return Err(std::io::Error::new(

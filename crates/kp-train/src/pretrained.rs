@@ -71,9 +71,6 @@ macro_rules! bundle {
 }
 
 impl ReadyModel {
-    /// Every ready model, the default first.
-    pub const ALL: [ReadyModel; 2] = [ReadyModel::Compact, ReadyModel::Resnet18];
-
     /// The model's name (in logs, `results.json` and the model card).
     pub fn name(self) -> &'static str {
         match self {

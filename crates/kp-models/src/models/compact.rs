@@ -29,7 +29,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::heatmap::{soft_argmax, soft_argmax_predict, HeatmapGrid};
+use crate::models::heatmap::{heatmap_layer, soft_argmax, soft_argmax_predict, HeatmapGrid};
 use crate::nn::batchnorm::{BatchNorm2d, BatchNormConfig};
 use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::nn::depthwise::DepthwiseConv2d;
@@ -256,14 +256,7 @@ impl CompactNet {
         }
         let h = config.head_channels;
         let fuse = DpUnit::new(vb.pp("fuse"), h, h)?;
-        let final_layer = Conv2d::new(
-            vb.pp("final_layer"),
-            h,
-            config.num_keypoints,
-            1,
-            Conv2dConfig::default(),
-            ConvInit::TorchDefault,
-        )?;
+        let final_layer = heatmap_layer(vb.pp("final_layer"), h, config.num_keypoints)?;
         Ok(Self {
             config,
             stem,

@@ -116,12 +116,20 @@ impl HeatmapGrid {
         Ok(())
     }
 
-    /// Normalised coordinate of every cell centre along x `(w)` and y `(h)`.
-    fn axes(&self, dtype: DType, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+    /// Normalised coordinate of every cell centre along x `(w values)` and y `(h values)`.
+    fn axis_values(&self) -> (Vec<f64>, Vec<f64>) {
         let (w, h) = self.heatmap;
         let (xa, ya) = (self.x_axis(), self.y_axis());
-        let xs: Vec<f64> = (0..w).map(|j| xa.cell_to_norm(j as f64)).collect();
-        let ys: Vec<f64> = (0..h).map(|i| ya.cell_to_norm(i as f64)).collect();
+        (
+            (0..w).map(|j| xa.cell_to_norm(j as f64)).collect(),
+            (0..h).map(|i| ya.cell_to_norm(i as f64)).collect(),
+        )
+    }
+
+    /// [`Self::axis_values`] as tensors.
+    fn axes(&self, dtype: DType, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        let (w, h) = self.heatmap;
+        let (xs, ys) = self.axis_values();
         Ok((
             Tensor::from_vec(xs, w, device)?.to_dtype(dtype)?,
             Tensor::from_vec(ys, h, device)?.to_dtype(dtype)?,
@@ -163,9 +171,9 @@ pub fn soft_argmax_predict(heatmaps: &Tensor, beta: f64, grid: HeatmapGrid) -> R
     if !fast {
         return soft_argmax(heatmaps, beta, grid);
     }
-    let (xa, ya) = (grid.x_axis(), grid.y_axis());
-    let xs: Vec<f32> = (0..w).map(|j| xa.cell_to_norm(j as f64) as f32).collect();
-    let ys: Vec<f32> = (0..h).map(|i| ya.cell_to_norm(i as f64) as f32).collect();
+    let (xs, ys) = grid.axis_values();
+    let narrow = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|c| c as f32).collect() };
+    let (xs, ys) = (narrow(xs), narrow(ys));
     Ok(kp_ops::softargmax::soft_argmax(
         heatmaps,
         beta as f32,
@@ -217,6 +225,19 @@ pub fn gaussian_heatmaps(points: &Tensor, grid: HeatmapGrid, sigma: f64) -> Resu
     let dy2 = rows.broadcast_sub(&py)?.sqr()?; // (B, K, h, 1)
     let d2 = dx2.broadcast_add(&dy2)?;
     Ok((d2 * (-0.5 / (sigma * sigma)))?.exp()?)
+}
+
+/// The 1x1 convolution (with bias, PyTorch's default initialisation) that turns `channels`
+/// features into one heatmap logit per keypoint: the last layer of every heatmap network.
+pub(crate) fn heatmap_layer(vb: VarBuilder, channels: usize, keypoints: usize) -> Result<Conv2d> {
+    Conv2d::new(
+        vb,
+        channels,
+        keypoints,
+        1,
+        Conv2dConfig::default(),
+        ConvInit::TorchDefault,
+    )
 }
 
 /// Sizes of a [`HeatmapNet`].
@@ -342,14 +363,7 @@ impl HeatmapNet {
             head.push_relu(true);
             c = config.head_channels;
         }
-        let final_layer = Conv2d::new(
-            vb.pp("final_layer"),
-            c,
-            config.num_keypoints,
-            1,
-            Conv2dConfig::default(),
-            ConvInit::TorchDefault,
-        )?;
+        let final_layer = heatmap_layer(vb.pp("final_layer"), c, config.num_keypoints)?;
         Ok(Self {
             config,
             backbone,
