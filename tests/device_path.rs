@@ -34,14 +34,12 @@ fn assert_close(a: &[(String, f64)], b: &[(String, f64)], what: &str, tol: f64) 
 fn the_device_path_trains_like_the_cpu_kernels() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nose = TrainConfig::recipe(Task::Nose, data_dir());
-    nose.resolve_data();
     nose.limit = Some(12);
     nose.epochs = 2;
     nose.batch_size = 4;
     // ResNet18 with batch norm, strided and padded convolutions, the 3x3/2 max-pool; a small
     // input keeps the candle ops' CPU time short.
     let mut ibug = TrainConfig::recipe(Task::Ibug, data_dir());
-    ibug.resolve_data();
     ibug.limit = Some(10);
     ibug.epochs = 2;
     ibug.batch_size = 4;

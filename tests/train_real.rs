@@ -10,8 +10,7 @@ use kp_train::trainer::{train, TrainOptions};
 
 fn nose_config(limit: usize, epochs: usize) -> TrainConfig {
     let mut cfg = TrainConfig::recipe(Task::Nose, data_dir());
-    cfg.resolve_data();
-    assert_eq!(cfg.data, imm_dir());
+    assert_eq!(cfg.dataset().unwrap(), imm_dir());
     cfg.limit = Some(limit);
     cfg.epochs = epochs;
     cfg.batch_size = 4;

@@ -112,7 +112,10 @@ impl Case {
     /// The kp-train timing of a model case.
     fn step_bench(&self) -> StepBench {
         StepBench {
-            model: self.model.to_string(),
+            model: self
+                .model
+                .parse()
+                .expect("train and infer cases name registry models"),
             batch: self.batch,
             kind: match self.kind {
                 Kind::Train => StepKind::Train,

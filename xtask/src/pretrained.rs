@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use clap::Args;
+use kp_train::augment::AugmentPreset;
 use kp_train::config::{Recipe, Task, TrainConfig};
 use kp_train::detect::{BoxCalibration, DetectConfig, FaceDetector};
 use kp_train::predict::{EvalSplit, Predictor};
@@ -87,7 +88,6 @@ fn recipe_of(model: ReadyModel) -> Recipe {
 /// The training configuration of `model`, reading `data`.
 fn recipe(model: ReadyModel, data: &Path, seed: u64) -> TrainConfig {
     let mut cfg = TrainConfig::from_recipe(recipe_of(model), Task::Ibug, data);
-    cfg.resolve_data();
     cfg.seed = seed;
     cfg
 }
@@ -105,7 +105,7 @@ fn evaluate(
     let mut prepared = predictor.prepare(data)?;
     rows.push(score(&predictor, &prepared, weights, "dataset", None)?);
 
-    let jittered = open()?.with_preprocessing("ibug-detector", 0)?;
+    let jittered = open()?.with_preprocessing(AugmentPreset::IbugDetector.into(), 0)?;
     let jittered_faces = jittered.prepare(data)?;
     rows.push(score(
         &jittered,

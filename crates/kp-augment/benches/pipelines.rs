@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kp_augment::Pipeline;
+use kp_augment::{Pipeline, PipelineConfig};
 use kp_data::{load_dlib_xml, load_gray, load_imm, BBox, GrayF32, Point};
 
 struct Sample {
@@ -100,7 +100,13 @@ fn bench_group(c: &mut Criterion, group: &str, presets: &[&str], samples: &[Samp
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for &name in presets {
-        let p = Pipeline::preset(name).expect("preset");
+        // kp-augment's presets by name; the study's 300-W pipelines from kp-train's recipes.
+        let p = Pipeline::preset(name).unwrap_or_else(|_| {
+            let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../kp-train/recipes/augment")
+                .join(format!("{name}.toml"));
+            Pipeline::new(PipelineConfig::from_file(file).expect("recipe")).expect("pipeline")
+        });
         let mut i = 0u64;
         g.bench_function(name, |b| {
             b.iter(|| {

@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! cargo run --release -p kp-augment --example augment_grid -- \
-//!     [DATA_DIR] [--preset seed-shift] [--faces 4] [--n 5] [--seed 0] [--out grid.png]
+//!     [DATA_DIR] [--preset seed-shift | --preset PIPELINE.toml] [--faces 4] [--n 5] [--seed 0] \
+//!     [--out grid.png]
 //! ```
 //!
-//! `DATA_DIR` defaults to `$KP_DATA_DIR`, then `/work/shared/datasets`. Presets whose name
-//! starts with `ibug` use the 300-W training crops (`ibug_300w_train_crops/`), the others the
-//! IMM faces (`imm_face_db/`). Each row is one face: the first column is the deterministic
-//! view (`none` or `ibug-eval`), the rest are `--n` draws of the preset.
+//! `--preset` is a kp-augment preset or a pipeline file, e.g. the study's 300-W recipe
+//! `crates/kp-train/recipes/augment/ibug.toml`. `DATA_DIR` defaults to `$KP_DATA_DIR`, then
+//! `/work/shared/datasets`. Pipelines with a box crop use the 300-W training crops
+//! (`ibug_300w_train_crops/`), the others the IMM faces (`imm_face_db/`). Each row is one face:
+//! the first column is the deterministic view (resize only, or a fixed box crop ×1.3), the rest
+//! are `--n` draws of the pipeline.
 //!
 //! Point colours check the flip permutation: a point whose mirror partner has a higher index
 //! is red, a lower index blue, a point on the symmetry axis green. After a correct flip the
@@ -19,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use image::{imageops, DynamicImage, Rgb, RgbImage};
 use imageproc::drawing::draw_filled_circle_mut;
-use kp_augment::{Augmented, Pipeline};
+use kp_augment::{Augmented, CropBoxConfig, Pipeline, PipelineConfig, Range, StepConfig};
 use kp_data::{gray_to_u8, load_dlib_xml, load_gray, load_imm, Face, LandmarkScheme};
 
 struct Args {
@@ -101,7 +104,15 @@ fn render(a: &Augmented, zoom: u32, scheme: Option<&LandmarkScheme>) -> RgbImage
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
-    let ibug = args.preset.starts_with("ibug");
+    let config = if args.preset.ends_with(".toml") || args.preset.ends_with(".json") {
+        PipelineConfig::from_file(&args.preset)?
+    } else {
+        PipelineConfig::preset(&args.preset)?
+    };
+    let ibug = config
+        .steps
+        .iter()
+        .any(|s| matches!(s, StepConfig::CropBox(_)));
     let dataset = if ibug {
         load_dlib_xml(
             &args
@@ -112,8 +123,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         load_imm(&args.data.join("imm_face_db"))?
     };
     let scheme = dataset.scheme;
-    let base = Pipeline::preset(if ibug { "ibug-eval" } else { "none" })?;
-    let pipeline = Pipeline::preset(&args.preset)?;
+    let mut base = PipelineConfig::resize_only(config.width, config.height);
+    if ibug {
+        base = base.with_step(StepConfig::CropBox(CropBoxConfig {
+            margin: Range::fixed(1.3),
+            ..CropBoxConfig::default()
+        }));
+    }
+    let base = Pipeline::new(base)?;
+    let pipeline = Pipeline::new(config)?;
     let (ow, oh) = pipeline.output_size();
     let zoom = if ow < 200 { 2 } else { 1 };
     let (cw, ch) = (ow * zoom, oh * zoom);

@@ -135,28 +135,7 @@ impl From<Range> for Vec<f32> {
 pub const MAX_OUTPUT_SIDE: u32 = 16384;
 
 /// Names accepted by [`PipelineConfig::preset`].
-pub const PRESETS: &[&str] = &[
-    "none",
-    "seed-shift",
-    "shift-rotate",
-    "shift-rotate-jitter",
-    "nose-tuned",
-    "face-tuned",
-    "ibug",
-    "ibug-eval",
-    "ibug-detector",
-];
-
-/// Mean crop margin of the 300-W recipe (box side × 1.2–1.4).
-pub const IBUG_MEAN_MARGIN: f32 = 1.3;
-
-/// The deterministic box crop of the 300-W evaluation presets.
-fn ibug_eval_crop() -> StepConfig {
-    StepConfig::CropBox(CropBoxConfig {
-        margin: Range::fixed(IBUG_MEAN_MARGIN),
-        ..CropBoxConfig::default()
-    })
-}
+pub const PRESETS: &[&str] = &["none", "seed-shift", "shift-rotate", "shift-rotate-jitter"];
 
 fn one() -> f32 {
     1.0
@@ -572,21 +551,17 @@ impl PipelineConfig {
         self
     }
 
-    /// A named preset (see [`PRESETS`]):
+    /// A named preset (see [`PRESETS`]), at 160x120:
     ///
-    /// - `none`: resize to 160x120 only;
-    /// - `seed-shift`: ±10 px shift (output pixels) at 160x120, the seed's full-face recipe;
+    /// - `none`: resize only;
+    /// - `seed-shift`: ±10 px shift (output pixels), the seed study's full-face recipe;
     /// - `shift-rotate`: the shift plus ±15° rotation about the keypoint centroid;
-    /// - `shift-rotate-jitter`: plus brightness, contrast and gamma jitter (p = 0.5 each);
-    /// - `nose-tuned`: kp's tuned IMM recipe for a point on the face's midline (the nose tip):
-    ///   ±5% shift, ±8° rotation, 0.95–1.05 zoom, mirror (p = 0.5, points keep their order),
-    ///   brightness ±0.1 and contrast 0.8–1.2 (see [`PipelineConfig::imm_tuned`]);
-    /// - `face-tuned`: the same for all 58 IMM points (mirror with the IMM-58 permutation);
-    /// - `ibug`: detector-like box jitter, box crop ×1.2–1.4, ±15° rotation, 0.9–1.1 zoom,
-    ///   flip (p = 0.5, iBUG-68 permutation), brightness and contrast, at 224x224;
-    /// - `ibug-eval`: deterministic box crop ×1.3 at 224x224 (evaluation and prediction);
-    /// - `ibug-detector`: `ibug-eval` after a detector-like box jitter (the `ibug` recipe's), to
-    ///   score tight-box datasets as if their boxes came from a face detector (seeded per face).
+    /// - `shift-rotate-jitter`: plus brightness, contrast and gamma jitter (p = 0.5 each).
+    ///
+    /// Recipes tuned for one dataset (kp's `nose-tuned`, `face-tuned` and the 300-W box-crop
+    /// pipelines `ibug`, `ibug-eval`, `ibug-detector`) are TOML files in the kp-train crate
+    /// (`recipes/augment/`), read with [`PipelineConfig::from_file`] or
+    /// [`PipelineConfig::from_toml_str`].
     pub fn preset(name: &str) -> Result<Self> {
         let seed_shift = || {
             Self::resize_only(160, 120).with_step(StepConfig::Translate(TranslateConfig::default()))
@@ -605,63 +580,8 @@ impl PipelineConfig {
                 .with_step(StepConfig::Brightness(BrightnessConfig::default()))
                 .with_step(StepConfig::Contrast(ContrastConfig::default()))
                 .with_step(StepConfig::Gamma(GammaConfig::default())),
-            "nose-tuned" => Self::imm_tuned(None),
-            "face-tuned" => Self::imm_tuned(Some("imm58")),
-            "ibug" => Self::resize_only(224, 224)
-                .with_step(StepConfig::BoxJitter(BoxJitterConfig::default()))
-                .with_step(StepConfig::CropBox(CropBoxConfig::default()))
-                .with_step(StepConfig::Rotate(RotateConfig::default()))
-                .with_step(StepConfig::Scale(ScaleConfig::default()))
-                .with_step(StepConfig::Hflip(FlipConfig {
-                    p: 0.5,
-                    scheme: Some("ibug68".into()),
-                    permutation: None,
-                }))
-                .with_step(StepConfig::Brightness(BrightnessConfig::default()))
-                .with_step(StepConfig::Contrast(ContrastConfig::default())),
-            "ibug-eval" => Self::resize_only(224, 224).with_step(ibug_eval_crop()),
-            "ibug-detector" => Self::resize_only(224, 224)
-                .with_step(StepConfig::BoxJitter(BoxJitterConfig::default()))
-                .with_step(ibug_eval_crop()),
             _ => return Err(Error::UnknownPreset(name.to_string())),
         })
-    }
-
-    /// kp's tuned IMM augmentation (presets `nose-tuned` and `face-tuned`), at 160x120:
-    /// shift ±5% of the image on both axes, rotation ±8° and zoom 0.95–1.05 about the image
-    /// centre, a mirror with probability 0.5 (points reordered by `flip_scheme`'s permutation;
-    /// `None` keeps their order, right for points on the face's midline), brightness ±0.1 and
-    /// contrast 0.8–1.2 (always on). Every step is milder than `shift-rotate-jitter`, which
-    /// costs accuracy on IMM at the seed's epochs.
-    pub fn imm_tuned(flip_scheme: Option<&str>) -> Self {
-        Self::resize_only(160, 120)
-            .with_step(StepConfig::Translate(TranslateConfig {
-                p: 1.0,
-                x: Range::uniform(-0.05, 0.05),
-                y: Range::uniform(-0.05, 0.05),
-                unit: ShiftUnit::Fraction,
-            }))
-            .with_step(StepConfig::Rotate(RotateConfig {
-                degrees: Range::uniform(-8.0, 8.0),
-                ..RotateConfig::default()
-            }))
-            .with_step(StepConfig::Scale(ScaleConfig {
-                factor: Range::uniform(0.95, 1.05),
-                ..ScaleConfig::default()
-            }))
-            .with_step(StepConfig::Hflip(FlipConfig {
-                p: 0.5,
-                scheme: flip_scheme.map(Into::into),
-                permutation: None,
-            }))
-            .with_step(StepConfig::Brightness(BrightnessConfig {
-                p: 1.0,
-                delta: Range::uniform(-0.1, 0.1),
-            }))
-            .with_step(StepConfig::Contrast(ContrastConfig {
-                p: 1.0,
-                factor: Range::uniform(0.8, 1.2),
-            }))
     }
 
     /// Checks sizes, ranges and probabilities (flip schemes are resolved by
@@ -712,7 +632,7 @@ impl PipelineConfig {
             Some("json") => Self::from_json_str,
             _ => return Err(Error::UnsupportedFormat(path.to_path_buf())),
         };
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = kp_fs::read_text(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;

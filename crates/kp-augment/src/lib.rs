@@ -10,23 +10,24 @@
 //! Coordinates are 0-based with pixel centres at integers, so a resize by `s` maps
 //! `x → (x + 0.5)·s − 0.5` and a flip maps `x → (W − 1) − x`.
 //!
-//! Pipelines come from a [`PipelineConfig`] (TOML/JSON via serde, or a named preset:
-//! `none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`, `nose-tuned`, `face-tuned`,
-//! `ibug`, `ibug-eval`, `ibug-detector`). Each step has a probability `p` and draws its
+//! Pipelines come from a [`PipelineConfig`] (a builder, TOML/JSON via serde, or a named preset:
+//! `none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`; kp's tuned and 300-W box-crop
+//! pipelines are TOML files in kp-train's `recipes/augment/`). Each step has a probability `p` and draws its
 //! parameters from a [`Range`] (`[min, max]` uniform or `[min, mode, max]` triangular).
 //! Pipelines are deterministic: the same seed gives the same output bytes.
 //! [`Augmented::to_original`] maps predictions on the output back to original image pixels
 //! (undoing flip reordering too).
 //!
 //! ```
-//! use kp_augment::{Pipeline, PipelineConfig};
-//! use kp_data::{GrayF32, Point};
+//! use kp_augment::{GrayF32, Pipeline, PipelineConfig, Point, RotateConfig, StepConfig};
 //!
 //! # fn main() -> kp_augment::Result<()> {
-//! // A 640x480 image with two keypoints, augmented with the seed's ±10 px shift at 160x120.
+//! // A 640x480 image with two keypoints: ±10 px shift and ±15° rotation, out at 160x120.
 //! let img = GrayF32::new(640, 480);
 //! let kps = [Point::new(320.0, 240.0), Point::new(100.5, 50.25)];
-//! let pipeline = Pipeline::new(PipelineConfig::preset("seed-shift")?)?;
+//! let config = PipelineConfig::preset("seed-shift")?
+//!     .with_step(StepConfig::Rotate(RotateConfig::default()));
+//! let pipeline = Pipeline::new(config)?;
 //! let out = pipeline.apply(&img, &kps, None, 7)?;
 //! assert_eq!(out.image.dimensions(), (160, 120));
 //!
@@ -55,6 +56,8 @@ pub use config::{
     GammaConfig, PipelineConfig, Range, RotateConfig, ScaleConfig, ShiftUnit, StepConfig,
     TranslateConfig, PRESETS,
 };
+/// The image and point types pipelines take (from kp-data), so that this crate works alone.
+pub use kp_data::{BBox, GrayF32, Point};
 pub use pipeline::{
     apply_photometric, hflip_points, in_image, is_involution, points_to_original, scheme_by_name,
     validate_permutation, Augmented, PhotometricOp, Pipeline, Plan,

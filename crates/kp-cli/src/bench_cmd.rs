@@ -27,9 +27,9 @@ impl ConvBackward {
 /// Arguments of `kp bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Model name from the registry.
-    #[arg(long, default_value = "resnet18")]
-    model: String,
+    /// The registry model to time.
+    #[arg(long, value_enum, default_value_t = kp_models::ModelKind::ResNet18)]
+    model: kp_models::ModelKind,
     /// Batch sizes to time (repeat or comma separate).
     #[arg(long = "batch-size", value_delimiter = ',', default_values_t = [16usize, 64, 256])]
     batch_sizes: Vec<usize>,
@@ -79,7 +79,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     for &batch in &args.batch_sizes {
         let bench = StepBench {
-            model: args.model.clone(),
+            model: args.model,
             batch,
             kind: if args.infer {
                 StepKind::Infer

@@ -34,7 +34,7 @@ pub struct EvalArgs {
     /// Preprocessing instead of the run's own: a kp-augment preset or TOML/JSON file, e.g.
     /// `ibug-detector` to score 300-W faces with simulated face-detector boxes.
     #[arg(long)]
-    augment: Option<String>,
+    augment: Option<kp_train::augment::AugmentSpec>,
     /// Seed of the random steps of `--augment` (drawn per face).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -79,9 +79,9 @@ pub enum BoxSource {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let mut predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
-    if let Some(spec) = &a.augment {
+    if let Some(spec) = a.augment.clone() {
         predictor = predictor
-            .with_preprocessing(spec, a.seed)
+            .with_preprocessing(spec.clone(), a.seed)
             .with_context(|| format!("evaluation preprocessing `{spec}`"))?;
     }
     let mut predictor = a.mirror.apply(predictor)?;

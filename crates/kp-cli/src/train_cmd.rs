@@ -58,17 +58,16 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
             }
             cfg
         }
-        (None, Some(task)) => {
-            let data = a
-                .data
-                .clone()
-                .context("no dataset: pass --data or set KP_DATA_DIR")?;
-            TrainConfig::from_recipe(a.recipe.unwrap_or_default(), task, data)
-        }
+        // No --data: training reads the datasets folder found beside the checkout (or fails
+        // saying how to name one).
+        (None, Some(task)) => TrainConfig::from_recipe(
+            a.recipe.unwrap_or_default(),
+            task,
+            a.data.clone().unwrap_or_default(),
+        ),
         (None, None) => unreachable!("clap requires --task or --config"),
     };
     a.overrides.apply(&mut cfg);
-    cfg.resolve_data();
     cfg.validate()?;
     Ok(cfg)
 }

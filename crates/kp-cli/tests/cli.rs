@@ -345,10 +345,52 @@ fn bench_times_training_steps_per_batch_size() {
     ]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("nosetipnet_infer_b2"));
+    // A model that is not registered is refused by the flag, with the registered ones.
+    let o = kp(&["bench", "--model", "vgg16", "--iters", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("vgg16") && err.contains("heatmap-resnet18"));
     // A kp without CUDA says so.
     if !cfg!(feature = "cuda") {
         let o = kp(&["bench", "--device", "cuda", "--iters", "1"]);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("built without CUDA"));
+    }
+}
+
+#[test]
+fn a_recipe_file_configures_training_as_its_recipe_does_and_misspelt_names_are_refused() {
+    let recipes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kp-train/recipes");
+    let data = data();
+    let data = data.to_str().unwrap();
+    for (task, recipe) in [("nose", "seed"), ("ibug", "compact")] {
+        let file = recipes.join(format!("{task}-{recipe}.toml"));
+        let from_file = stdout_json(&kp(&[
+            "train",
+            "--config",
+            file.to_str().unwrap(),
+            "--data",
+            data,
+            "--print-config",
+        ]));
+        let from_flags = stdout_json(&kp(&[
+            "train",
+            "--task",
+            task,
+            "--recipe",
+            recipe,
+            "--data",
+            data,
+            "--print-config",
+        ]));
+        assert_eq!(from_file, from_flags, "{task}-{recipe}");
+    }
+    for (flag, value, known) in [
+        ("--augment", "seed-shfit", "face-tuned"),
+        ("--model", "vgg16", "heatmap-resnet18"),
+    ] {
+        let o = kp(&["train", "--task", "face", flag, value, "--print-config"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value} was accepted");
+        assert!(err.contains(value) && err.contains(known), "{err}");
     }
 }

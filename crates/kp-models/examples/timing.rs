@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use kp_models::{build_model, seeded_var_builder, ModelConfig};
+use kp_models::{build_model, seeded_var_builder, ModelConfig, ModelKind};
 
 fn main() -> kp_models::Result<()> {
     let iters: usize = std::env::args()
@@ -26,9 +26,10 @@ fn main() -> kp_models::Result<()> {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
-        let cfg = ModelConfig::for_model(name)?;
+        let kind: ModelKind = name.parse()?;
+        let cfg = ModelConfig::for_model(kind);
         let vm = VarMap::new();
-        let model = build_model(name, seeded_var_builder(&vm, 0, dtype, &dev), &cfg)?;
+        let model = build_model(kind, seeded_var_builder(&vm, 0, dtype, &dev), &cfg)?;
         let (w, h) = model.input_size();
         let x = Tensor::randn(0f32, 1.0, (batch, cfg.in_channels, h, w), &dev)?.to_dtype(dtype)?;
         let mut fwd = Vec::new();

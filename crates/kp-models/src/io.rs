@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::error::{Error, Result};
-use crate::models::registry::{build_model, KeypointModel, ModelConfig};
+use crate::models::registry::{build_model, KeypointModel, ModelConfig, ModelKind};
 use crate::nn::init::seeded_var_builder;
 
 /// Writes every variable of `varmap` to `path` (safetensors, `format: pt` metadata), atomically.
@@ -131,17 +131,17 @@ fn set_vars(varmap: &VarMap, file: &HashMap<String, Tensor>, path: &Path) -> Res
     })
 }
 
-/// Builds the model `name` and loads its variables from `path`.
+/// Builds the model `kind` and loads its variables from `path`.
 pub fn load_model(
     path: impl AsRef<Path>,
-    name: &str,
+    kind: ModelKind,
     cfg: &ModelConfig,
     dtype: DType,
     device: &Device,
 ) -> Result<(VarMap, Box<dyn KeypointModel>)> {
     let varmap = VarMap::new();
     let vb: VarBuilder = seeded_var_builder(&varmap, 0, dtype, device);
-    let model = build_model(name, vb, cfg)?;
+    let model = build_model(kind, vb, cfg)?;
     load_varmap(&varmap, path)?;
     Ok((varmap, model))
 }
@@ -281,8 +281,9 @@ mod tests {
         let path = dir.path().join("m.safetensors");
         let (vm, net) = nose(9);
         save_varmap(&vm, &path).unwrap();
-        let cfg = ModelConfig::for_model("nosetipnet").unwrap();
-        let (_, model) = load_model(&path, "nosetipnet", &cfg, DType::F32, &Device::Cpu).unwrap();
+        let cfg = ModelConfig::for_model(ModelKind::NoseTipNet);
+        let (_, model) =
+            load_model(&path, ModelKind::NoseTipNet, &cfg, DType::F32, &Device::Cpu).unwrap();
         let x = Tensor::ones((1, 1, 60, 80), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(
             net.forward(&x, false).unwrap().to_vec2::<f32>().unwrap(),

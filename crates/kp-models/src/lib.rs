@@ -18,7 +18,7 @@
 //!
 //! The crate has candle's layering: kernels in the `kp-ops` crate (as candle-core's ops),
 //! layers in [`nn`] (as candle-nn), architectures in [`models`] (as candle-transformers).
-//! * [`build_model`] / [`list_models`]: models by name behind the [`KeypointModel`] trait.
+//! * [`build_model`] / [`ModelKind`]: the registered models behind the [`KeypointModel`] trait.
 //! * [`summary`] prints a module tree like PyTorch's `repr` with parameter counts;
 //!   [`save_varmap`] / [`load_varmap`] store variables as safetensors under PyTorch's
 //!   state-dict names; [`check_gradients`] verifies autograd against finite differences.
@@ -28,13 +28,14 @@
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::VarMap;
-//! use kp_models::{build_model, seeded_var_builder, ModelConfig};
+//! use kp_models::{build_model, seeded_var_builder, ModelConfig, ModelKind};
 //!
 //! # fn main() -> kp_models::Result<()> {
-//! let cfg = ModelConfig::for_model("nosetipnet")?; // 1 channel, 80x60, 1 keypoint
+//! let kind: ModelKind = "nosetipnet".parse()?;
+//! let cfg = ModelConfig::for_model(kind); // 1 channel, 80x60, 1 keypoint
 //! let varmap = VarMap::new();
 //! let vb = seeded_var_builder(&varmap, 42, DType::F32, &Device::Cpu);
-//! let model = build_model("nosetipnet", vb, &cfg)?;
+//! let model = build_model(kind, vb, &cfg)?;
 //!
 //! let (w, h) = model.input_size();
 //! let x = Tensor::zeros((4, 1, h, w), DType::F32, &Device::Cpu)?;
@@ -69,7 +70,7 @@ pub use models::heatmap::{
     gaussian_heatmaps, soft_argmax, soft_argmax_predict, HeatmapConfig, HeatmapGrid, HeatmapNet,
 };
 pub use models::nose::{NoseTipNet, NoseTipNetConfig};
-pub use models::registry::{build_model, list_models, KeypointModel, ModelConfig};
+pub use models::registry::{build_model, KeypointModel, ModelConfig, ModelKind};
 pub use models::resnet::{BasicBlock, ResNet18, ResNet18Config};
 pub use models::yunet;
 pub use nn::batchnorm::{BatchNorm2d, BatchNormConfig};

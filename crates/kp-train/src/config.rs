@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use kp_data::scheme::LandmarkScheme;
+use kp_models::ModelKind;
 use serde::{Deserialize, Serialize};
 
+use crate::augment::AugmentSpec;
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 
@@ -119,6 +121,24 @@ pub enum Recipe {
     Compact,
 }
 
+impl Recipe {
+    /// The recipe's configuration file for `task`, `crates/kp-train/recipes/TASK-RECIPE.toml`
+    /// (compiled in): the values, what they are for and what they measured, as data.
+    pub fn toml(self, task: Task) -> &'static str {
+        match (task, self) {
+            (Task::Nose, Self::Seed) => include_str!("../recipes/nose-seed.toml"),
+            (Task::Face, Self::Seed) => include_str!("../recipes/face-seed.toml"),
+            (Task::Ibug, Self::Seed) => include_str!("../recipes/ibug-seed.toml"),
+            (Task::Nose, Self::Tuned) => include_str!("../recipes/nose-tuned.toml"),
+            (Task::Face, Self::Tuned) => include_str!("../recipes/face-tuned.toml"),
+            (Task::Ibug, Self::Tuned) => include_str!("../recipes/ibug-tuned.toml"),
+            (Task::Nose, Self::Compact) => include_str!("../recipes/nose-compact.toml"),
+            (Task::Face, Self::Compact) => include_str!("../recipes/face-compact.toml"),
+            (Task::Ibug, Self::Compact) => include_str!("../recipes/ibug-compact.toml"),
+        }
+    }
+}
+
 /// How the learning rate changes over a run's steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -169,9 +189,12 @@ impl LrSchedule {
 pub struct TrainConfig {
     /// The experiment.
     pub task: Task,
-    /// Model name in the kp-models registry.
-    pub model: String,
-    /// Dataset path: an IMM folder, a dlib XML file, a folder of `.pts`.
+    /// The network (a kp-models registry name in the file).
+    pub model: ModelKind,
+    /// Dataset path: an IMM folder, a dlib XML file, a folder of `.pts`, or a datasets folder
+    /// holding the task's dataset; empty (a recipe file's default): the datasets folder of
+    /// `KP_DATA_DIR` or `../shared/datasets` ([`Self::dataset`] resolves it when data is read).
+    #[serde(default)]
     pub data: PathBuf,
     /// Number of epochs.
     pub epochs: usize,
@@ -188,10 +211,10 @@ pub struct TrainConfig {
     /// Training objective on the coordinates (`mse`, the seed's, in older runs).
     #[serde(default)]
     pub loss: Loss,
-    /// Augmentation used for training: a kp-augment preset name or a TOML/JSON file.
-    pub augment: String,
+    /// Augmentation used for training: a preset or a TOML/JSON pipeline file.
+    pub augment: AugmentSpec,
     /// Deterministic preprocessing for validation, evaluation and prediction (preset or file).
-    pub eval_augment: String,
+    pub eval_augment: AugmentSpec,
     /// Seed for initialisation, shuffling and augmentation.
     pub seed: u64,
     /// `cpu` or `cuda`.
@@ -247,12 +270,13 @@ pub struct TrainOverrides {
     /// wing (both in input pixels; Wing with w = 10, epsilon = 2).
     #[cfg_attr(feature = "clap", arg(long, value_enum))]
     pub loss: Option<Loss>,
-    /// Augmentation: a kp-augment preset name or a TOML/JSON file.
+    /// Augmentation: a preset (none, seed-shift, shift-rotate, shift-rotate-jitter, nose-tuned,
+    /// face-tuned, ibug, ibug-eval, ibug-detector) or a kp-augment TOML/JSON pipeline file.
     #[cfg_attr(feature = "clap", arg(long))]
-    pub augment: Option<String>,
-    /// Model name from the registry (default: the recipe's).
-    #[cfg_attr(feature = "clap", arg(long))]
-    pub model: Option<String>,
+    pub augment: Option<AugmentSpec>,
+    /// The network (default: the recipe's).
+    #[cfg_attr(feature = "clap", arg(long, value_enum))]
+    pub model: Option<ModelKind>,
     /// Seed for initialisation, shuffling and augmentation (default: the recipe's, 0).
     #[cfg_attr(feature = "clap", arg(long))]
     pub seed: Option<u64>,
@@ -301,106 +325,38 @@ impl TrainOverrides {
 }
 
 impl TrainConfig {
-    /// The seed study's recipe for `task`, reading data from `data`.
+    /// The seed study's recipe for `task` (`recipes/TASK-seed.toml`), reading data from `data`.
     ///
     /// nose: 25 epochs, batch 1, lr 1e-3, 80x60, no augmentation;
     /// face: 30 epochs, batch 2, lr 3e-4, 160x120, ±10 px shift;
     /// ibug: 10 epochs, batch 16, lr 3e-4, 224x224, 80/20 split.
     pub fn recipe(task: Task, data: impl Into<PathBuf>) -> Self {
-        // What the three recipes share; each task below says what differs.
-        let base = Self {
-            task,
-            model: String::new(),
-            data: data.into(),
-            epochs: 0,
-            batch_size: 0,
-            lr: 0.0,
-            lr_schedule: LrSchedule::Constant,
-            weight_decay: 0.0,
-            loss: Loss::Mse,
-            augment: "none".into(),
-            eval_augment: "none".into(),
-            seed: 0,
-            device: DeviceKind::Cpu,
-            limit: None,
-            width: 0,
-            height: 0,
-            keypoints: None,
-            split: SplitKind::ImmStandard,
-            num_keypoints: None,
-            skip_bad: false,
-            test_time_mirror: false,
-        };
-        match task {
-            Task::Nose => Self {
-                model: "nosetipnet".into(),
-                epochs: 25,
-                batch_size: 1,
-                lr: 1e-3,
-                width: 80,
-                height: 60,
-                keypoints: Some(vec![kp_data::scheme::IMM58.nose_tip]),
-                ..base
-            },
-            Task::Face => Self {
-                model: "facekeypointnet".into(),
-                epochs: 30,
-                batch_size: 2,
-                lr: 3e-4,
-                augment: "seed-shift".into(),
-                width: 160,
-                height: 120,
-                ..base
-            },
-            Task::Ibug => Self {
-                model: "resnet18".into(),
-                epochs: 10,
-                batch_size: 16,
-                lr: 3e-4,
-                augment: "ibug".into(),
-                eval_augment: "ibug-eval".into(),
-                width: 224,
-                height: 224,
-                split: SplitKind::Random { val_fraction: 0.2 },
-                ..base
-            },
-        }
+        Self::from_recipe(Recipe::Seed, task, data)
     }
 
-    /// The recipe `recipe` for `task`, reading data from `data`.
+    /// The recipe `recipe` for `task`, read from its file ([`Recipe::toml`]), reading data
+    /// from `data`.
     pub fn from_recipe(recipe: Recipe, task: Task, data: impl Into<PathBuf>) -> Self {
-        match recipe {
-            Recipe::Seed => Self::recipe(task, data),
-            Recipe::Tuned => Self::tuned(task, data),
-            Recipe::Compact => Self::compact(task, data),
-        }
-    }
-
-    /// kp's compact recipe: [`Self::tuned`] with the `compact` model (depthwise-separable,
-    /// `kp_models::CompactNet`) at inputs whose sides are multiples of 32: 128x128 for `ibug`
-    /// (the face box's crop at 4/7 of the ResNet's 224 px), 96x64 for `nose` and 160x128 for
-    /// `face` (the seed's 80x60 and 160x120 rounded up), and, for `ibug`, 120 epochs (small
-    /// networks take longer to converge: 60 epochs gave 5.10% NME on the held-out faces, 120
-    /// gave 4.39%; an epoch costs a fraction of the ResNet's).
-    pub fn compact(task: Task, data: impl Into<PathBuf>) -> Self {
-        let mut c = Self::tuned(task, data);
-        c.model = "compact".into();
-        (c.width, c.height) = match task {
-            Task::Nose => (96, 64),
-            Task::Face => (160, 128),
-            Task::Ibug => (128, 128),
-        };
-        if task == Task::Ibug {
-            c.epochs = 120;
-        }
+        let mut c: Self = toml::from_str(recipe.toml(task))
+            .expect("the bundled recipes parse (test every_recipe_file_parses_and_validates)");
+        c.data = data.into();
         c
     }
 
-    /// kp's tuned recipe for `task` (`docs/results.md` has the errors it measured): the heatmap
-    /// ResNet18 (`heatmap-resnet18`: 1/4-resolution heatmaps decoded by soft-argmax) trained
-    /// longer than the seed with a cosine learning-rate schedule, and predicted with test-time
-    /// mirroring. The IMM inputs stay the seed's 80x60 and 160x120 (zero-padded inside the
-    /// network to a multiple of 16).
+    /// kp's compact recipe (`recipes/TASK-compact.toml`): [`Self::tuned`] with the `compact`
+    /// model (depthwise-separable, `kp_models::CompactNet`) at inputs whose sides are multiples
+    /// of 32: 128x128 for `ibug` (the face box's crop at 4/7 of the ResNet's 224 px), 96x64 for
+    /// `nose` and 160x128 for `face`, and, for `ibug`, 120 epochs (small networks take longer
+    /// to converge: 60 epochs gave 5.10% NME on the held-out faces, 120 gave 4.39%).
+    pub fn compact(task: Task, data: impl Into<PathBuf>) -> Self {
+        Self::from_recipe(Recipe::Compact, task, data)
+    }
+
+    /// kp's tuned recipe for `task` (`recipes/TASK-tuned.toml`; `docs/results.md` has the
+    /// errors it measured): the heatmap ResNet18 (`heatmap-resnet18`: 1/4-resolution heatmaps
+    /// decoded by soft-argmax) trained longer than the seed with a cosine learning-rate
+    /// schedule, and predicted with test-time mirroring. The IMM inputs stay the seed's 80x60
+    /// and 160x120 (zero-padded inside the network to a multiple of 16).
     ///
     /// - nose: batch 8, lr 1e-3, 100 epochs, AdamW weight decay 0.05, `nose-tuned`
     ///   augmentation (mild, with mirroring);
@@ -408,28 +364,7 @@ impl TrainConfig {
     /// - ibug: batch 8, lr 1e-3, 20 epochs (the seed's 10 underfit), `ibug` augmentation and
     ///   the Wing loss (in input pixels) instead of the MSE.
     pub fn tuned(task: Task, data: impl Into<PathBuf>) -> Self {
-        let mut c = Self::recipe(task, data);
-        c.model = "heatmap-resnet18".into();
-        c.batch_size = 8;
-        c.lr = 1e-3;
-        c.lr_schedule = LrSchedule::Cosine;
-        c.test_time_mirror = true;
-        match task {
-            Task::Nose => {
-                c.epochs = 100;
-                c.augment = "nose-tuned".into();
-                c.weight_decay = 0.05;
-            }
-            Task::Face => {
-                c.epochs = 100;
-                c.augment = "face-tuned".into();
-            }
-            Task::Ibug => {
-                c.epochs = 20;
-                c.loss = Loss::Wing;
-            }
-        }
-        c
+        Self::from_recipe(Recipe::Tuned, task, data)
     }
 
     /// The landmark scheme of the task's points: IMM-58 for `nose` and `face`, iBUG-68 for
@@ -473,13 +408,23 @@ impl TrainConfig {
             .transpose()
     }
 
-    /// Resolves `data` when it is a datasets folder rather than a dataset: a folder that holds
-    /// the task's default dataset (e.g. `../shared/datasets` → `../shared/datasets/imm_face_db`).
-    pub fn resolve_data(&mut self) {
-        let inner = self.data.join(self.task.default_dataset());
-        if inner.exists() {
-            self.data = inner;
-        }
+    /// The dataset `data` names, resolved where data is read (training, evaluation), so no
+    /// caller has to: `data` itself, or the task's dataset inside it when it is a datasets
+    /// folder (`../shared/datasets` → `../shared/datasets/imm_face_db`); an empty `data` is
+    /// the datasets folder of `KP_DATA_DIR` or `../shared/datasets` ([`kp_data::find_data_dir`]).
+    pub fn dataset(&self) -> Result<PathBuf> {
+        let folder = if self.data.as_os_str().is_empty() {
+            kp_data::find_data_dir().ok_or_else(|| {
+                Error::Config(
+                    "no dataset: set `data` in the configuration, pass --data or set KP_DATA_DIR"
+                        .into(),
+                )
+            })?
+        } else {
+            self.data.clone()
+        };
+        let inner = folder.join(self.task.default_dataset());
+        Ok(if inner.exists() { inner } else { folder })
     }
 
     /// Checks the values make sense.
@@ -541,6 +486,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_recipe_file_parses_and_validates() {
+        for r in [Recipe::Seed, Recipe::Tuned, Recipe::Compact] {
+            for t in [Task::Nose, Task::Face, Task::Ibug] {
+                let c: TrainConfig = toml::from_str(r.toml(t)).unwrap();
+                assert_eq!(
+                    (c.task, c.data.as_os_str()),
+                    (t, "".as_ref()),
+                    "{r:?} {t:?}"
+                );
+                c.validate().unwrap();
+                c.augment.pipeline(c.width, c.height).unwrap();
+                c.eval_augment.pipeline(c.width, c.height).unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn recipes_follow_the_seed() {
         let n = TrainConfig::recipe(Task::Nose, "d");
         assert_eq!(
@@ -571,8 +533,8 @@ mod tests {
             let t = TrainConfig::tuned(task, "d");
             let r = TrainConfig::recipe(task, "d");
             assert_eq!((t.width, t.height), (r.width, r.height));
-            assert_eq!(t.model, "heatmap-resnet18");
-            kp_augment::PipelineConfig::preset(&t.augment).unwrap();
+            assert_eq!(t.model, ModelKind::HeatmapResNet18);
+            t.augment.pipeline(t.width, t.height).unwrap();
             t.validate().unwrap();
             assert!(t.test_time_mirror && !TrainConfig::recipe(task, "d").test_time_mirror);
         }
@@ -581,8 +543,8 @@ mod tests {
             TrainConfig::recipe(Task::Ibug, "d"),
         );
         assert_eq!(
-            (t.model.as_str(), t.epochs),
-            ("heatmap-resnet18", 2 * r.epochs)
+            (t.model, t.epochs),
+            (ModelKind::HeatmapResNet18, 2 * r.epochs)
         );
         assert_eq!((t.batch_size, t.lr, &t.augment), (8, 1e-3, &r.augment));
         assert!(t.test_time_mirror && t.lr_schedule == LrSchedule::Cosine);
@@ -595,7 +557,7 @@ mod tests {
         for task in [Task::Nose, Task::Face, Task::Ibug] {
             let c = TrainConfig::from_recipe(Recipe::Compact, task, "d");
             let t = TrainConfig::tuned(task, "d");
-            assert_eq!(c.model, "compact");
+            assert_eq!(c.model, ModelKind::Compact);
             assert!(c.width % 32 == 0 && c.height % 32 == 0, "{task:?}");
             assert!(c.width >= t.width.min(128) && c.height >= t.height.min(128));
             assert_eq!(

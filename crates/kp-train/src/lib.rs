@@ -9,7 +9,6 @@
 //! ```no_run
 //! use kp_train::{config::{Task, TrainConfig}, trainer::{train, TrainOptions}};
 //! let mut cfg = TrainConfig::recipe(Task::Nose, "../shared/datasets");
-//! cfg.resolve_data();
 //! cfg.epochs = 1;
 //! let summary = train(cfg, "runs/nose".as_ref(), &TrainOptions::default())?;
 //! println!("val mean error {:.2} px", summary.val.unwrap().mean_px_error_input);
@@ -18,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod augment;
 pub mod bench;
 pub mod config;
 pub mod detect;

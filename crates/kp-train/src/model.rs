@@ -59,7 +59,7 @@ impl LoadedModel {
             width: cfg.width,
             height: cfg.height,
         };
-        let model = build_model(&cfg.model, vb, &mcfg)?;
+        let model = build_model(cfg.model, vb, &mcfg)?;
         let mirror = cfg.prediction_mirror(num_keypoints)?;
         Ok(Self {
             varmap,

@@ -6,11 +6,12 @@ use kp_augment::Pipeline;
 use kp_data::{BBox, Face, GrayF32, Point};
 use rayon::prelude::*;
 
+use crate::augment::AugmentSpec;
 use crate::config::{DeviceKind, Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, predict_samples, Evaluation};
 use crate::model::{device, LoadedModel};
-use crate::prep::{cache_decoded, load_pipeline, prepare, sample_seed, CachedFace};
+use crate::prep::{cache_decoded, prepare, sample_seed, CachedFace};
 use crate::run::RunDir;
 use crate::trainer::PreparedData;
 
@@ -75,7 +76,7 @@ impl Predictor {
         let mut model = LoadedModel::build(&config, k, &device(config.device)?)?;
         load(&mut model)?;
         model.freeze()?;
-        let pipeline = load_pipeline(&config.eval_augment, config.width, config.height)?;
+        let pipeline = config.eval_augment.pipeline(config.width, config.height)?;
         Ok(Self {
             config,
             model,
@@ -84,13 +85,12 @@ impl Predictor {
         })
     }
 
-    /// Replaces the run's evaluation preprocessing (`eval_augment`) with `spec`, a kp-augment
-    /// preset or a TOML/JSON file at the run's input size, whose random steps draw per face
-    /// from `seed`. `ibug-detector`, for example, scores tight-box data with detector-like
-    /// boxes.
-    pub fn with_preprocessing(mut self, spec: &str, seed: u64) -> Result<Self> {
-        self.pipeline = load_pipeline(spec, self.config.width, self.config.height)?;
-        self.config.eval_augment = spec.to_string();
+    /// Replaces the run's evaluation preprocessing (`eval_augment`) with `spec` at the run's
+    /// input size, whose random steps draw per face from `seed`. `ibug-detector`, for
+    /// example, scores tight-box data with detector-like boxes.
+    pub fn with_preprocessing(mut self, spec: AugmentSpec, seed: u64) -> Result<Self> {
+        self.pipeline = spec.pipeline(self.config.width, self.config.height)?;
+        self.config.eval_augment = spec;
         self.seed = seed;
         Ok(self)
     }
@@ -199,7 +199,6 @@ impl Predictor {
     pub fn prepare(&self, data: &Path) -> Result<PreparedData> {
         let mut cfg = self.config.clone();
         cfg.data = data.to_path_buf();
-        cfg.resolve_data();
         let prepared = crate::trainer::prepare_data(&cfg)?;
         let model_scheme = self.config.scheme();
         let mismatch = |what: String| {

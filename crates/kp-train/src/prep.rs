@@ -1,9 +1,7 @@
 //! Turning dataset faces into network inputs: a per-run cache of decoded, pre-scaled images,
 //! and the augmentation step that maps each face (and its keypoints) to the input size.
 
-use std::path::Path;
-
-use kp_augment::{Affine, Pipeline, PipelineConfig};
+use kp_augment::{Affine, Pipeline};
 use kp_data::{BBox, Face, GrayF32, Point};
 use rayon::prelude::*;
 
@@ -114,18 +112,6 @@ pub fn cache_faces(
         .par_iter()
         .map(|f| cache_face(f, subset, width, height))
         .collect()
-}
-
-/// Loads a pipeline from a preset name or a TOML/JSON file, with its output set to the input size.
-pub fn load_pipeline(spec: &str, width: usize, height: usize) -> Result<Pipeline> {
-    let mut cfg = if Path::new(spec).is_file() {
-        PipelineConfig::from_file(spec)?
-    } else {
-        PipelineConfig::preset(spec)?
-    };
-    cfg.width = width as u32;
-    cfg.height = height as u32;
-    Ok(Pipeline::new(cfg)?)
 }
 
 /// Applies `pipeline` to a cached face with a per-sample seed.

@@ -21,7 +21,7 @@
 //! use kp_train::pretrained::ReadyModel;
 //! let predictor = kp_train::pretrained::predictor(None)?;
 //! assert_eq!(predictor.config.num_keypoints, Some(68));
-//! assert_eq!(predictor.config.model, "compact");
+//! assert_eq!(predictor.config.model, kp_models::ModelKind::Compact);
 //! let resnet = ReadyModel::Resnet18.predictor(None)?;
 //! assert_eq!((resnet.config.width, resnet.config.height), (224, 224));
 //! # Ok::<(), kp_train::Error>(())

@@ -65,8 +65,8 @@ pub struct Summary {
     pub status: RunStatus,
     /// Task name.
     pub task: String,
-    /// Model name.
-    pub model: String,
+    /// The model.
+    pub model: kp_models::ModelKind,
     /// Epochs finished.
     pub epochs: usize,
     /// Gradient steps done.

@@ -16,7 +16,7 @@ use crate::loader::{epoch_order, for_each_batch};
 use crate::loss::{self, Loss};
 use crate::model::{device, LoadedModel};
 use crate::optim::{Adam, AdamConfig};
-use crate::prep::{cache_faces, load_pipeline, CachedFace};
+use crate::prep::{cache_faces, CachedFace};
 use crate::run::{
     peak_rss_mib, write_metrics_csv, MetricRow, RunDir, RunState, RunStatus, Summary, Timing,
 };
@@ -82,7 +82,8 @@ impl PreparedData {
 /// With `cfg.skip_bad`, faces whose annotation or image cannot be read are left out and
 /// listed in [`PreparedData::skipped`]; otherwise the first such face fails the run.
 pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
-    let (mut dataset, mut skipped) = kp_data::format::load_dataset_with(&cfg.data, cfg.skip_bad)?;
+    let path = cfg.dataset()?;
+    let (mut dataset, mut skipped) = kp_data::format::load_dataset_with(&path, cfg.skip_bad)?;
     dataset.faces.retain(|f| f.is_labelled() && !f.ignore);
     if let Some(n) = cfg.limit {
         dataset.truncate(n);
@@ -108,12 +109,12 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
         for m in &skipped.messages {
             tracing::warn!("skipped: {m}");
         }
-        tracing::warn!("{}: {skipped}", cfg.data.display());
+        tracing::warn!("{}: {skipped}", path.display());
     }
     if dataset.is_empty() {
         return Err(Error::Config(format!(
             "no labelled faces in {}",
-            cfg.data.display()
+            path.display()
         )));
     }
     let split = match cfg.split {
@@ -180,13 +181,15 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         });
     }
     cfg.validate()?;
+    // config.json names the dataset read, not the datasets folder it was found in.
+    cfg.data = cfg.dataset()?;
     let dev = device(cfg.device)?;
     let data = prepare_data(&cfg)?;
     cfg.num_keypoints = Some(data.num_keypoints);
     write_json(&run.config_path(), &cfg)?;
     let (w, h) = (cfg.width, cfg.height);
-    let train_pipe = load_pipeline(&cfg.augment, w, h)?;
-    let eval_pipe = load_pipeline(&cfg.eval_augment, w, h)?;
+    let train_pipe = cfg.augment.pipeline(w, h)?;
+    let eval_pipe = cfg.eval_augment.pipeline(w, h)?;
 
     let mut model = LoadedModel::build(&cfg, data.num_keypoints, &dev)?;
     let mut opt = Adam::new(
@@ -417,7 +420,7 @@ fn make_summary(
     Summary {
         status,
         task: cfg.task.name().into(),
-        model: cfg.model.clone(),
+        model: cfg.model,
         epochs,
         steps: step,
         train_faces: data.train.len(),

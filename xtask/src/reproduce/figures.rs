@@ -5,9 +5,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use image::{DynamicImage, RgbImage};
 use kp_data::{gray_to_u8, Point};
+use kp_train::augment::AugmentSpec;
 use kp_train::eval::Evaluation;
 use kp_train::predict::{EvalSplit, Predictor};
-use kp_train::prep::{load_pipeline, prepare, sample_seed};
+use kp_train::prep::{prepare, sample_seed};
 use kp_train::run::RunDir;
 use kp_train::trainer::PreparedData;
 use kp_viz::curves::{learning_curves, CurvesOptions, LossCurve};
@@ -110,12 +111,12 @@ pub fn val_grid(data: &PreparedData, ev: &Evaluation, title: &str, path: &Path) 
 /// A grid of training samples as the training loader produces them (augmented), GT only.
 pub fn train_samples_grid(
     data: &PreparedData,
-    augment: &str,
+    augment: &AugmentSpec,
     (w, h): (usize, usize),
     seed: u64,
     path: &Path,
 ) -> Result<()> {
-    let pipe = load_pipeline(augment, w, h)?;
+    let pipe = augment.pipeline(w, h)?;
     let mut tiles = Vec::new();
     for (n, &i) in data.train.iter().take(8).enumerate() {
         let s = prepare(&pipe, &data.cache[i], sample_seed(seed, 1, i))?;

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use kp_train::augment::AugmentPreset;
 use kp_train::config::{SplitKind, Task, TrainConfig};
 
 /// One training run of the study.
@@ -35,7 +36,6 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
     let mut runs = Vec::new();
     for (bs, lr) in [(1, 1e-3), (4, 1e-3), (32, 1e-3), (1, 1e-4), (1, 1e-2)] {
         let mut c = TrainConfig::recipe(Task::Nose, data);
-        c.resolve_data();
         c.batch_size = bs;
         c.lr = lr;
         if quick {
@@ -51,19 +51,21 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
     }
     runs.push(tuned(Task::Nose, data, quick));
     for (aug, label) in [
-        ("seed-shift", "shift ±10 px (seed recipe)"),
-        ("none", "no augmentation"),
-        ("shift-rotate", "shift + rotation"),
-        ("shift-rotate-jitter", "shift + rotation + jitter"),
+        (AugmentPreset::SeedShift, "shift ±10 px (seed recipe)"),
+        (AugmentPreset::None, "no augmentation"),
+        (AugmentPreset::ShiftRotate, "shift + rotation"),
+        (
+            AugmentPreset::ShiftRotateJitter,
+            "shift + rotation + jitter",
+        ),
     ] {
         let mut c = TrainConfig::recipe(Task::Face, data);
-        c.resolve_data();
         c.augment = aug.into();
         if quick {
             shrink_for_quick(&mut c);
         }
         runs.push(RunSpec {
-            name: format!("face-{aug}"),
+            name: format!("face-{}", aug.name()),
             experiment: "face",
             label: label.into(),
             config: c,
@@ -72,7 +74,6 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
     }
     runs.push(tuned(Task::Face, data, quick));
     let mut c = TrainConfig::recipe(Task::Ibug, data);
-    c.resolve_data();
     if quick {
         shrink_for_quick(&mut c);
     }
@@ -106,7 +107,6 @@ fn shrink_for_quick(c: &mut TrainConfig) {
 /// kp's tuned recipe for an IMM task, as a run of the study.
 fn tuned(task: Task, data: &Path, quick: bool) -> RunSpec {
     let mut c = TrainConfig::tuned(task, data);
-    c.resolve_data();
     let mut label = format!(
         "kp tuned: {}, {} epochs, {} lr, {} augmentation",
         c.model,

@@ -134,7 +134,10 @@ fn is_done(dir: &Path, spec: &RunSpec) -> bool {
         return false;
     };
     saved.num_keypoints = None;
-    saved == spec.config && run.read_summary().is_ok()
+    // Training saves the dataset it read; the spec may name the datasets folder it is in.
+    let mut wanted = spec.config.clone();
+    wanted.data = wanted.dataset().unwrap_or(wanted.data);
+    saved == wanted && run.read_summary().is_ok()
 }
 
 /// Runs the matrix and writes the report.
@@ -316,12 +319,12 @@ fn result_row(spec: &RunSpec, dir: &Path, error: Option<String>) -> ResultRow {
         experiment: spec.experiment.into(),
         run: spec.name.clone(),
         label: spec.label.clone(),
-        model: c.model.clone(),
+        model: c.model.to_string(),
         epochs: summary.as_ref().map(|s| s.epochs).unwrap_or(0),
         batch_size: c.batch_size,
         lr: c.lr,
         lr_schedule: c.lr_schedule.name().into(),
-        augment: c.augment.clone(),
+        augment: c.augment.to_string(),
         status: status.into(),
         val_faces: summary.as_ref().map(|s| s.val_faces).unwrap_or(0),
         val_px_input: m.as_ref().map(|m| m.mean_px_error_input),

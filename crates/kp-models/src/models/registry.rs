@@ -1,5 +1,7 @@
-//! Models by name: the [`KeypointModel`] trait, [`ModelConfig`], and one table of the registered
-//! models (name, default sizes, builder) behind [`build_model`] and [`list_models`].
+//! Models by name: the [`KeypointModel`] trait, [`ModelConfig`], [`ModelKind`] (the registered
+//! names as a type: configurations and flags hold one, so a misspelt name is refused where it is
+//! read, not deep inside training), and one table of the registered models (kind, default sizes,
+//! builder) behind [`build_model`].
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -65,33 +67,131 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// The seed's sizes for a registered model (`nosetipnet`: 1 keypoint at 80x60,
     /// `facekeypointnet`: 58 at 160x120, the ResNets: 68 at 224x224).
-    pub fn for_model(name: &str) -> Result<Self> {
-        Ok((entry(name)?.default_config)())
+    pub fn for_model(kind: ModelKind) -> Self {
+        (kind.entry().default_config)()
     }
 }
 
-/// One registered model: its name, its default sizes and its builder.
+/// A registered model. Written (serde, `Display`) as its registry name (`nosetipnet`,
+/// `facekeypointnet`, `resnet18`, `heatmap-resnet18`, `compact`) and parsed from it in any
+/// case; an unknown name is an error listing the known ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// The seed's nose-tip network (conv + MLP, 1 point at 80x60).
+    NoseTipNet,
+    /// The seed's full-face network (conv + MLP, 58 points at 160x120).
+    FaceKeypointNet,
+    /// ResNet18 regressing coordinates (the seed's 300-W model).
+    ResNet18,
+    /// ResNet18 with a heatmap head decoded by soft-argmax (kp's tuned model).
+    HeatmapResNet18,
+    /// The depthwise-separable real-time network ([`CompactNet`]).
+    Compact,
+}
+
+impl ModelKind {
+    /// Every registered model, in the registry's order.
+    pub const ALL: [ModelKind; 5] = [
+        Self::NoseTipNet,
+        Self::FaceKeypointNet,
+        Self::ResNet18,
+        Self::HeatmapResNet18,
+        Self::Compact,
+    ];
+
+    /// The registry name, as configurations and flags write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoseTipNet => NoseTipNetConfig::NAME,
+            Self::FaceKeypointNet => FaceKeypointNetConfig::NAME,
+            Self::ResNet18 => "resnet18",
+            Self::HeatmapResNet18 => "heatmap-resnet18",
+            Self::Compact => "compact",
+        }
+    }
+
+    /// The registered names, comma separated (for messages).
+    pub fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+
+    /// The table entry of this model.
+    fn entry(self) -> &'static Entry {
+        MODELS
+            .iter()
+            .find(|e| e.kind == self)
+            .expect("every ModelKind has an entry in MODELS (test builds_every_registered_model)")
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = Error;
+
+    /// The model called `s` (case-insensitive, surrounding blanks ignored).
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == lower)
+            .ok_or_else(|| Error::UnknownModel {
+                name: s.to_string(),
+                known: Self::names(),
+            })
+    }
+}
+
+impl Serialize for ModelKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for ModelKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
+/// One registered model: its kind, its default sizes and its builder.
 struct Entry {
-    name: &'static str,
+    kind: ModelKind,
     default_config: fn() -> ModelConfig,
     build: fn(VarBuilder, &ModelConfig) -> Result<Box<dyn KeypointModel>>,
 }
 
 /// A conv + MLP family member by its config type.
-const fn conv_mlp<C: ConvMlpFamily>() -> Entry {
+const fn conv_mlp<C: ConvMlpFamily>(kind: ModelKind) -> Entry {
     Entry {
-        name: C::NAME,
+        kind,
         default_config: || C::default().model_config(),
         build: |vb, cfg| Ok(Box::new(ConvMlpNet::new(vb, C::from_model_config(cfg))?)),
     }
 }
 
-/// Every registered model; [`build_model`] and [`ModelConfig::for_model`] look names up here.
+/// Every registered model; [`build_model`] and [`ModelConfig::for_model`] look kinds up here.
 const MODELS: [Entry; 5] = [
-    conv_mlp::<NoseTipNetConfig>(),
-    conv_mlp::<FaceKeypointNetConfig>(),
+    conv_mlp::<NoseTipNetConfig>(ModelKind::NoseTipNet),
+    conv_mlp::<FaceKeypointNetConfig>(ModelKind::FaceKeypointNet),
     Entry {
-        name: RESNET18,
+        kind: ModelKind::ResNet18,
         default_config: ModelConfig::default,
         build: |vb, cfg| {
             let c = ResNet18Config {
@@ -106,7 +206,7 @@ const MODELS: [Entry; 5] = [
         },
     },
     Entry {
-        name: HEATMAP_RESNET18,
+        kind: ModelKind::HeatmapResNet18,
         default_config: ModelConfig::default,
         build: |vb, cfg| {
             let c = HeatmapConfig {
@@ -120,7 +220,7 @@ const MODELS: [Entry; 5] = [
         },
     },
     Entry {
-        name: COMPACT,
+        kind: ModelKind::Compact,
         default_config: || {
             let c = CompactConfig::default();
             ModelConfig {
@@ -143,39 +243,9 @@ const MODELS: [Entry; 5] = [
     },
 ];
 
-const RESNET18: &str = "resnet18";
-const HEATMAP_RESNET18: &str = "heatmap-resnet18";
-const COMPACT: &str = "compact";
-
-/// Registered model names, in [`MODELS`]' order.
-pub fn list_models() -> &'static [&'static str] {
-    static NAMES: [&str; MODELS.len()] = {
-        let mut names = [""; MODELS.len()];
-        let mut i = 0;
-        while i < MODELS.len() {
-            names[i] = MODELS[i].name;
-            i += 1;
-        }
-        names
-    };
-    &NAMES
-}
-
-/// The registered model matching `name` (case-insensitive); an unknown name is an error.
-fn entry(name: &str) -> Result<&'static Entry> {
-    let lower = name.trim().to_ascii_lowercase();
-    MODELS
-        .iter()
-        .find(|e| e.name == lower)
-        .ok_or_else(|| Error::UnknownModel {
-            name: name.to_string(),
-            known: list_models().join(", "),
-        })
-}
-
-/// Builds the model called `name` with its variables under `vb`.
+/// Builds the model `kind` with its variables under `vb`.
 pub fn build_model(
-    name: &str,
+    kind: ModelKind,
     vb: VarBuilder,
     cfg: &ModelConfig,
 ) -> Result<Box<dyn KeypointModel>> {
@@ -184,7 +254,7 @@ pub fn build_model(
             "model config has a zero size: {cfg:?}"
         )));
     }
-    (entry(name)?.build)(vb, cfg)
+    (kind.entry().build)(vb, cfg)
 }
 
 /// A ResNet18 with the input size it is meant for (the network itself accepts any size).
@@ -204,7 +274,7 @@ impl KeypointModel for SizedResNet18 {
         self.input
     }
     fn name(&self) -> &str {
-        RESNET18
+        ModelKind::ResNet18.name()
     }
     fn describe(&self) -> ModuleNode {
         self.net.describe()
@@ -222,7 +292,7 @@ impl KeypointModel for HeatmapNet {
         (self.config().width, self.config().height)
     }
     fn name(&self) -> &str {
-        HEATMAP_RESNET18
+        ModelKind::HeatmapResNet18.name()
     }
     fn describe(&self) -> ModuleNode {
         Describe::describe(self)
@@ -245,7 +315,7 @@ impl KeypointModel for CompactNet {
         (self.config().width, self.config().height)
     }
     fn name(&self) -> &str {
-        COMPACT
+        ModelKind::Compact.name()
     }
     fn describe(&self) -> ModuleNode {
         Describe::describe(self)
@@ -263,8 +333,10 @@ mod tests {
 
     #[test]
     fn builds_every_registered_model() {
-        for &name in list_models() {
-            let mut cfg = ModelConfig::for_model(name).unwrap();
+        assert_eq!(MODELS.len(), ModelKind::ALL.len());
+        for kind in ModelKind::ALL {
+            let name = kind.name();
+            let mut cfg = ModelConfig::for_model(kind);
             if name.contains("resnet") {
                 // Keep the test fast: a smaller input (the ResNets accept any multiple of 32).
                 cfg.width = 32;
@@ -272,8 +344,9 @@ mod tests {
             }
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-            let model = build_model(name, vb, &cfg).unwrap();
+            let model = build_model(kind, vb, &cfg).unwrap();
             assert_eq!(model.name(), name);
+            assert_eq!(name.parse::<ModelKind>().unwrap(), kind);
             assert_eq!(model.input_size(), (cfg.width, cfg.height));
             assert_eq!(model.num_keypoints(), cfg.num_keypoints);
             let (w, h) = model.input_size();
@@ -286,18 +359,23 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive_and_unknown_names_fail() {
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let cfg = ModelConfig::for_model("NoseTipNet").unwrap();
+        let kind: ModelKind = " NoseTipNet".parse().unwrap();
+        assert_eq!(kind, ModelKind::NoseTipNet);
+        let cfg = ModelConfig::for_model(kind);
         assert_eq!((cfg.width, cfg.height, cfg.num_keypoints), (80, 60, 1));
-        assert!(build_model("NoseTipNet", vb.clone(), &cfg).is_ok());
-        let err = build_model("vgg16", vb, &cfg).err().unwrap();
+        let err = "vgg16".parse::<ModelKind>().unwrap_err();
         assert!(err.to_string().contains("heatmap-resnet18"), "{err}");
+        let json: std::result::Result<ModelKind, _> = serde_json::from_str(r#""vgg16""#);
+        assert!(json.unwrap_err().to_string().contains("vgg16"));
+        assert_eq!(
+            serde_json::to_string(&ModelKind::HeatmapResNet18).unwrap(),
+            r#""heatmap-resnet18""#
+        );
     }
 
     #[test]
     fn config_serde_round_trip_and_defaults() {
-        let cfg = ModelConfig::for_model("facekeypointnet").unwrap();
+        let cfg = ModelConfig::for_model(ModelKind::FaceKeypointNet);
         let json = serde_json::to_string(&cfg).unwrap();
         assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), cfg);
         let partial: ModelConfig = serde_json::from_str(r#"{"num_keypoints": 5}"#).unwrap();
