@@ -2,7 +2,9 @@
 //! loads and evaluates to the same numbers, same seed gives the same summary, resume is exact.
 
 use kp_tests::{data_dir, imm_dir};
+use kp_train::augment::AugmentPreset;
 use kp_train::config::{LrSchedule, Task, TrainConfig};
+use kp_train::figures;
 use kp_train::loss::Loss;
 use kp_train::predict::{EvalSplit, Predictor};
 use kp_train::run::RunDir;
@@ -56,6 +58,32 @@ fn nose_training_reduces_loss_and_saves_a_loadable_run() {
     let p = Predictor::open(&out, None).unwrap();
     let ev = p.evaluate_dataset(&data_dir(), EvalSplit::Val).unwrap();
     assert_eq!(ev.metrics, val);
+
+    // The report's figures of this run: its curves hold every logged loss, the validation grid
+    // shows 8 faces (4 x 2 tiles of 240x180 under a title), the filters are NoseTipNet's first
+    // convolution's.
+    let curve = figures::loss_curve(&run, "nose").unwrap();
+    assert_eq!((curve.train.len(), curve.val.len()), (train_rows.len(), 4));
+    assert_eq!(curve.val.last().unwrap().1, summary.final_val_loss.unwrap());
+    let chart = figures::curves_image(&[curve], "nose").unwrap();
+    assert!(chart.width() > 200 && chart.height() > 100);
+    let (prepared, ev2) = figures::validation(&out, &data_dir()).unwrap();
+    assert_eq!(ev2.metrics, val);
+    let grid = figures::val_grid(&prepared, &ev2, "validation").unwrap();
+    assert!(
+        grid.width() >= 4 * 240 && grid.height() >= 2 * 180,
+        "{:?}",
+        grid.dimensions()
+    );
+    let mut short = ev2.clone();
+    short.predictions.pop();
+    assert!(figures::val_grid(&prepared, &short, "x").is_err());
+    let filters = figures::filters_image(&run).unwrap();
+    assert!(filters.width() > 0 && filters.height() > 0);
+    let samples =
+        figures::train_samples_grid(&prepared, &AugmentPreset::SeedShift.into(), (80, 60), 0)
+            .unwrap();
+    assert!(samples.width() >= 4 * 240);
 }
 
 #[test]

@@ -54,6 +54,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A figure could not be drawn.
+    #[error(transparent)]
+    Figure(#[from] kp_viz::Error),
 }
 
 /// Result alias for this crate.

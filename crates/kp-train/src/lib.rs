@@ -6,13 +6,26 @@
 //! writes a run folder ([`run`]) after every epoch so a stopped run resumes with the same numbers.
 //! [`eval`] scores a model ([`metrics`]) and [`predict`] runs a trained run folder on new photos.
 //!
-//! ```no_run
-//! use kp_train::{config::{Task, TrainConfig}, trainer::{train, TrainOptions}};
-//! let mut cfg = TrainConfig::recipe(Task::Nose, "../shared/datasets");
+//! Recipes are data (`crates/kp-train/recipes/*.toml`, [`config::Recipe`]); a run is one call:
+//!
+//! ```
+//! use kp_train::config::{Recipe, SplitKind, Task, TrainConfig};
+//! use kp_train::trainer::{train, TrainOptions};
+//!
+//! // The seed study's nose-tip recipe (recipes/nose-seed.toml), shortened to a smoke run. An
+//! // empty data path reads the datasets folder of KP_DATA_DIR or ../shared/datasets.
+//! let mut cfg = TrainConfig::from_recipe(Recipe::Seed, Task::Nose, "");
 //! cfg.epochs = 1;
-//! let summary = train(cfg, "runs/nose".as_ref(), &TrainOptions::default())?;
-//! println!("val mean error {:.2} px", summary.val.unwrap().mean_px_error_input);
-//! # Ok::<(), kp_train::Error>(())
+//! cfg.limit = Some(12);
+//! cfg.split = SplitKind::Random { val_fraction: 0.25 };
+//! if kp_data::find_data_dir().is_some() {
+//!     let out = tempfile::tempdir()?;
+//!     let summary = train(cfg, &out.path().join("nose"), &TrainOptions::default())?;
+//!     let val = summary.val.expect("3 validation faces");
+//!     assert!(val.mean_px_error_input.is_finite());
+//!     println!("val mean error {:.2} px", val.mean_px_error_input);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
 
@@ -23,6 +36,7 @@ pub mod config;
 pub mod detect;
 pub mod error;
 pub mod eval;
+pub mod figures;
 pub mod landmarker;
 pub mod loader;
 pub mod loss;

@@ -106,6 +106,37 @@ impl Table {
             .unwrap_or(0)
     }
 
+    /// The table as CSV (RFC 4180): the header line, then one line per row, every line ending
+    /// in `\n`; a cell holding a comma, a quote or a line break is quoted, its quotes doubled.
+    /// The caption is not written. Rows shorter than the header are padded with empty cells.
+    pub fn to_csv(&self) -> String {
+        fn field(out: &mut String, cell: &str) {
+            if cell.contains([',', '"', '\n', '\r']) {
+                out.push('"');
+                out.push_str(&cell.replace('"', "\"\""));
+                out.push('"');
+            } else {
+                out.push_str(cell);
+            }
+        }
+        let n = self.n_cols();
+        let mut out = String::new();
+        let lines = (!self.header.is_empty())
+            .then_some(&self.header)
+            .into_iter()
+            .chain(&self.rows);
+        for line in lines {
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                field(&mut out, line.get(i).map_or("", String::as_str));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// The table as an HTML `<table>` element (all text escaped). Numeric cells get
     /// `class="num"` so a style sheet can right-align them.
     pub fn to_html(&self) -> String {
@@ -293,6 +324,18 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_quotes_only_the_cells_that_need_it_and_pads_short_rows() {
+        let mut t = Table::new(["run", "label", "nme"]).with_caption("not written");
+        t.push_row(["a", "bs 1, lr 1e-3", "0.05"]);
+        t.push_row(["b", "say \"hi\"\nthere"]);
+        assert_eq!(
+            t.to_csv(),
+            "run,label,nme\na,\"bs 1, lr 1e-3\",0.05\nb,\"say \"\"hi\"\"\nthere\",\n"
+        );
+        assert_eq!(Table::default().to_csv(), "");
+    }
 
     fn sample() -> Table {
         let mut t = Table::new(["model", "NME", "AUC@0.08"]).with_caption("Table 1 <test>");

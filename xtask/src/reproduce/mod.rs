@@ -1,6 +1,5 @@
 //! `cargo xtask reproduce`: train the study's whole experiment matrix and write the report.
 
-mod figures;
 mod matrix;
 mod report;
 

@@ -1,91 +1,305 @@
 //! The report: `index.html` with every table and figure, `results.csv`, `results.json`.
+//!
+//! The report is data: [`SECTIONS`] says, for each experiment, its heading and text, its
+//! table's columns and which figures each run gets; [`write`] is one loop over it. Drawing is
+//! kp-train's (`kp_train::figures`: run folder → curves, evaluation → overlay grid), so that it
+//! is tested on real runs; this file only places the images.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use image::RgbImage;
+use kp_train::figures;
+use kp_train::run::RunDir;
 use kp_viz::{HtmlReport, Table};
 
-use super::figures;
 use super::{fmt_opt, ResultRow, RunSpec};
+
+/// A table column: its title and a run's cell.
+struct Column {
+    title: &'static str,
+    cell: fn(&RunSpec, &ResultRow) -> String,
+}
+
+const fn col(title: &'static str, cell: fn(&RunSpec, &ResultRow) -> String) -> Column {
+    Column { title, cell }
+}
+
+/// The figures a run can get, in the order they are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunFigure {
+    /// Training loss per step and validation loss per epoch.
+    Curve,
+    /// Six validation faces and the two worst, with truth and prediction.
+    ValGrid,
+    /// Eight training samples from the loader (augmented).
+    TrainSamples,
+    /// The first convolution's filters.
+    Filters,
+}
+
+/// Which runs of a section get figures, and which.
+enum RunFigures {
+    /// Every run that did not fail, under a subheading of its own.
+    EachWithHeading(&'static [RunFigure]),
+    /// Every run that did not fail.
+    Each(&'static [RunFigure]),
+    /// The runs named, in this order, when they did not fail.
+    Named(&'static [(&'static str, &'static [RunFigure])]),
+}
+
+/// One experiment's part of the report.
+struct Section {
+    experiment: &'static str,
+    heading: &'static str,
+    intro: &'static str,
+    caption: Option<&'static str>,
+    columns: &'static [Column],
+    /// The learning curves of all the section's runs on one chart, before the runs' figures.
+    sweep_curves: Option<&'static str>,
+    figures: RunFigures,
+    /// The CED chart of the runs' validation NME, after the runs' figures.
+    ced: bool,
+    /// The Kaggle test set's line (300-W).
+    kaggle_note: bool,
+}
+
+const MODEL: Column = col("model", |_, r| r.model.clone());
+const STATUS: Column = col("status", |_, r| r.status.clone());
+const EPOCHS: Column = col("epochs", |_, r| r.epochs.to_string());
+const SCHEDULE: Column = col("schedule", |_, r| r.lr_schedule.clone());
+const VAL_PX_ORIGINAL: Column = col("val px (640x480)", |_, r| fmt_opt(r.val_px, 2));
+const VAL_LOSS: Column = col("val loss", |_, r| fmt_opt(r.val_loss, 6));
+const TRAIN_S: Column = col("train s", |_, r| fmt_opt(r.train_seconds, 1));
+const IMG_S: Column = col("img/s", |_, r| fmt_opt(r.images_per_second, 1));
+
+/// The study's three experiments, in report order.
+const SECTIONS: [Section; 3] = [
+    Section {
+        experiment: "nose",
+        heading: "1. Nose tip detection (IMM, 80x60)",
+        intro: "Table 1: the batch-size / learning-rate sweep of NoseTipNet (the seed's recipe: 25 \
+                epochs, constant lr, no augmentation), then kp's tuned recipe (the heatmap ResNet18 \
+                at the same 80x60 input; batch 8, cosine lr schedule, 100 epochs, mild augmentation \
+                with mirroring, weight decay, test-time mirroring). Validation = persons 33-40 (48 \
+                faces). Error = mean distance between predicted and true nose tip.",
+        caption: None,
+        columns: &[
+            col("run", |s, _| s.label.clone()),
+            MODEL,
+            col("batch", |_, r| r.batch_size.to_string()),
+            col("lr", |_, r| format!("{:e}", r.lr)),
+            SCHEDULE,
+            EPOCHS,
+            STATUS,
+            col("val px (80x60)", |_, r| fmt_opt(r.val_px_input, 3)),
+            VAL_PX_ORIGINAL,
+            VAL_LOSS,
+            TRAIN_S,
+            IMG_S,
+        ],
+        sweep_curves: Some("Nose tip: training loss (smoothed) and validation loss"),
+        figures: RunFigures::EachWithHeading(&[RunFigure::Curve, RunFigure::ValGrid]),
+        ced: false,
+        kaggle_note: false,
+    },
+    Section {
+        experiment: "face",
+        heading: "2. All 58 points (IMM, 160x120)",
+        intro: "Seed recipe: FaceKeypointNet, 30 epochs, batch 2, lr 3e-4, random shift of ±10 px. \
+                The augmentation ablation trains the same network with each augmentation; the last \
+                row is kp's tuned recipe (the heatmap ResNet18 at the same 160x120 input; batch 8, \
+                lr 1e-3, cosine lr schedule, 100 epochs, mild augmentation with mirroring, \
+                test-time mirroring).",
+        caption: Some("Augmentation ablation"),
+        columns: &[
+            col("augmentation", |s, _| s.label.clone()),
+            MODEL,
+            EPOCHS,
+            SCHEDULE,
+            STATUS,
+            col("val px (160x120)", |_, r| fmt_opt(r.val_px_input, 3)),
+            VAL_PX_ORIGINAL,
+            col("val MAE px", |_, r| fmt_opt(r.val_mae, 2)),
+            VAL_LOSS,
+            TRAIN_S,
+            IMG_S,
+        ],
+        sweep_curves: None,
+        figures: RunFigures::Named(&[
+            (
+                "face-seed-shift",
+                &[
+                    RunFigure::TrainSamples,
+                    RunFigure::Curve,
+                    RunFigure::ValGrid,
+                    RunFigure::Filters,
+                ],
+            ),
+            ("face-tuned", &[RunFigure::ValGrid]),
+        ]),
+        ced: false,
+        kaggle_note: false,
+    },
+    Section {
+        experiment: "ibug",
+        heading: "3. Larger dataset (iBUG 300-W, ResNet18, 224x224)",
+        intro: "1326 real 300-W training faces, 80/20 split by a seeded shuffle. MAE is per \
+                coordinate in original image pixels (the Kaggle metric); NME is normalised by the \
+                outer-eye-corner distance; FR and AUC at NME 8%.",
+        caption: None,
+        columns: &[
+            col("model", |s, _| s.label.clone()),
+            STATUS,
+            col("val MAE px", |_, r| fmt_opt(r.val_mae, 2)),
+            col("val px", |_, r| fmt_opt(r.val_px, 2)),
+            col("NME %", |_, r| fmt_opt(r.val_nme.map(|v| v * 100.0), 2)),
+            col("FR @8% %", |_, r| {
+                fmt_opt(r.val_failure_rate.map(|v| v * 100.0), 1)
+            }),
+            col("AUC @8%", |_, r| fmt_opt(r.val_auc, 3)),
+            TRAIN_S,
+            col("img/s", |_, r| fmt_opt(r.images_per_second, 2)),
+        ],
+        sweep_curves: None,
+        figures: RunFigures::Each(&[RunFigure::Curve, RunFigure::ValGrid]),
+        ced: true,
+        kaggle_note: true,
+    },
+];
+
+/// `results.csv`'s columns, one per [`ResultRow`] field, in its order.
+const RESULT_COLUMNS: &[Column] = &[
+    col("experiment", |_, r| r.experiment.clone()),
+    col("run", |_, r| r.run.clone()),
+    col("label", |_, r| r.label.clone()),
+    col("model", |_, r| r.model.clone()),
+    col("epochs", |_, r| r.epochs.to_string()),
+    col("batch_size", |_, r| r.batch_size.to_string()),
+    col("lr", |_, r| r.lr.to_string()),
+    col("lr_schedule", |_, r| r.lr_schedule.clone()),
+    col("augment", |_, r| r.augment.clone()),
+    col("status", |_, r| r.status.clone()),
+    col("val_faces", |_, r| r.val_faces.to_string()),
+    col("val_px_input", |_, r| num(r.val_px_input)),
+    col("val_px", |_, r| num(r.val_px)),
+    col("val_mae", |_, r| num(r.val_mae)),
+    col("val_nme", |_, r| num(r.val_nme)),
+    col("val_failure_rate", |_, r| num(r.val_failure_rate)),
+    col("val_auc", |_, r| num(r.val_auc)),
+    col("val_loss", |_, r| num(r.val_loss)),
+    col("train_seconds", |_, r| num(r.train_seconds)),
+    col("images_per_second", |_, r| num(r.images_per_second)),
+    col("error", |_, r| r.error.clone().unwrap_or_default()),
+];
+
+/// The last table, over every run.
+const ALL_RUNS: &[Column] = &[
+    col("run", |_, r| r.run.clone()),
+    STATUS,
+    EPOCHS,
+    col("val px (input)", |_, r| fmt_opt(r.val_px_input, 3)),
+    col("val px (original)", |_, r| fmt_opt(r.val_px, 2)),
+    TRAIN_S,
+    IMG_S,
+    col("error", |_, r| r.error.clone().unwrap_or_default()),
+];
+
+/// A number in full precision for the CSV; empty when absent.
+fn num(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// The table of `columns` over `runs`.
+fn table<'a>(
+    columns: &[Column],
+    runs: impl IntoIterator<Item = (&'a RunSpec, &'a ResultRow)>,
+) -> Table {
+    let mut t = Table::new(columns.iter().map(|c| c.title));
+    for (s, r) in runs {
+        t.push_row(columns.iter().map(|c| (c.cell)(s, r)));
+    }
+    t
+}
 
 fn rel(name: &str) -> String {
     format!("figures/{name}")
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// Where a section's figures go, and the report they are added to.
+struct Figures<'a> {
+    report: &'a mut HtmlReport,
+    dir: &'a Path,
+    data: &'a Path,
+    runs_dir: &'a Path,
 }
 
-/// Writes `results.csv` (one row per run).
-fn write_results_csv(path: &Path, rows: &[ResultRow]) -> Result<()> {
-    let header =
-        "experiment,run,label,model,epochs,batch_size,lr,lr_schedule,augment,status,val_faces,\
-                  val_px_input,val_px,val_mae,val_nme,val_failure_rate,val_auc,val_loss,\
-                  train_seconds,images_per_second,error";
-    let mut s = format!("{header}\n");
-    let o = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();
-    for r in rows {
-        let fields = [
-            csv_field(&r.experiment),
-            csv_field(&r.run),
-            csv_field(&r.label),
-            csv_field(&r.model),
-            r.epochs.to_string(),
-            r.batch_size.to_string(),
-            format!("{}", r.lr),
-            r.lr_schedule.clone(),
-            csv_field(&r.augment),
-            r.status.clone(),
-            r.val_faces.to_string(),
-            o(r.val_px_input),
-            o(r.val_px),
-            o(r.val_mae),
-            o(r.val_nme),
-            o(r.val_failure_rate),
-            o(r.val_auc),
-            o(r.val_loss),
-            o(r.train_seconds),
-            o(r.images_per_second),
-            csv_field(r.error.as_deref().unwrap_or("")),
-        ];
-        s.push_str(&fields.join(","));
-        s.push('\n');
-    }
-    kp_fs::write_atomic(path, s.as_bytes())?;
-    Ok(())
-}
-
-/// Runs a figure step; a failure becomes a paragraph in the report instead of an abort.
-fn try_fig(report: &mut HtmlReport, what: &str, r: Result<()>) -> bool {
-    match r {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("      figure `{what}` failed: {e:#}");
-            report.paragraph(format!("({what} could not be drawn: {e:#})"));
-            false
+impl Figures<'_> {
+    /// Saves a drawn figure as `file` and adds it with `caption`; a failure becomes a paragraph
+    /// in the report instead of an abort.
+    fn add(&mut self, what: &str, file: &str, caption: &str, drawn: kp_train::Result<RgbImage>) {
+        let saved = drawn
+            .map_err(anyhow::Error::from)
+            .and_then(|img| Ok(kp_viz::io::save_png(&img, self.dir.join(file))?));
+        match saved {
+            Ok(()) => {
+                self.report.figure(rel(file), caption);
+            }
+            Err(e) => {
+                eprintln!("      figure `{what}` failed: {e:#}");
+                self.report
+                    .paragraph(format!("({what} could not be drawn: {e:#})"));
+            }
         }
     }
-}
 
-/// Adds the figure of six validation faces and the two worst of `run`, predicted by its model,
-/// as `figs/file`; a failure becomes a paragraph (see [`try_fig`]).
-fn add_val_grid(
-    report: &mut HtmlReport,
-    run: &Path,
-    data: &Path,
-    title: &str,
-    figs: &Path,
-    file: &str,
-    caption: &str,
-) {
-    let drawn = figures::validate(run, data)
-        .and_then(|(_, d, ev)| figures::val_grid(&d, &ev, title, &figs.join(file)));
-    if try_fig(report, "validation grid", drawn) {
-        report.figure(rel(file), caption);
+    /// The figure `fig` of run `s`.
+    fn run_figure(&mut self, fig: RunFigure, s: &RunSpec) {
+        let run_path = self.runs_dir.join(&s.name);
+        let run = || RunDir::open(&run_path);
+        let truth_pred = "validation faces (green = truth, red = prediction)";
+        match fig {
+            RunFigure::Curve => self.add(
+                "learning curve",
+                &format!("{}_curve.png", s.name),
+                "Training loss per gradient step and validation loss per epoch.",
+                run()
+                    .and_then(|r| figures::loss_curve(&r, ""))
+                    .and_then(|c| {
+                        figures::curves_image(
+                            &[c],
+                            &format!("{}: training (blue) and validation (orange) loss", s.label),
+                        )
+                    }),
+            ),
+            RunFigure::ValGrid => self.add(
+                "validation grid",
+                &format!("{}_val.png", s.name),
+                "Six validation faces and the two worst (last two).",
+                figures::validation(&run_path, self.data).and_then(|(d, ev)| {
+                    figures::val_grid(&d, &ev, &format!("{}: {truth_pred}", s.label))
+                }),
+            ),
+            RunFigure::TrainSamples => self.add(
+                "training samples",
+                &format!("{}_train_samples.png", s.name),
+                "Ground truth on samples from the training loader (augmented).",
+                kp_train::trainer::prepare_data(&s.config).and_then(|d| {
+                    figures::train_samples_grid(
+                        &d,
+                        &s.config.augment,
+                        (s.config.width, s.config.height),
+                        s.config.seed,
+                    )
+                }),
+            ),
+            RunFigure::Filters => self.add(
+                "conv1 filters",
+                &format!("{}_filters.png", s.name),
+                "The first convolutional layer's filters, left to right, top to bottom.",
+                run().and_then(|r| figures::filters_image(&r)),
+            ),
+        }
     }
 }
 
@@ -101,7 +315,13 @@ pub fn write(
 ) -> Result<()> {
     let figs = dir.join("figures");
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
-    write_results_csv(&dir.join("results.csv"), rows)?;
+    let all: Vec<(&RunSpec, &ResultRow)> = specs.iter().zip(rows).collect();
+    kp_fs::write_atomic(
+        dir.join("results.csv"),
+        table(RESULT_COLUMNS, all.iter().copied())
+            .to_csv()
+            .as_bytes(),
+    )?;
     kp_train::atomic::write_json(&dir.join("results.json"), &rows)?;
 
     let mut report = HtmlReport::new("kp — Facial Keypoint Detection, reproduced");
@@ -126,367 +346,193 @@ pub fn write(
              depend on it (kp trains to the same weights on any number of threads)."
         ));
     }
-    let run_of = |name: &str| specs.iter().zip(rows).find(|(s, _)| s.name == name);
 
-    // 1. Nose tip.
-    let nose: Vec<(&RunSpec, &ResultRow)> = specs
-        .iter()
-        .zip(rows)
-        .filter(|(s, _)| s.experiment == "nose")
-        .collect();
-    if !nose.is_empty() {
-        report.heading("1. Nose tip detection (IMM, 80x60)");
-        report.paragraph(
-            "Table 1: the batch-size / learning-rate sweep of NoseTipNet (the seed's recipe: 25 \
-             epochs, constant lr, no augmentation), then kp's tuned recipe (the heatmap ResNet18 \
-             at the same 80x60 input; batch 8, cosine lr schedule, 100 epochs, mild augmentation \
-             with mirroring, weight decay, test-time mirroring). Validation = persons 33-40 (48 \
-             faces). Error = mean distance between predicted and true nose tip.",
-        );
-        let mut t = Table::new([
-            "run",
-            "model",
-            "batch",
-            "lr",
-            "schedule",
-            "epochs",
-            "status",
-            "val px (80x60)",
-            "val px (640x480)",
-            "val loss",
-            "train s",
-            "img/s",
-        ]);
-        for (s, r) in &nose {
-            t.push_row([
-                s.label.clone(),
-                r.model.clone(),
-                r.batch_size.to_string(),
-                format!("{:e}", r.lr),
-                r.lr_schedule.clone(),
-                r.epochs.to_string(),
-                r.status.clone(),
-                fmt_opt(r.val_px_input, 3),
-                fmt_opt(r.val_px, 2),
-                fmt_opt(r.val_loss, 6),
-                fmt_opt(r.train_seconds, 1),
-                fmt_opt(r.images_per_second, 1),
-            ]);
+    for section in &SECTIONS {
+        let runs: Vec<(&RunSpec, &ResultRow)> = all
+            .iter()
+            .copied()
+            .filter(|(s, _)| s.experiment == section.experiment)
+            .collect();
+        if runs.is_empty() {
+            continue;
         }
-        report.table(t);
-        let mut curves = Vec::new();
-        for (s, _) in &nose {
-            if let Ok(c) = figures::loss_curve(&runs_dir.join(&s.name), &s.label) {
-                curves.push(c);
-            }
-        }
-        if !curves.is_empty()
-            && try_fig(
-                &mut report,
-                "nose sweep curves",
-                figures::curves_png(
-                    &curves,
-                    "Nose tip: training loss (smoothed) and validation loss",
-                    true,
-                    &figs.join("nose_sweep_curves.png"),
-                ),
-            )
-        {
-            report.figure(rel("nose_sweep_curves.png"), "Every nose run: training loss per step (smoothed) and validation loss per epoch, log scale.");
-        }
-        for (s, r) in &nose {
-            if r.status == "failed" {
-                continue;
-            }
-            report.subheading(format!("{} ({})", s.label, r.status));
-            let run = runs_dir.join(&s.name);
-            let curve = format!("{}_curve.png", s.name);
-            if try_fig(
-                &mut report,
-                "learning curve",
-                figures::loss_curve(&run, "").and_then(|c| {
-                    figures::curves_png(
-                        &[c],
-                        &format!("{}: training (blue) and validation (orange) MSE", s.label),
-                        true,
-                        &figs.join(&curve),
-                    )
-                }),
-            ) {
-                report.figure(
-                    rel(&curve),
-                    "Training loss per gradient step and validation loss per epoch.",
-                );
-            }
-            add_val_grid(
-                &mut report,
-                &run,
-                data,
-                &format!(
-                    "{}: validation faces (green = truth, red = prediction)",
-                    s.label
-                ),
-                &figs,
-                &format!("{}_val.png", s.name),
-                "Six validation faces and the two worst (last two).",
-            );
-        }
-    }
-
-    // 2. Full face.
-    let face: Vec<(&RunSpec, &ResultRow)> = specs
-        .iter()
-        .zip(rows)
-        .filter(|(s, _)| s.experiment == "face")
-        .collect();
-    if !face.is_empty() {
-        report.heading("2. All 58 points (IMM, 160x120)");
-        report.paragraph("Seed recipe: FaceKeypointNet, 30 epochs, batch 2, lr 3e-4, random shift of ±10 px. The augmentation ablation trains the same network with each augmentation; the last row is kp's tuned recipe (the heatmap ResNet18 at the same 160x120 input; batch 8, lr 1e-3, cosine lr schedule, 100 epochs, mild augmentation with mirroring, test-time mirroring).");
-        let mut t = Table::new([
-            "augmentation",
-            "model",
-            "epochs",
-            "schedule",
-            "status",
-            "val px (160x120)",
-            "val px (640x480)",
-            "val MAE px",
-            "val loss",
-            "train s",
-            "img/s",
-        ]);
-        for (s, r) in &face {
-            t.push_row([
-                s.label.clone(),
-                r.model.clone(),
-                r.epochs.to_string(),
-                r.lr_schedule.clone(),
-                r.status.clone(),
-                fmt_opt(r.val_px_input, 3),
-                fmt_opt(r.val_px, 2),
-                fmt_opt(r.val_mae, 2),
-                fmt_opt(r.val_loss, 6),
-                fmt_opt(r.train_seconds, 1),
-                fmt_opt(r.images_per_second, 1),
-            ]);
-        }
-        report.table(t.with_caption("Augmentation ablation"));
-        if let Some((s, r)) = run_of("face-seed-shift").filter(|(_, r)| r.status != "failed") {
-            let run = runs_dir.join(&s.name);
-            let _ = r;
-            if try_fig(
-                &mut report,
-                "training samples",
-                kp_train::trainer::prepare_data(&s.config)
-                    .map_err(Into::into)
-                    .and_then(|d| {
-                        figures::train_samples_grid(
-                            &d,
-                            &s.config.augment,
-                            (s.config.width, s.config.height),
-                            s.config.seed,
-                            &figs.join("face_train_samples.png"),
-                        )
-                    }),
-            ) {
-                report.figure(
-                    rel("face_train_samples.png"),
-                    "Ground truth on samples from the training loader (augmented).",
-                );
-            }
-            if try_fig(
-                &mut report,
-                "face learning curve",
-                figures::loss_curve(&run, "").and_then(|c| {
-                    figures::curves_png(
-                        &[c],
-                        "Full face: training (blue) and validation (orange) MSE",
-                        true,
-                        &figs.join("face_curve.png"),
-                    )
-                }),
-            ) {
-                report.figure(
-                    rel("face_curve.png"),
-                    "Training loss per gradient step and validation loss per epoch.",
-                );
-            }
-            add_val_grid(
-                &mut report,
-                &run,
-                data,
-                "Validation faces (green = truth, red = prediction)",
-                &figs,
-                "face_val.png",
-                "Six validation faces and the two worst (last two).",
-            );
-            if try_fig(
-                &mut report,
-                "conv1 filters",
-                figures::filters_png(&run, &figs.join("face_filters.png")),
-            ) {
-                report.figure(
-                    rel("face_filters.png"),
-                    "The first convolutional layer's 16 5x5 filters, left to right, top to bottom.",
+        report.heading(section.heading);
+        report.paragraph(section.intro);
+        let t = table(section.columns, runs.iter().copied());
+        report.table(match section.caption {
+            Some(c) => t.with_caption(c),
+            None => t,
+        });
+        let mut f = Figures {
+            report: &mut report,
+            dir: &figs,
+            data,
+            runs_dir,
+        };
+        let drawn: Vec<(&RunSpec, &ResultRow)> = runs
+            .iter()
+            .copied()
+            .filter(|(_, r)| r.status != "failed")
+            .collect();
+        if let Some(title) = section.sweep_curves {
+            let curves: Vec<_> = drawn
+                .iter()
+                .filter_map(|(s, _)| {
+                    let run = RunDir::open(runs_dir.join(&s.name)).ok()?;
+                    figures::loss_curve(&run, &s.label).ok()
+                })
+                .collect();
+            if !curves.is_empty() {
+                f.add(
+                    "sweep curves",
+                    &format!("{}_sweep_curves.png", section.experiment),
+                    "Every run: training loss per step (smoothed) and validation loss per \
+                     epoch, log scale.",
+                    figures::curves_image(&curves, title),
                 );
             }
         }
-        if let Some((s, _)) = run_of("face-tuned").filter(|(_, r)| r.status != "failed") {
-            add_val_grid(
-                &mut report,
-                &runs_dir.join(&s.name),
-                data,
-                &format!(
-                    "{}: validation faces (green = truth, red = prediction)",
-                    s.label
-                ),
-                &figs,
-                "face_tuned_val.png",
-                "kp's tuned recipe on the same validation faces: six faces and the two worst.",
-            );
-        }
-    }
-
-    // 3. 300-W.
-    let ibug: Vec<(&RunSpec, &ResultRow)> = specs
-        .iter()
-        .zip(rows)
-        .filter(|(s, _)| s.experiment == "ibug")
-        .collect();
-    if !ibug.is_empty() {
-        report.heading("3. Larger dataset (iBUG 300-W, ResNet18, 224x224)");
-        report.paragraph("1326 real 300-W training faces, 80/20 split by a seeded shuffle. MAE is per coordinate in original image pixels (the Kaggle metric); NME is normalised by the outer-eye-corner distance; FR and AUC at NME 8%.");
-        let mut t = Table::new([
-            "model",
-            "status",
-            "val MAE px",
-            "val px",
-            "NME %",
-            "FR @8% %",
-            "AUC @8%",
-            "train s",
-            "img/s",
-        ]);
-        let mut ced = Vec::new();
-        for (s, r) in &ibug {
-            t.push_row([
-                s.label.clone(),
-                r.status.clone(),
-                fmt_opt(r.val_mae, 2),
-                fmt_opt(r.val_px, 2),
-                fmt_opt(r.val_nme.map(|v| v * 100.0), 2),
-                fmt_opt(r.val_failure_rate.map(|v| v * 100.0), 1),
-                fmt_opt(r.val_auc, 3),
-                fmt_opt(r.train_seconds, 1),
-                fmt_opt(r.images_per_second, 2),
-            ]);
-            let run = runs_dir.join(&s.name);
-            if r.status == "failed" {
-                continue;
-            }
-            if let Ok(summary) = kp_train::run::RunDir::open(&run).and_then(|d| d.read_summary()) {
-                if let Some(e) = summary.val_errors {
-                    ced.push((s.label.clone(), e.nme));
+        match section.figures {
+            RunFigures::EachWithHeading(list) | RunFigures::Each(list) => {
+                let heading = matches!(section.figures, RunFigures::EachWithHeading(_));
+                for (s, r) in &drawn {
+                    if heading {
+                        f.report.subheading(format!("{} ({})", s.label, r.status));
+                    }
+                    for &fig in list {
+                        f.run_figure(fig, s);
+                    }
                 }
             }
-            let curve = format!("{}_curve.png", s.name);
-            if try_fig(
-                &mut report,
-                "learning curve",
-                figures::loss_curve(&run, "").and_then(|c| {
-                    figures::curves_png(
-                        &[c],
-                        &format!("{}: training (blue) and validation (orange) MSE", s.label),
-                        true,
-                        &figs.join(&curve),
-                    )
-                }),
-            ) {
-                report.figure(
-                    rel(&curve),
-                    "Training loss per gradient step and validation loss per epoch.",
-                );
-            }
-            let grid = format!("{}_val.png", s.name);
-            if try_fig(
-                &mut report,
-                "validation grid",
-                figures::validate(&run, data).and_then(|(_, d, ev)| {
-                    figures::val_grid(
-                        &d,
-                        &ev,
-                        "Validation faces (green = truth, red = prediction)",
-                        &figs.join(&grid),
-                    )
-                }),
-            ) {
-                report.figure(
-                    rel(&grid),
-                    "Six validation faces and the two worst (last two).",
-                );
-            }
-        }
-        report.table(t);
-        if !ced.is_empty()
-            && try_fig(
-                &mut report,
-                "CED",
-                figures::ced_png(&ced, &figs.join("ibug_ced.png")),
-            )
-        {
-            report.figure(
-                rel("ibug_ced.png"),
-                "Cumulative error distribution of NME on the validation faces.",
-            );
-        }
-        let kaggle =
-            data.join("ibug_300W_large_face_landmark_dataset/labels_ibug_300W_test_parsed.xml");
-        match kp_data::dlib_xml::load_dlib_xml(&kaggle) {
-            Ok(ds) => {
-                let present = ds.faces.iter().filter(|f| f.image.is_file()).count();
-                report.paragraph(format!(
-                    "Kaggle test set: {} faces in {}, {} with their image present. {}",
-                    ds.faces.len(),
-                    kaggle.display(),
-                    present,
-                    if present == 0 {
-                        "No test images are available here, so no submission.csv was written (use `kp submit` where they are)."
-                    } else {
-                        "Use `kp submit --run RUN --xml XML --out submission.csv` for the Kaggle CSV."
+            RunFigures::Named(named) => {
+                for (name, list) in named {
+                    if let Some((s, _)) = drawn.iter().find(|(s, _)| s.name == *name) {
+                        for &fig in *list {
+                            f.run_figure(fig, s);
+                        }
                     }
-                ));
+                }
             }
-            Err(e) => {
-                report.paragraph(format!("Kaggle test XML not read: {e}"));
+        }
+        if section.ced {
+            let ced: Vec<(String, Vec<f64>)> = drawn
+                .iter()
+                .filter_map(|(s, _)| {
+                    let summary = RunDir::open(runs_dir.join(&s.name))
+                        .and_then(|d| d.read_summary())
+                        .ok()?;
+                    Some((s.label.clone(), summary.val_errors?.nme))
+                })
+                .collect();
+            if !ced.is_empty() {
+                f.add(
+                    "CED",
+                    &format!("{}_ced.png", section.experiment),
+                    "Cumulative error distribution of NME on the validation faces.",
+                    figures::ced_image(&ced),
+                );
+            }
+        }
+        if section.kaggle_note {
+            report.paragraph(kaggle_note(data));
+        }
+    }
+
+    report.heading("All runs");
+    report.table(table(ALL_RUNS, all.iter().copied()));
+    report.write(dir.join("index.html"))?;
+    Ok(())
+}
+
+/// What the Kaggle test XML holds here and how to make a submission from it.
+fn kaggle_note(data: &Path) -> String {
+    let kaggle =
+        data.join("ibug_300W_large_face_landmark_dataset/labels_ibug_300W_test_parsed.xml");
+    match kp_data::dlib_xml::load_dlib_xml(&kaggle) {
+        Ok(ds) => {
+            let present = ds.faces.iter().filter(|f| f.image.is_file()).count();
+            format!(
+                "Kaggle test set: {} faces in {}, {} with their image present. {}",
+                ds.faces.len(),
+                kaggle.display(),
+                present,
+                if present == 0 {
+                    "No test images are available here, so no submission.csv was written (use \
+                     `kp submit` where they are)."
+                } else {
+                    "Use `kp submit --run RUN --xml XML --out submission.csv` for the Kaggle CSV."
+                }
+            )
+        }
+        Err(e) => format!("Kaggle test XML not read: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_names_an_experiment_of_the_matrix_and_its_named_runs_exist() {
+        let runs = super::super::matrix::study(Path::new("/nonexistent"), false);
+        for s in &SECTIONS {
+            assert!(
+                runs.iter().any(|r| r.experiment == s.experiment),
+                "{}",
+                s.experiment
+            );
+            if let RunFigures::Named(named) = s.figures {
+                for (name, _) in named {
+                    assert!(runs.iter().any(|r| r.name == *name), "{name}");
+                }
             }
         }
     }
 
-    // Everything, one table.
-    report.heading("All runs");
-    let mut t = Table::new([
-        "run",
-        "status",
-        "epochs",
-        "val px (input)",
-        "val px (original)",
-        "train s",
-        "img/s",
-        "error",
-    ]);
-    for r in rows {
-        t.push_row([
-            r.run.clone(),
-            r.status.clone(),
-            r.epochs.to_string(),
-            fmt_opt(r.val_px_input, 3),
-            fmt_opt(r.val_px, 2),
-            fmt_opt(r.train_seconds, 1),
-            fmt_opt(r.images_per_second, 1),
-            r.error.clone().unwrap_or_default(),
-        ]);
+    #[test]
+    fn results_csv_has_one_column_per_result_field_in_its_order() {
+        let runs = super::super::matrix::study(Path::new("/nonexistent"), true);
+        let spec = &runs[0];
+        let row = ResultRow {
+            experiment: "nose".into(),
+            run: spec.name.clone(),
+            label: "bs 1, lr 1e-3".into(),
+            model: "nosetipnet".into(),
+            epochs: 2,
+            batch_size: 1,
+            lr: 1e-3,
+            lr_schedule: "constant".into(),
+            augment: "none".into(),
+            status: "finished".into(),
+            val_faces: 48,
+            val_px_input: Some(0.25),
+            val_px: None,
+            val_mae: None,
+            val_nme: None,
+            val_failure_rate: None,
+            val_auc: None,
+            val_loss: Some(1e-3),
+            train_seconds: None,
+            images_per_second: None,
+            error: None,
+        };
+        let json = serde_json::to_value(&row).unwrap();
+        let fields: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.title).collect();
+        assert_eq!(fields.len(), json.as_object().unwrap().len());
+        for f in &fields {
+            assert!(
+                json.get(*f).is_some(),
+                "results.csv column {f} is not a ResultRow field"
+            );
+        }
+        let csv = table(RESULT_COLUMNS, [(spec, &row)]).to_csv();
+        let line = csv.lines().nth(1).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "nose,{},\"bs 1, lr 1e-3\",nosetipnet,2,1,0.001,constant,none,finished,48,0.25,,,,,,0.001,,,",
+                spec.name
+            )
+        );
     }
-    report.table(t);
-    report.write(dir.join("index.html"))?;
-    Ok(())
 }
