@@ -558,7 +558,10 @@ mod tests {
             let c = TrainConfig::from_recipe(Recipe::Compact, task, "d");
             let t = TrainConfig::tuned(task, "d");
             assert_eq!(c.model, ModelKind::Compact);
-            assert!(c.width % 32 == 0 && c.height % 32 == 0, "{task:?}");
+            assert!(
+                c.width.is_multiple_of(32) && c.height.is_multiple_of(32),
+                "{task:?}"
+            );
             assert!(c.width >= t.width.min(128) && c.height >= t.height.min(128));
             assert_eq!(
                 (c.loss, c.lr_schedule, &c.augment),

@@ -92,7 +92,11 @@ impl CompactConfig {
 
     fn validate(&self) -> Result<()> {
         let d = Self::DIVISOR;
-        if self.width == 0 || self.height == 0 || self.width % d != 0 || self.height % d != 0 {
+        if self.width == 0
+            || self.height == 0
+            || !self.width.is_multiple_of(d)
+            || !self.height.is_multiple_of(d)
+        {
             return Err(Error::Config(format!(
                 "the compact model's input must be a positive multiple of {d} on both sides, \
                  got {}x{}",
