@@ -20,6 +20,16 @@ pub enum DataCommand {
         #[arg(long)]
         skip_bad: bool,
     },
+    /// Decode every image of a dataset and check each face against its image (the image
+    /// decodes and is not tiny, the points lie on it, the box covers it): one line per problem,
+    /// naming the image; exits non-zero when there is any. Run it before an hour of training.
+    Check {
+        /// The dataset.
+        path: PathBuf,
+        /// Print one JSON object: {"images", "faces", "decoded", "problems": [LINE, ...]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fit the map from the face detector's boxes to a dataset's face boxes (the convention a
     /// model trained on it expects), on every face of the dataset that has a box; prints the
     /// calibration as JSON and writes it to --out.
@@ -63,6 +73,34 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                         println!("  {m}");
                     }
                 }
+            }
+            Ok(())
+        }
+        DataCommand::Check { path, json } => {
+            let dataset = kp_data::format::load_dataset(&path)
+                .with_context(|| format!("loading {}", path.display()))?;
+            let report = kp_data::check::check_dataset(&dataset);
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                for p in &report.problems {
+                    println!("{p}");
+                }
+                println!(
+                    "{}: {} faces on {} images, {} decoded, {} problems",
+                    path.display(),
+                    report.faces,
+                    report.images,
+                    report.decoded,
+                    report.problems.len()
+                );
+            }
+            if !report.is_clean() {
+                anyhow::bail!(
+                    "{}: {} problems (listed above)",
+                    path.display(),
+                    report.problems.len()
+                );
             }
             Ok(())
         }

@@ -124,8 +124,9 @@ impl Ctx<'_> {
             path: self.path.to_path_buf(),
             line: self.line_of(pos),
             position: pos,
-            element: self.describe(leaf),
-            message: message.into(),
+            // Both echo the file's text: capped and with control bytes escaped.
+            element: kp_fs::shown(&self.describe(leaf)),
+            message: kp_fs::shown(&message.into()),
         }
     }
 }
@@ -808,6 +809,20 @@ mod tests {
         let e = parse_dlib_xml(text, p()).unwrap_err();
         let s = e.to_string();
         (e, s)
+    }
+
+    #[test]
+    fn hostile_values_are_echoed_short_and_on_one_line() {
+        let junk = format!("1\n\u{1b}[2J{}", "9".repeat(100_000));
+        let (_, s) = err(&DLIB_STYLE.replace("x='5.5'", &format!("x='{junk}'")));
+        assert!(s.len() < 1_000, "{} bytes", s.len());
+        assert!(!s.contains('\n') && !s.contains('\u{1b}'), "{s}");
+        assert!(s.contains("more characters"), "{s}");
+        let long_name = "a/".repeat(5_000) + "x.jpg";
+        let (_, s) = err(&DLIB_STYLE
+            .replace("sub/a.jpg", &long_name)
+            .replace("x='5.5'", "x='nan'"));
+        assert!(s.len() < 1_000, "{} bytes", s.len());
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl Error {
         Error::Parse {
             path: path.into(),
             line,
-            message: message.into(),
+            // The message echoes the file's text: capped and with control bytes escaped.
+            message: kp_fs::shown(&message.into()),
         }
     }
 

@@ -130,6 +130,8 @@ fn parse_relative(s: &str, what: &str, path: &Path, line: usize) -> Result<f32> 
 
 /// Parses the text of an `.asf` file; `path` is only used in error messages.
 pub fn parse_asf(text: &str, path: &Path) -> Result<AsfShape> {
+    // A UTF-8 byte-order mark (editors on Windows write one) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -332,6 +334,9 @@ pub(crate) mod tests {
         for wide in [false, true] {
             let a = parse_asf(&asf_text("x.jpg", wide), Path::new("t.asf")).unwrap();
             assert_eq!(a.points.len(), 58);
+            // The same file with a UTF-8 byte-order mark reads the same.
+            let bom = format!("\u{feff}{}", asf_text("x.jpg", wide));
+            assert_eq!(parse_asf(&bom, Path::new("t.asf")).unwrap(), a);
             assert_eq!(a.host_image, "x.jpg");
             assert!((a.points[10].x_rel - 0.3).abs() < 1e-6);
             let px = a.to_pixels(640, 480);

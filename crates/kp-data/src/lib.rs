@@ -49,6 +49,7 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod dlib_xml;
 pub mod error;
 pub mod face;

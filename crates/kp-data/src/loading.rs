@@ -86,14 +86,21 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
 pub fn load_image(path: &Path) -> Result<image::DynamicImage> {
     let (w, h) = image_dimensions(path)?;
     let (pixels, cap) = (u64::from(w) * u64::from(h), max_pixels());
-    if pixels > cap {
-        return Err(Error::image(
+    let refuse = |why: String| {
+        Err(Error::image(
             path,
-            image::ImageError::IoError(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{w}x{h} is {pixels} pixels, above the cap of {cap} (kp --max-pixels)"),
-            )),
+            image::ImageError::IoError(std::io::Error::new(std::io::ErrorKind::InvalidData, why)),
+        ))
+    };
+    if pixels > cap {
+        return refuse(format!(
+            "{w}x{h} is {pixels} pixels, above the cap of {cap} (kp --max-pixels)"
         ));
+    }
+    // A face cannot be found or trained on in a handful of pixels; such a file is a mistake.
+    if w < crate::check::MIN_IMAGE_SIDE || h < crate::check::MIN_IMAGE_SIDE {
+        let m = crate::check::MIN_IMAGE_SIDE;
+        return refuse(format!("{w}x{h} pixels is smaller than {m}x{m}"));
     }
     let reader = open(path)?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
@@ -249,7 +256,7 @@ mod tests {
         let faces: Vec<Face> = (0..6u8)
             .map(|i| {
                 let p = dir.path().join(format!("{i}.png"));
-                GrayImage::from_pixel(4, 4, Luma([i * 40]))
+                GrayImage::from_pixel(8, 8, Luma([i * 40]))
                     .save(&p)
                     .unwrap();
                 Face::new(p, vec![])

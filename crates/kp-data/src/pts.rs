@@ -39,6 +39,8 @@ fn coord(s: &str, what: &str, path: &Path, line: usize) -> Result<f32> {
 
 /// Parses `.pts` text into 0-based points; `path` is only used in error messages.
 pub fn parse_pts(text: &str, path: &Path) -> Result<Vec<Point>> {
+    // A UTF-8 byte-order mark (editors on Windows write one) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let last_line = text.lines().count().max(1);
     let mut declared: Option<usize> = None;
     let mut header = false;
@@ -287,6 +289,9 @@ pub(crate) mod tests {
             assert_eq!(p.len(), 68);
             assert_eq!(p[0], Point::new(0.5, 0.0));
             assert_eq!(p[67], Point::new(67.5, 134.0));
+            // The same file with a UTF-8 byte-order mark reads the same.
+            let bom = format!("\u{feff}{}", pts_text(68, header));
+            assert_eq!(parse_pts(&bom, Path::new("a.pts")).unwrap(), p);
         }
     }
 

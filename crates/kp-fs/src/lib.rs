@@ -379,3 +379,46 @@ mod tests {
         assert!(read_text(&p).unwrap_err().to_string().contains("not UTF-8"));
     }
 }
+
+/// The most characters of a value [`shown`] echoes into an error message.
+pub const MAX_SHOWN_CHARS: usize = 200;
+
+/// A value from a file, as a one-line error message shows it: control characters escaped
+/// (`\n`, `\u{1b}`, ...), so a hostile file cannot break the line or drive the terminal, and
+/// cut after [`MAX_SHOWN_CHARS`] characters with the length of the rest, so a 50 MB attribute
+/// does not become a 50 MB message.
+pub fn shown(value: &str) -> String {
+    let mut out = String::new();
+    let mut chars = value.chars();
+    for c in chars.by_ref().take(MAX_SHOWN_CHARS) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    let rest = chars.count();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more characters)"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+
+    #[test]
+    fn shown_values_stay_on_one_short_line() {
+        assert_eq!(shown("img/01.jpg"), "img/01.jpg");
+        assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+        let long = "x".repeat(MAX_SHOWN_CHARS + 50);
+        let s = shown(&long);
+        assert!(s.starts_with(&"x".repeat(MAX_SHOWN_CHARS)));
+        assert!(s.ends_with("(50 more characters)"), "{s}");
+        assert_eq!(
+            shown(&"é".repeat(MAX_SHOWN_CHARS)).chars().count(),
+            MAX_SHOWN_CHARS
+        );
+    }
+}
