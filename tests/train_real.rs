@@ -228,3 +228,61 @@ fn a_second_run_into_the_same_folder_is_refused() {
     let err = train(nose_config(6, 1), &out, &TrainOptions::default()).unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
 }
+
+#[test]
+fn a_run_folder_in_use_is_refused_and_resume_keeps_to_the_runs_own_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nose");
+    let resume = TrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    // Another process trains into the folder: refused in one line, nothing written.
+    let held = RunDir::create(&out).unwrap().lock().unwrap();
+    let err = train(nose_config(12, 2), &out, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use by another kp process"), "{err}");
+    assert!(!out.join("config.json").exists());
+    drop(held);
+    // Nothing to resume yet.
+    let err = train(nose_config(12, 2), &out, &resume)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing to resume"), "{err}");
+    // A stopped run resumes with its own configuration only, and says which values differ.
+    let stop = TrainOptions {
+        stop_after_epochs: Some(1),
+        ..Default::default()
+    };
+    assert!(train(nose_config(12, 2), &out, &stop).is_err());
+    let mut other = nose_config(12, 2);
+    other.lr = 0.5;
+    other.epochs = 3;
+    let err = train(other, &out, &resume).unwrap_err().to_string();
+    assert!(
+        err.contains("epochs = 3 (the run has 2)") && err.contains("lr = 0.5 (the run has 0.001)"),
+        "{err}"
+    );
+    train(nose_config(12, 2), &out, &resume).unwrap();
+    // Hostile run files are refused, not followed: a checkpoint outside the run, a config
+    // asking for a giant input.
+    let state =
+        r#"{"epochs_done": 1, "steps_done": 3, "checkpoint": "../../etc", "train_seconds": 1.0}"#;
+    std::fs::write(out.join("state.json"), state).unwrap();
+    let err = train(nose_config(12, 2), &out, &resume)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a folder inside the run"), "{err}");
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    let huge = config.replace("\"width\": 80", "\"width\": 1000000000");
+    assert_ne!(huge, config);
+    std::fs::write(out.join("config.json"), huge).unwrap();
+    let err = TrainConfig::load(&out.join("config.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("width = 1000000000"),
+        "{err}"
+    );
+}

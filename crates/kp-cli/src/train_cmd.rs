@@ -11,7 +11,7 @@ use kp_train::trainer::{train as run_training, TrainOptions};
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Which experiment: nose, face or ibug (its recipe, see `--recipe`, gives the defaults).
-    #[arg(long, value_enum, required_unless_present = "config")]
+    #[arg(long, value_enum, required_unless_present_any = ["config", "resume"])]
     task: Option<Task>,
     /// Start from this configuration instead of a recipe: a run's config.json, or the same
     /// fields in a .toml file (see `--print-config`).
@@ -35,7 +35,9 @@ pub struct TrainArgs {
     /// exit without training.
     #[arg(long)]
     print_config: bool,
-    /// Continue a stopped run from its last checkpoint.
+    /// Continue a stopped run from its last checkpoint, with the configuration it was started
+    /// with (`--task`, `--config` and flags may be given; a value that differs from the run's
+    /// is refused, naming both).
     #[arg(long)]
     resume: bool,
     /// Print the summary as JSON.
@@ -65,7 +67,22 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
             task,
             a.data.clone().unwrap_or_default(),
         ),
-        (None, None) => unreachable!("clap requires --task or --config"),
+        // `--resume` alone: the run's own configuration, with the flags given (the trainer
+        // refuses any that differ from it).
+        (None, None) => {
+            let out = a.out.as_ref().context("--resume needs --out")?;
+            let path = out.join("config.json");
+            if !path.is_file() {
+                anyhow::bail!(
+                    "{}: nothing to resume: no config.json (a run writes it when it starts); \
+                     pass --task or --config to start a new run",
+                    out.display()
+                );
+            }
+            // The dataset it was started on (`--data`, which KP_DATA_DIR also fills, does not
+            // move a run to another one).
+            TrainConfig::load(&path)?
+        }
     };
     a.overrides.apply(&mut cfg);
     cfg.validate()?;

@@ -27,6 +27,17 @@ fn data_summary_of_imm_reports_240_faces_with_58_points() {
 }
 
 #[test]
+fn data_check_decodes_every_imm_image_and_finds_nothing_wrong() {
+    let imm = data().join("imm_face_db");
+    let v = stdout_json(&kp(&["data", "check", imm.to_str().unwrap(), "--json"]));
+    assert_eq!(
+        (v["faces"].as_u64(), v["decoded"].as_u64()),
+        (Some(240), Some(240))
+    );
+    assert_eq!(v["problems"], serde_json::json!([]));
+}
+
+#[test]
 fn data_summary_of_the_300w_crops_and_kaggle_xml() {
     let crops = data().join("ibug_300w_train_crops/labels_ibug_300W_train_crops.xml");
     let v = stdout_json(&kp(&["data", "summary", crops.to_str().unwrap(), "--json"]));
@@ -384,6 +395,14 @@ fn a_recipe_file_configures_training_as_its_recipe_does_and_misspelt_names_are_r
         ]));
         assert_eq!(from_file, from_flags, "{task}-{recipe}");
     }
+    // --resume alone continues a run; with no run there it says so.
+    let empty = tempfile::tempdir().unwrap();
+    let o = kp(&["train", "--resume", "--out", empty.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("nothing to resume"),
+        "{err}"
+    );
     for (flag, value, known) in [
         ("--augment", "seed-shfit", "face-tuned"),
         ("--model", "vgg16", "heatmap-resnet18"),

@@ -184,6 +184,13 @@ impl LrSchedule {
     }
 }
 
+/// The largest input side [`TrainConfig::validate`] accepts.
+pub const MAX_INPUT_SIDE: usize = 4096;
+/// The largest batch [`TrainConfig::validate`] accepts.
+pub const MAX_BATCH: usize = 65_536;
+/// The most epochs [`TrainConfig::validate`] accepts.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
 /// Everything a training run needs; saved as `config.json` in the run folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -448,6 +455,40 @@ impl TrainConfig {
         if self.width == 0 || self.height == 0 {
             return bad("input size must be positive".into());
         }
+        // Bounds that no real run reaches and that keep a hostile config.json from asking
+        // for terabytes (a 10^6-side input, a 10^9 batch) before anything checks it.
+        let limits = [
+            ("width", self.width, MAX_INPUT_SIDE),
+            ("height", self.height, MAX_INPUT_SIDE),
+            ("batch size", self.batch_size, MAX_BATCH),
+            ("epochs", self.epochs, MAX_EPOCHS),
+        ];
+        for (what, v, max) in limits {
+            if v > max {
+                return bad(format!(
+                    "{what} = {v} is more than the most kp accepts ({max})"
+                ));
+            }
+        }
+        if let Some(k) = self.num_keypoints {
+            if k == 0 || k > self.scheme().num_points {
+                return bad(format!(
+                    "num_keypoints = {k} is not 1..={} ({} points)",
+                    self.scheme().num_points,
+                    self.scheme().name
+                ));
+            }
+        }
+        if let Some(points) = &self.keypoints {
+            let n = self.scheme().num_points;
+            if points.is_empty() || points.iter().any(|&p| p >= n) {
+                return bad(format!(
+                    "keypoints {} must be indices of the {} scheme's {n} points",
+                    kp_fs::shown(&format!("{points:?}")),
+                    self.scheme().name
+                ));
+            }
+        }
         if let SplitKind::Random { val_fraction } = self.split {
             if !(0.0..1.0).contains(&val_fraction) {
                 return bad(format!(
@@ -458,9 +499,41 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Reads a `config.json`.
+    /// Reads a `config.json` and checks its values ([`Self::validate`]): a damaged or hostile
+    /// file is refused in one line naming it, before any of it is used.
     pub fn load(path: &Path) -> Result<Self> {
-        crate::atomic::read_json(path)
+        let cfg: Self = crate::atomic::read_json(path)?;
+        cfg.validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// The fields where `given` differs from this (a run's saved) configuration, as
+    /// `name = GIVEN (the run has SAVED)`; the points the model predicts (filled in when
+    /// training starts) and a datasets folder that resolves to the run's dataset do not count.
+    pub fn conflicts(&self, given: &Self) -> Vec<String> {
+        let mut given = given.clone();
+        given.num_keypoints = self.num_keypoints;
+        if given.dataset().ok().as_ref() == Some(&self.data) {
+            given.data = self.data.clone();
+        }
+        let (Ok(serde_json::Value::Object(saved)), Ok(serde_json::Value::Object(given))) =
+            (serde_json::to_value(self), serde_json::to_value(&given))
+        else {
+            return vec!["a configuration that cannot be compared".into()];
+        };
+        saved
+            .iter()
+            .filter(|(k, v)| given.get(*k) != Some(v))
+            .map(|(k, v)| {
+                let g = given.get(k).map(|g| g.to_string()).unwrap_or_default();
+                format!(
+                    "{k} = {} (the run has {})",
+                    kp_fs::shown(&g),
+                    kp_fs::shown(&v.to_string())
+                )
+            })
+            .collect()
     }
 
     /// Reads a configuration file to train from (`kp train --config`): a run's `config.json`

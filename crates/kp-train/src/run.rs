@@ -108,6 +108,46 @@ pub struct Timing {
     pub epoch_seconds: Vec<f64>,
 }
 
+/// An exclusive lock on a run folder, held while a process trains into it ([`RunDir::lock`]):
+/// an advisory `flock` on the folder's `.lock` file, which the kernel releases when the guard is
+/// dropped or the process ends, however it ends (a killed run leaves no stale lock).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunState {
+    /// Checks the values against the run's configuration: the checkpoint is a relative path
+    /// inside the run (`checkpoint/epoch-3`; no `..`, no absolute path), the counts are within the
+    /// run's epochs, the time is finite. A damaged or hostile `state.json` is refused, not
+    /// followed.
+    pub fn validate(&self, epochs: usize) -> std::result::Result<(), String> {
+        let c = std::path::Path::new(&self.checkpoint);
+        let inside = c.components().next().is_some()
+            && c.components()
+                .all(|p| matches!(p, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(format!(
+                "checkpoint `{}` is not a folder inside the run",
+                kp_fs::shown(&self.checkpoint)
+            ));
+        }
+        if self.epochs_done > epochs {
+            return Err(format!(
+                "epochs_done = {} is more than the run's {epochs} epochs",
+                self.epochs_done
+            ));
+        }
+        if !(self.train_seconds.is_finite() && self.train_seconds >= 0.0) {
+            return Err(format!(
+                "train_seconds = {} is not a time",
+                self.train_seconds
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A run folder on disk.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -138,6 +178,46 @@ impl RunDir {
             });
         }
         Ok(Self { root })
+    }
+
+    /// Takes the folder's lock ([`RunLock`]), or fails in one line when another process holds
+    /// it (two `kp train` into one `--out` would leave one run's config beside the other's
+    /// weights). The holder's process id is written into `.lock` for that message.
+    pub fn lock(&self) -> Result<RunLock> {
+        use std::io::Write;
+        let path = self.root.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Best effort: the pid only makes the other process's message clearer.
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| writeln!(file, "{}", std::process::id()));
+                Ok(RunLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = kp_fs::read_limited(&path, 64)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                Err(Error::Run {
+                    path: self.root.clone(),
+                    msg: format!(
+                        "in use by another kp process{holder}: one training per run folder; \
+                         wait for it to end or choose another folder"
+                    ),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
     }
 
     /// The folder.

@@ -167,18 +167,42 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
 /// from the last good checkpoint.
 pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summary> {
     let run = RunDir::create(out)?;
+    let _lock = run.lock()?;
     let state = run.read_state()?;
     let mut cfg = cfg;
     if opts.resume {
-        if run.config_path().exists() {
-            cfg = TrainConfig::load(&run.config_path())?;
+        if !run.config_path().exists() {
+            return Err(Error::Run {
+                path: out.to_path_buf(),
+                msg: "nothing to resume: no config.json (a run writes it when it starts); \
+                      start a new run without --resume"
+                    .into(),
+            });
         }
+        let saved = TrainConfig::load(&run.config_path())?;
+        let conflicts = saved.conflicts(&cfg);
+        if !conflicts.is_empty() {
+            return Err(Error::Run {
+                path: out.to_path_buf(),
+                msg: format!(
+                    "--resume continues the run as it was configured, but was given {}",
+                    conflicts.join(", ")
+                ),
+            });
+        }
+        cfg = saved;
     } else if state.is_some() {
         return Err(Error::Run {
             path: out.to_path_buf(),
             msg: "already holds a run; pass --resume to continue it or choose another folder"
                 .into(),
         });
+    }
+    if let Some(st) = &state {
+        st.validate(cfg.epochs).map_err(|msg| Error::Run {
+            path: run.state_path(),
+            msg,
+        })?;
     }
     cfg.validate()?;
     // config.json names the dataset read, not the datasets folder it was found in.
