@@ -91,17 +91,54 @@ fn reproduce_quick_writes_a_complete_report() {
         "header + one row per run"
     );
 
-    // Re-running skips the finished runs (fast) and rewrites the same results.
+    // Re-running skips the finished runs (fast) and rewrites the same results; the regression
+    // gate passes on the committed baseline (kp's CI runs it here).
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline/quick-results.json");
     let again = xtask()
         .args(["reproduce", "--quick", "--only", "nose", "--data"])
         .arg(&data)
         .arg("--out")
         .arg(out.path())
+        .arg("--baseline")
+        .arg(&committed)
         .output()
         .unwrap();
-    assert!(again.status.success());
     let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
     assert!(log.contains("skipped"), "second run did not skip: {log}");
+    assert!(log.contains("no regressions against"), "{log}");
+    // A baseline 10% better than these results on two metrics of one run fails, naming both.
+    let mut better = rows.clone();
+    let tuned = better
+        .iter_mut()
+        .find(|r| r["run"] == "face-tuned")
+        .unwrap();
+    for m in ["val_px", "val_loss"] {
+        tuned[m] = serde_json::json!(tuned[m].as_f64().unwrap() * 0.9);
+    }
+    let tight = out.path().join("better.json");
+    std::fs::write(&tight, serde_json::to_vec(&better).unwrap()).unwrap();
+    let gate = xtask()
+        .args(["reproduce", "--quick", "--only", "face-tuned", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--baseline")
+        .arg(&tight)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&gate.stderr);
+    assert!(
+        !gate.status.success(),
+        "the gate passed a regression: {log}"
+    );
+    for m in [
+        "face-tuned val_px:",
+        "face-tuned val_loss:",
+        "2 regressions against",
+    ] {
+        assert!(log.contains(m), "{m} not in {log}");
+    }
     // The rewritten report still holds the runs outside `--only`.
     let rewritten: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();

@@ -1,5 +1,6 @@
 //! `cargo xtask reproduce`: train the study's whole experiment matrix and write the report.
 
+mod baseline;
 mod matrix;
 mod report;
 
@@ -46,6 +47,11 @@ pub struct ReproduceArgs {
     /// the same weights on any number of threads.
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// A results.json to compare with (a regression gate for CI): fails, naming every metric
+    /// of every run that got worse than the baseline's by more than its tolerance (2%, or as
+    /// the TOML file beside it says, e.g. `quick-results.toml` beside `quick-results.json`).
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
 }
 
 impl ReproduceArgs {
@@ -142,6 +148,8 @@ fn is_done(dir: &Path, spec: &RunSpec) -> bool {
 /// Runs the matrix and writes the report.
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let data = data_dir(&args)?;
+    // A bad baseline fails before an hour of training, not after.
+    let baseline = args.baseline.as_deref().map(baseline::load).transpose()?;
     let started = Instant::now();
     let mut all = matrix::study(&data, args.quick);
     for s in all.iter_mut() {
@@ -192,6 +200,24 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     let failed = rows.iter().filter(|r| r.status == "failed").count();
     if failed > 0 {
         bail!("{failed} of {n} runs failed (see the report)");
+    }
+    if let (Some((base, tol)), Some(path)) = (&baseline, &args.baseline) {
+        let worse = baseline::regressions(base, tol, &report_rows);
+        for line in &worse {
+            eprintln!("regression: {line}");
+        }
+        if !worse.is_empty() {
+            bail!(
+                "{} regressions against {} (listed above)",
+                worse.len(),
+                path.display()
+            );
+        }
+        eprintln!(
+            "no regressions against {} ({} runs compared)",
+            path.display(),
+            base.len()
+        );
     }
     Ok(())
 }
