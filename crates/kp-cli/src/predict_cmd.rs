@@ -37,7 +37,8 @@ pub struct PredictArgs {
     /// Overlay PNG to write (a folder when IMAGE is a folder).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// One JSON object per photo and line: {"image", "faces": [{"box", "score", "points5", "keypoints"}]}.
+    /// One JSON object per photo and line: {"image", "model", "scheme", "faces": [{"box",
+    /// "score", "points5", "keypoints"}], "overlay"} ("scheme": what keypoint i is, e.g. ibug68).
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     /// One CSV row per face: image,face,score,left,top,width,height,x0,y0,x1,y1,... (a header
@@ -67,13 +68,43 @@ struct FaceOut {
 #[derive(Serialize)]
 struct PhotoOut<'a> {
     image: &'a Path,
+    /// The model: `ready:ibug68-compact`, `ready:ibug68` or the run folder.
+    model: &'a str,
+    /// The landmark scheme of `keypoints` (`ibug68`, `imm58`): what point `i` is.
+    scheme: &'a str,
     faces: Vec<FaceOut>,
     overlay: Option<&'a Path>,
+}
+
+/// A face's landmarks as a person reads them: the centre of each of the scheme's parts (eyes,
+/// nose, mouth, ...), in photo pixels.
+fn parts_text(scheme: &kp_data::scheme::LandmarkScheme, points: &[[f32; 2]]) -> String {
+    if points.len() != scheme.num_points {
+        return String::new();
+    }
+    let parts: Vec<String> = scheme
+        .groups
+        .iter()
+        .filter(|(name, _)| !name.contains("brow") && *name != "jaw")
+        .map(|(name, range)| {
+            let n = range.len() as f32;
+            let (x, y) = points[range.clone()]
+                .iter()
+                .fold((0.0, 0.0), |(x, y), p| (x + p[0] / n, y + p[1] / n));
+            format!("{} ({x:.0}, {y:.0})", name.replace('_', " "))
+        })
+        .collect();
+    format!("; {}", parts.join(", "))
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
     let predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
     let predictor = a.mirror.apply(predictor)?;
+    let model = match &a.run {
+        Some(run) => run.display().to_string(),
+        None => format!("ready:{}", a.ready.name()),
+    };
+    let scheme = predictor.config.scheme();
     let landmarker = Landmarker::from_predictor(predictor, a.detector.config())?;
     let input = a
         .photo
@@ -145,6 +176,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         } else if a.json {
             serde_json::to_string(&PhotoOut {
                 image: photo,
+                model: &model,
+                scheme: scheme.name,
                 faces,
                 overlay: overlay.as_deref(),
             })?
@@ -159,7 +192,12 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                     .score
                     .map(|s| format!(" score {s:.3}"))
                     .unwrap_or_default();
-                s.push_str(&format!("\n  {bx}{score}: {} points", f.keypoints.len()));
+                s.push_str(&format!(
+                    "\n  {bx}{score}: {} {} points{}",
+                    f.keypoints.len(),
+                    scheme.name,
+                    parts_text(scheme, &f.keypoints)
+                ));
             }
             if let Some(o) = &overlay {
                 s.push_str(&format!("\n  overlay -> {}", o.display()));

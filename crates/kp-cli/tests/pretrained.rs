@@ -7,6 +7,20 @@ use common::{data, floats, json_lines, kp};
 #[test]
 fn predict_without_a_run_puts_68_points_on_every_face_of_the_group_photo() {
     group_photo_faces(&[]);
+    // The text form names the scheme and where the eyes, nose and mouth are.
+    let photo = data().join("dlib_examples_faces/2008_002506.jpg");
+    let o = kp(&["predict", photo.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("3 faces"), "{text}");
+    assert_eq!(
+        text.matches("68 ibug68 points; nose (").count(),
+        3,
+        "{text}"
+    );
+    assert!(
+        text.contains("left eye (") && text.contains("mouth ("),
+        "{text}"
+    );
 }
 
 #[test]
@@ -26,6 +40,12 @@ fn group_photo_faces(extra: &[&str]) {
     assert_eq!(lines.len(), 1);
     let faces = lines[0]["faces"].as_array().unwrap();
     assert_eq!(faces.len(), 3, "three people: {}", lines[0]);
+    // Each line says which model and which points these are.
+    assert_eq!(lines[0]["scheme"], "ibug68");
+    assert!(lines[0]["model"]
+        .as_str()
+        .unwrap()
+        .starts_with("ready:ibug68"));
     for f in faces {
         let b = floats(&f["box"]);
         let pts = f["keypoints"].as_array().unwrap();
