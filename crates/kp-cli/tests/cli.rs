@@ -403,6 +403,27 @@ fn a_recipe_file_configures_training_as_its_recipe_does_and_misspelt_names_are_r
         !o.status.success() && err.contains("nothing to resume"),
         "{err}"
     );
+    // Six faces of one person leave no validation faces: training says what it validates on;
+    // --resume with another epoch count is refused, naming both values.
+    let run = empty.path().join("tiny");
+    let run = run.to_str().unwrap();
+    let o = kp(&[
+        "train", "--task", "nose", "--data", data, "--limit", "6", "--epochs", "1", "--out", run,
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("no validation faces") && err.contains("not held out"),
+        "{err}"
+    );
+    let o = kp(&["train", "--resume", "--out", run, "--epochs", "3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("epochs = 3 (the run has 1)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
     for (flag, value, known) in [
         ("--augment", "seed-shfit", "face-tuned"),
         ("--model", "vgg16", "heatmap-resnet18"),

@@ -130,7 +130,17 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
         ));
     }
     if val.is_empty() {
-        // Tiny smoke runs: validate on the training faces rather than on nothing.
+        // Tiny smoke runs and models trained on every face (--val-fraction 0): validate on
+        // the training faces rather than on nothing, and say so, since those numbers are not
+        // held out.
+        tracing::warn!(
+            "the split left no validation faces ({} faces{}): validating on the training \
+             faces, so the validation numbers are not held out",
+            train.len(),
+            cfg.limit
+                .map(|l| format!(", --limit {l}"))
+                .unwrap_or_default()
+        );
         val = train.clone();
     }
     let num_keypoints = cache[0].keypoints.len();
