@@ -11,10 +11,15 @@
 //! (`ibug-detector`) and the bundled YuNet's boxes. `results.json` in the folder holds every
 //! number the card quotes (schema below); the run stays in `runs/pretrained-NAME`.
 //!
-//! `results.json`: `{"model", "recipe", "seed", "weights_sha256", "weights_bytes", "rows":
-//! [{"weights": "f32"|"f16", "boxes": "dataset"|"ibug-detector"|"yunet", "faces",
-//! "detected", "nme", "failure_rate_8", "auc_8", "mean_px_error"}]}` (NME and failure rate as
-//! fractions, inter-ocular: outer eye corners).
+//! With `--all-faces` the weights shipped are the same recipe trained on all 1,326 faces
+//! (`--val-fraction 0`, into `RUN_DIR-all` or `--all-run`): the held-out numbers are the 80/20
+//! run's, and the shipped weights are scored on the same 265 faces, which they saw in training.
+//!
+//! `results.json`: `{"model", "recipe", "trained_on", "seed", "weights_sha256",
+//! "weights_bytes", "rows": [{"trained_on": "80/20 split"|"all faces", "held_out",
+//! "weights": "f32"|"f16", "boxes": "dataset"|"ibug-detector"|"yunet", "faces", "detected",
+//! "nme", "failure_rate_8", "auc_8", "mean_px_error"}]}` (the 80/20 split's 265 validation
+//! faces in every row; NME and failure rate as fractions, inter-ocular: outer eye corners).
 
 use std::path::{Path, PathBuf};
 
@@ -52,11 +57,24 @@ pub struct PretrainedArgs {
     /// Training seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Ship the recipe trained on all 1,326 faces (`--val-fraction 0`) instead of the 80/20
+    /// split's training faces: the held-out numbers are then the 80/20 run's (`--run` or
+    /// trained), and the shipped weights are scored on the same 265 faces, which they saw.
+    #[arg(long)]
+    all_faces: bool,
+    /// With --all-faces: a run of the recipe on all faces already trained (its config is
+    /// checked; default: train it into RUN_DIR-all).
+    #[arg(long, requires = "all_faces")]
+    all_run: Option<PathBuf>,
 }
 
 /// One evaluation of `results.json`.
 #[derive(Debug, Serialize)]
 struct Row {
+    /// The faces the scored weights were trained on: `80/20 split` or `all faces`.
+    trained_on: &'static str,
+    /// Whether the scored faces were held out from that training.
+    held_out: bool,
     weights: &'static str,
     boxes: &'static str,
     faces: usize,
@@ -71,6 +89,8 @@ struct Row {
 struct Results {
     model: &'static str,
     recipe: String,
+    /// The faces the shipped weights were trained on (`80/20 split` or `all faces`).
+    trained_on: &'static str,
     seed: u64,
     weights_sha256: String,
     weights_bytes: u64,
@@ -98,19 +118,26 @@ fn recipe(model: ReadyModel, data: &Path, seed: u64) -> TrainConfig {
 fn evaluate(
     open: impl Fn() -> Result<Predictor>,
     data: &Path,
-    weights: &'static str,
+    (weights, trained_on): (&'static str, &'static str),
     rows: &mut Vec<Row>,
 ) -> Result<()> {
+    // The 80/20 split's 265 validation faces, whatever split the weights were trained with.
+    let open = || -> Result<Predictor> {
+        let mut p = open()?;
+        p.config.split = kp_train::config::SplitKind::Random { val_fraction: 0.2 };
+        Ok(p)
+    };
     let predictor = open()?;
     let mut prepared = predictor.prepare(data)?;
-    rows.push(score(&predictor, &prepared, weights, "dataset", None)?);
+    let tag = (weights, trained_on);
+    rows.push(score(&predictor, &prepared, tag, "dataset", None)?);
 
     let jittered = open()?.with_preprocessing(AugmentPreset::IbugDetector.into(), 0)?;
     let jittered_faces = jittered.prepare(data)?;
     rows.push(score(
         &jittered,
         &jittered_faces,
-        weights,
+        tag,
         "ibug-detector",
         None,
     )?);
@@ -122,7 +149,7 @@ fn evaluate(
         &detector,
         &BoxCalibration::ibug(),
     )?;
-    rows.push(score(&predictor, &prepared, weights, "yunet", Some(found))?);
+    rows.push(score(&predictor, &prepared, tag, "yunet", Some(found))?);
     Ok(())
 }
 
@@ -130,7 +157,7 @@ fn evaluate(
 fn score(
     predictor: &Predictor,
     prepared: &PreparedData,
-    weights: &'static str,
+    (weights, trained_on): (&'static str, &'static str),
     boxes: &'static str,
     detected: Option<usize>,
 ) -> Result<Row> {
@@ -145,6 +172,8 @@ fn score(
         "evaluated"
     );
     Ok(Row {
+        trained_on,
+        held_out: trained_on == HELD_OUT,
         weights,
         boxes,
         faces: m.faces,
@@ -156,12 +185,41 @@ fn score(
     })
 }
 
+/// What the 80/20 run was trained on (its validation faces are held out).
+const HELD_OUT: &str = "80/20 split";
+/// What an `--all-faces` run was trained on.
+const ALL_FACES: &str = "all faces";
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Checks that `run` finished training exactly `want` (the data path aside).
+fn check_recipe(run: &Path, want: &TrainConfig, recipe_name: &str, seed: u64) -> Result<()> {
+    let dir = RunDir::open(run)?;
+    let mut saved = TrainConfig::load(&dir.config_path())?;
+    saved.num_keypoints = None;
+    saved.data = want.data.clone();
+    if saved != *want {
+        bail!(
+            "{}: not trained with the ready model's recipe (kp train --task ibug --recipe \
+             {recipe_name} --seed {seed}{})",
+            run.display(),
+            match want.split {
+                kp_train::config::SplitKind::Random { val_fraction: 0.0 } => {
+                    " --val-fraction 0"
+                }
+                _ => "",
+            }
+        );
+    }
+    dir.read_summary()
+        .with_context(|| format!("{}: the run has not finished", run.display()))?;
+    Ok(())
 }
 
 /// Runs `cargo xtask pretrained`.
@@ -185,19 +243,7 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
     let want = recipe(model, &data, args.seed);
     let run = match &args.run {
         Some(run) => {
-            let dir = RunDir::open(run)?;
-            let mut saved = TrainConfig::load(&dir.config_path())?;
-            saved.num_keypoints = None;
-            saved.data = want.data.clone();
-            if saved != want {
-                bail!(
-                    "{}: not trained with the ready model's recipe (kp train --task ibug --recipe {recipe_name} --seed {})",
-                    run.display(),
-                    args.seed
-                );
-            }
-            dir.read_summary()
-                .with_context(|| format!("{}: the run has not finished", run.display()))?;
+            check_recipe(run, &want, &recipe_name, args.seed)?;
             run.clone()
         }
         None => {
@@ -211,15 +257,48 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
             run_dir.clone()
         }
     };
-    kp_train::pretrained::write_bundle(&run, &out, DType::F16)?;
-    let weights = std::fs::read(out.join("model.safetensors"))?;
     let mut rows = Vec::new();
     let open = |dir: &Path| Ok(Predictor::open(dir, None)?);
-    evaluate(|| open(&run), &data, "f32", &mut rows)?;
-    evaluate(|| open(&out), &data, "f16", &mut rows)?;
+    evaluate(|| open(&run), &data, ("f32", HELD_OUT), &mut rows)?;
+    // The weights shipped: the 80/20 run's, or the same recipe's on every face.
+    let (shipped, trained_on) = if args.all_faces {
+        let mut want_all = want.clone();
+        want_all.split = kp_train::config::SplitKind::Random { val_fraction: 0.0 };
+        let all = match &args.all_run {
+            Some(r) => {
+                check_recipe(r, &want_all, &recipe_name, args.seed)?;
+                r.clone()
+            }
+            None => {
+                let dir = PathBuf::from(format!("{}-all", run_dir.display()));
+                let opts = TrainOptions {
+                    resume: RunDir::open(&dir).is_ok(),
+                    progress: true,
+                    ..Default::default()
+                };
+                train(want_all, &dir, &opts)?;
+                dir
+            }
+        };
+        evaluate(|| open(&all), &data, ("f32", ALL_FACES), &mut rows)?;
+        (all, ALL_FACES)
+    } else {
+        (run.clone(), HELD_OUT)
+    };
+    kp_train::pretrained::write_bundle(&shipped, &out, DType::F16)?;
+    let weights = std::fs::read(out.join("model.safetensors"))?;
+    evaluate(|| open(&out), &data, ("f16", trained_on), &mut rows)?;
     let results = Results {
         model: model.name(),
-        recipe: format!("kp train --task ibug --recipe {recipe_name}"),
+        recipe: format!(
+            "kp train --task ibug --recipe {recipe_name}{}",
+            if args.all_faces {
+                " --val-fraction 0"
+            } else {
+                ""
+            }
+        ),
+        trained_on,
         seed: args.seed,
         weights_sha256: sha256_hex(&weights),
         weights_bytes: weights.len() as u64,
