@@ -332,6 +332,17 @@ fn train_crops_dlib_xml_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("copy.xml");
     dlib_xml::write_dlib_xml(&out, &d).unwrap();
+    // The copy names images outside its own folder: reading it back is an opt-in.
+    let refused = load_dlib_xml(&out).unwrap_err().to_string();
+    assert!(
+        refused.contains("outside the dataset's folder"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("copy.xml:"),
+        "names the XML line: {refused}"
+    );
+    kp_data::confine::set_allow_outside(true);
     let back = load_dlib_xml(&out).unwrap();
     // Images outside the output folder are written with their full path.
     assert_eq!(back.faces, d.faces);

@@ -41,6 +41,10 @@ struct Cli {
     #[arg(long, global = true, env = "KP_MAX_PIXELS", default_value_t = kp_data::loading::DEFAULT_MAX_PIXELS,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_pixels: u64,
+    /// Read images that a label file names outside its own folder (absolute paths elsewhere,
+    /// `..`, links out of it); refused by default.
+    #[arg(long, global = true, env = "KP_ALLOW_OUTSIDE_DATA")]
+    allow_outside_data: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     kp_data::loading::set_max_pixels(cli.max_pixels);
+    kp_data::confine::set_allow_outside(cli.allow_outside_data);
     let result = match cli.command {
         Command::Data(c) => data_cmd::run(c),
         Command::Train(a) => train_cmd::train(a),

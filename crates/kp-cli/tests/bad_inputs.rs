@@ -173,7 +173,12 @@ fn bad_dlib_xml_files() {
         (
             "outside-folder",
             xml("../../../../etc/passwd", good_box, ""),
-            vec!["outside-folder.xml", "out of the dataset folder"],
+            vec!["outside-folder.xml", "outside the dataset's folder"],
+        ),
+        (
+            "absolute-outside",
+            xml("/etc/passwd", good_box, ""),
+            vec!["absolute-outside.xml:", "outside the dataset's folder"],
         ),
         (
             "unclosed",

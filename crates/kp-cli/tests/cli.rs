@@ -434,3 +434,34 @@ fn a_recipe_file_configures_training_as_its_recipe_does_and_misspelt_names_are_r
         assert!(err.contains(value) && err.contains(known), "{err}");
     }
 }
+
+#[test]
+fn images_outside_a_label_files_folder_are_read_only_when_allowed() {
+    let photo = data().join("dlib_examples_faces/2008_002506.jpg");
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("elsewhere.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<dataset><images><image file='{}'><box top='84' left='231' width='78' \
+             height='108'/></image></images></dataset>",
+            photo.display()
+        ),
+    )
+    .unwrap();
+    let xml = xml.to_str().unwrap();
+    let o = kp(&["data", "summary", xml, "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("outside the dataset's folder"),
+        "{err}"
+    );
+    let v = stdout_json(&kp(&[
+        "--allow-outside-data",
+        "data",
+        "summary",
+        xml,
+        "--json",
+    ]));
+    assert_eq!(v["faces"], 1);
+}

@@ -164,31 +164,6 @@ fn require<'v>(
 /// Largest coordinate accepted anywhere (no image kp reads is larger).
 const MAX_COORD: f32 = 65_536.0;
 
-/// False when a relative path climbs out of the folder it is resolved against with `..`
-/// (absolute paths are taken as the user wrote them: `write_dlib_xml` writes them for images
-/// outside the output folder).
-fn stays_inside(path: &Path) -> bool {
-    use std::path::Component;
-    if path.is_absolute() {
-        return true;
-    }
-    let mut depth = 0i32;
-    for c in path.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    true
-}
-
 fn number(v: &str, key: &str, ctx: &Ctx, pos: u64, leaf: &str) -> Result<f32> {
     match v.trim().parse::<f32>() {
         Ok(x) if x.is_finite() => Ok(x),
@@ -316,12 +291,9 @@ fn parse(text: &str, path: &Path, mut skipped: Option<&mut Vec<Error>>) -> Resul
                             let a = attributes(e, &ctx, pos, leaf)?;
                             let file = require(&a, "file", &ctx, pos, leaf)?.to_owned();
                             let leaf = format!("<image #{} file='{file}'>", out.images.len() + 1);
-                            if !stays_inside(Path::new(&file)) {
-                                return Err(ctx.err(
-                                pos,
-                                Some(&leaf),
-                                "the relative image path climbs out of the dataset folder with `..`",
-                            ));
+                            let root = ctx.path.parent().unwrap_or(Path::new(""));
+                            if let Err(why) = crate::confine::check_inside(root, Path::new(&file)) {
+                                return Err(ctx.err(pos, Some(&leaf), format!("the image {why}")));
                             }
                             let img = XmlImage {
                                 width: size(get(&a, "width"), "width", &ctx, pos, &leaf)?,
@@ -823,6 +795,15 @@ mod tests {
             .replace("sub/a.jpg", &long_name)
             .replace("x='5.5'", "x='nan'"));
         assert!(s.len() < 1_000, "{} bytes", s.len());
+    }
+
+    #[test]
+    fn images_outside_the_xml_folder_are_refused_on_their_line() {
+        for file in ["../../x.jpg", "/etc/passwd"] {
+            let (e, s) = err(&DLIB_STYLE.replace("sub/a.jpg", file));
+            assert!(matches!(e, Error::Xml { .. }), "{s}");
+            assert!(s.contains("outside the dataset's folder"), "{s}");
+        }
     }
 
     #[test]

@@ -192,13 +192,21 @@ pub fn parse_asf(text: &str, path: &Path) -> Result<AsfShape> {
         }
         points.push(p);
     }
-    let (_, host) = lines.next().ok_or_else(|| {
+    let (host_line, host) = lines.next().ok_or_else(|| {
         Error::parse(
             path,
             last.max(last_line),
             format!("no host image line after the {n} points (truncated?)"),
         )
     })?;
+    let root = path.parent().unwrap_or(Path::new(""));
+    if let Err(why) = crate::confine::check_inside(root, Path::new(host)) {
+        return Err(Error::parse(
+            path,
+            host_line,
+            format!("the host image `{host}` {why}"),
+        ));
+    }
     if let Some((ln, extra)) = lines.next() {
         tracing::warn!("{}:{ln}: ignoring trailing line `{extra}`", path.display());
     }
@@ -366,6 +374,19 @@ pub(crate) mod tests {
         assert!(matches!(e, Error::Parse { line: 30, .. }), "{msg}");
         assert!(msg.starts_with("dir/t.asf:30:"), "{msg}");
         assert!(msg.contains("truncated"), "{msg}");
+    }
+
+    #[test]
+    fn a_host_image_outside_the_asf_folder_is_refused_on_its_line() {
+        for host in ["../x.jpg", "/etc/passwd"] {
+            let e = parse_asf(&asf_text(host, false), Path::new("d/t.asf")).unwrap_err();
+            assert!(matches!(e, Error::Parse { .. }), "{e}");
+            assert!(
+                e.to_string().contains("outside the dataset's folder"),
+                "{e}"
+            );
+        }
+        assert!(parse_asf(&asf_text("sub/x.jpg", false), Path::new("d/t.asf")).is_ok());
     }
 
     #[test]

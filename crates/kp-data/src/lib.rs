@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod confine;
 pub mod dlib_xml;
 pub mod error;
 pub mod face;

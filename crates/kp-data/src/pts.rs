@@ -167,6 +167,12 @@ pub fn load_pts_face(path: &Path) -> Result<Face> {
         });
     }
     let image = pts_image(path)?;
+    let root = path.parent().unwrap_or(Path::new(""));
+    if let Some(name) = image.file_name() {
+        crate::confine::check_inside(root, Path::new(name)).map_err(|why| {
+            Error::InvalidArgument(format!("{}: the image beside it {why}", path.display()))
+        })?;
+    }
     let size = image_dimensions(&image)?;
     let mut face = Face::new(image, points);
     face.image_size = Some(size);
