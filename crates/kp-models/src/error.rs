@@ -44,6 +44,12 @@ pub enum Error {
         /// The variable name.
         name: String,
     },
+    /// A weights file does not match the checksum written beside it (`FILE.sha256`).
+    #[error("{}: does not match its checksum in {}.sha256 (the file is damaged or was changed after it was written)", .path.display(), .path.display())]
+    Checksum {
+        /// The weights file.
+        path: PathBuf,
+    },
     /// A checkpoint tensor holds a NaN or an infinity (a diverged run or a damaged file).
     #[error("{path}: tensor `{name}` holds {value} (a diverged run or a damaged file)")]
     NonFinite {

@@ -6,7 +6,7 @@
 //! into the existing variables by name, converting dtype and device.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -31,12 +31,61 @@ pub fn save_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
 }
 
 /// Writes named tensors to `path` (safetensors, `format: pt` metadata) atomically, through
-/// [`kp_fs::write_atomic`].
+/// [`kp_fs::write_atomic`], and its checksum beside it ([`checksum_path`]).
 pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let data = tensors.iter().map(|(n, t)| (n.as_str(), t));
     let bytes = safetensors::tensor::serialize(data, Some(metadata))?;
-    Ok(kp_fs::write_atomic(path, &bytes)?)
+    kp_fs::write_atomic(path, &bytes)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let line = format!("{}  {name}\n", sha256_hex(&bytes));
+    Ok(kp_fs::write_atomic(checksum_path(path), line.as_bytes())?)
+}
+
+/// The checksum file of a weights file: `FILE.sha256`, one line `HEX  NAME` as `sha256sum`
+/// writes it (so `sha256sum -c FILE.sha256` checks it too).
+pub fn checksum_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads a weights file: a regular file only (a FIFO would hang), at most 4 GiB, and, when a
+/// checksum was written beside it ([`save_tensors`] does), equal to it: flipped bytes are an
+/// error naming the file instead of garbage weights. Files without a checksum (older runs,
+/// files from elsewhere) are read as they are.
+pub fn read_weights(path: &Path) -> Result<Vec<u8>> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = kp_fs::read_limited(path, 4 << 30).map_err(io)?;
+    let sums = checksum_path(path);
+    if sums.exists() {
+        let line = kp_fs::read_limited(&sums, 4096).map_err(|source| Error::Io {
+            path: sums.clone(),
+            source,
+        })?;
+        let want = String::from_utf8_lossy(&line);
+        let want = want.split_whitespace().next().unwrap_or("");
+        if !want.eq_ignore_ascii_case(&sha256_hex(&bytes)) {
+            return Err(Error::Checksum {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    Ok(bytes)
 }
 
 /// What [`load_varmap`] did.
@@ -53,11 +102,7 @@ pub struct LoadReport {
 /// extra tensors are reported.
 pub fn load_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
     let path = path.as_ref();
-    // Read through kp-fs: a regular file only (a FIFO would hang), at most 4 GiB.
-    let bytes = kp_fs::read_limited(path, 4 << 30).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_weights(path)?;
     load_varmap_bytes(varmap, &bytes, path)
 }
 
@@ -72,7 +117,7 @@ pub fn load_varmap_bytes(varmap: &VarMap, bytes: &[u8], source: &Path) -> Result
 /// (f16 halves a model's size; integer tensors such as BatchNorm's `num_batches_tracked` are
 /// kept), atomically.
 pub fn convert_floats(src: &Path, dst: &Path, dtype: DType) -> Result<()> {
-    let file = candle_core::safetensors::load(src, &Device::Cpu)?;
+    let file = candle_core::safetensors::load_buffer(&read_weights(src)?, &Device::Cpu)?;
     let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(file.len());
     for (name, t) in file {
         let t = if t.dtype().is_float() {
@@ -183,11 +228,13 @@ mod tests {
             .unwrap();
         assert_ne!(ya, yb);
         save_varmap(&vm_a, &path).unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        // The weights and their checksum, no temporary file left.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["model.safetensors"]);
+        names.sort();
+        assert_eq!(names, ["model.safetensors", "model.safetensors.sha256"]);
         let report = load_varmap(&vm_b, &path).unwrap();
         assert_eq!(report.loaded, 10);
         assert!(report.unexpected.is_empty());
@@ -273,6 +320,36 @@ mod tests {
             load_varmap(&vm, &partial).unwrap_err(),
             Error::MissingTensor { .. }
         ));
+    }
+
+    #[test]
+    fn a_weights_file_changed_after_it_was_written_is_refused_by_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let (vm, _) = nose(3);
+        save_varmap(&vm, &path).unwrap();
+        // `sha256sum -c` format: the hex digest, two spaces, the file name.
+        let line = std::fs::read_to_string(checksum_path(&path)).unwrap();
+        assert!(
+            line.ends_with("  model.safetensors\n") && line.find(' ') == Some(64),
+            "{line}"
+        );
+        let (other, _) = nose(4);
+        load_varmap(&other, &path).unwrap();
+        // One flipped byte in the last tensor's data: refused, nothing loaded.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 2] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load_varmap(&other, &path).unwrap_err();
+        assert!(matches!(err, Error::Checksum { .. }), "{err}");
+        assert!(
+            err.to_string().contains("model.safetensors.sha256"),
+            "{err}"
+        );
+        // Without a checksum file (older runs, files from elsewhere) the file is read as it is.
+        std::fs::remove_file(checksum_path(&path)).unwrap();
+        assert!(load_varmap(&other, &path).is_ok());
     }
 
     #[test]

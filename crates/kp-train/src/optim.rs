@@ -209,7 +209,8 @@ impl Adam {
             .first()
             .map(|p| p.var.device().clone())
             .unwrap_or(Device::Cpu);
-        let mut tensors = candle_core::safetensors::load(path, &device)
+        let bytes = kp_models::io::read_weights(path)?;
+        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &device)
             .map_err(|e| run_err(format!("cannot read optimizer state: {e}")))?;
         let step = tensors
             .remove("step")
