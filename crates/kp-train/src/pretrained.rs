@@ -1,9 +1,10 @@
 //! The ready models: kp's 68-point landmark models, kept in the repository and embedded in the
 //! binary, so `kp predict group.jpg` works on a fresh clone with no training and no download.
 //!
-//! Each is one seeded run of a 300-W recipe trained on the same 1,061 faces (265 held out),
-//! stored in `models/landmarks/<name>/` as the run's `config.json` and its weights in f16
-//! (half the size of f32; they load into f32 variables):
+//! Each is one seeded run of a 300-W recipe (the compact model's on all 1,326 training crops,
+//! the ResNet's on 1,061 of them, with 265 held out; the compact recipe's held-out numbers come
+//! from its own 80/20 run), stored in `models/landmarks/<name>/` as the run's `config.json` and
+//! its weights in f16 (half the size of f32; they load into f32 variables):
 //!
 //! - [`ReadyModel::Compact`] (the default, `ibug68-compact`): `kp train --task ibug --recipe
 //!   compact`, the compact depthwise-separable network at 128x128 (`kp_models::CompactNet`),
@@ -14,7 +15,7 @@
 //! Both are predicted with test-time mirroring. Each folder's `README.md` is the model card:
 //! data, recipe, the accuracy measured on the held-out faces with the dataset's boxes and with
 //! the bundled detector's, what f16 changed, and the command that re-creates it (`cargo xtask
-//! pretrained [--ready resnet18]`, which trains the run, writes the folder with
+//! pretrained --all-faces` / `--ready resnet18`, which trains the runs, writes the folder with
 //! [`write_bundle`] and measures it).
 //!
 //! ```
