@@ -94,15 +94,19 @@ fn reproduce_quick_writes_a_complete_report() {
     // Re-running skips the finished runs (fast) and rewrites the same results; the regression
     // gate passes on the committed baseline (kp's CI runs it here).
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline/quick-results.json");
-    let again = xtask()
-        .args(["reproduce", "--quick", "--only", "nose", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(out.path())
-        .arg("--baseline")
-        .arg(&committed)
-        .output()
-        .unwrap();
+    // `reproduce --quick --only RUNS` on the same folders, gated on `baseline`.
+    let gated = |only: &str, baseline: &Path| {
+        xtask()
+            .args(["reproduce", "--quick", "--only", only, "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(out.path())
+            .arg("--baseline")
+            .arg(baseline)
+            .output()
+            .unwrap()
+    };
+    let again = gated("nose", &committed);
     let log = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{log}");
     assert!(log.contains("skipped"), "second run did not skip: {log}");
@@ -118,15 +122,7 @@ fn reproduce_quick_writes_a_complete_report() {
     }
     let tight = out.path().join("better.json");
     std::fs::write(&tight, serde_json::to_vec(&better).unwrap()).unwrap();
-    let gate = xtask()
-        .args(["reproduce", "--quick", "--only", "face-tuned", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(out.path())
-        .arg("--baseline")
-        .arg(&tight)
-        .output()
-        .unwrap();
+    let gate = gated("face-tuned", &tight);
     let log = String::from_utf8_lossy(&gate.stderr);
     assert!(
         !gate.status.success(),

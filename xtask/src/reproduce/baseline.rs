@@ -91,49 +91,26 @@ struct Metric {
     now: fn(&ResultRow) -> Option<f64>,
 }
 
+/// A [`Metric`] of the field `$f`, present in both rows under the same name.
+macro_rules! metric {
+    ($f:ident, $lower:expr) => {
+        Metric {
+            name: stringify!($f),
+            lower_is_better: $lower,
+            baseline: |b| b.$f,
+            now: |r| r.$f,
+        }
+    };
+}
+
 const METRICS: [Metric; 7] = [
-    Metric {
-        name: "val_px_input",
-        lower_is_better: true,
-        baseline: |b| b.val_px_input,
-        now: |r| r.val_px_input,
-    },
-    Metric {
-        name: "val_px",
-        lower_is_better: true,
-        baseline: |b| b.val_px,
-        now: |r| r.val_px,
-    },
-    Metric {
-        name: "val_mae",
-        lower_is_better: true,
-        baseline: |b| b.val_mae,
-        now: |r| r.val_mae,
-    },
-    Metric {
-        name: "val_nme",
-        lower_is_better: true,
-        baseline: |b| b.val_nme,
-        now: |r| r.val_nme,
-    },
-    Metric {
-        name: "val_failure_rate",
-        lower_is_better: true,
-        baseline: |b| b.val_failure_rate,
-        now: |r| r.val_failure_rate,
-    },
-    Metric {
-        name: "val_auc",
-        lower_is_better: false,
-        baseline: |b| b.val_auc,
-        now: |r| r.val_auc,
-    },
-    Metric {
-        name: "val_loss",
-        lower_is_better: true,
-        baseline: |b| b.val_loss,
-        now: |r| r.val_loss,
-    },
+    metric!(val_px_input, true),
+    metric!(val_px, true),
+    metric!(val_mae, true),
+    metric!(val_nme, true),
+    metric!(val_failure_rate, true),
+    metric!(val_auc, false),
+    metric!(val_loss, true),
 ];
 
 /// Reads a baseline `results.json` and the tolerances beside it.
