@@ -1,7 +1,7 @@
 //! Arguments and helpers several commands share: which model (`--run` or the ready one),
 //! test-time mirroring flags, face boxes on the command line.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -32,21 +32,43 @@ impl MirrorArgs {
     }
 }
 
-/// The model of run folder `run`, or the ready model `ready` kp ships when there is none.
-pub fn open_predictor(
-    run: Option<&Path>,
-    ready: ReadyModel,
-    device: Option<DeviceKind>,
-) -> Result<Predictor> {
-    match run {
-        Some(run) => {
-            Predictor::open(run, device).with_context(|| format!("opening run {}", run.display()))
+/// `--run`, `--ready`, `--device`: which model a command predicts with (`kp eval`, `kp predict`,
+/// `kp submit`).
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Run folder written by `kp train` (default: a ready 68-point model kp ships, --ready).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Which ready model runs when no --run is given: compact (the default: fast on a CPU,
+    /// models/landmarks/ibug68-compact) or resnet18 (2% more accurate, 20x slower,
+    /// models/landmarks/ibug68).
+    #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
+    pub ready: ReadyModel,
+    /// cpu or cuda (default: the run's device; the CPU for the ready model).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceKind>,
+}
+
+impl ModelArgs {
+    /// The model of the run folder, or the ready model kp ships when there is none.
+    pub fn predictor(&self) -> Result<Predictor> {
+        match &self.run {
+            Some(run) => Predictor::open(run, self.device)
+                .with_context(|| format!("opening run {}", run.display())),
+            None => {
+                tracing::info!(model = self.ready.name(), "using the ready model");
+                self.ready
+                    .predictor(self.device)
+                    .with_context(|| format!("loading the ready model {}", self.ready.name()))
+            }
         }
-        None => {
-            tracing::info!(model = ready.name(), "using the ready model");
-            ready
-                .predictor(device)
-                .with_context(|| format!("loading the ready model {}", ready.name()))
+    }
+
+    /// The model as outputs name it: the run folder, or `ready:NAME`.
+    pub fn label(&self) -> String {
+        match &self.run {
+            Some(run) => run.display().to_string(),
+            None => format!("ready:{}", self.ready.name()),
         }
     }
 }

@@ -5,22 +5,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use kp_train::predict::EvalSplit;
-use kp_train::pretrained::ReadyModel;
 
-use crate::args::{open_predictor, MirrorArgs};
+use crate::args::{MirrorArgs, ModelArgs};
 use crate::train_cmd::report_skipped;
 
 /// Arguments of `kp eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Run folder written by `kp train` (default: a ready 68-point model kp ships, --ready).
-    #[arg(long)]
-    run: Option<PathBuf>,
-    /// Which ready model runs when no --run is given: compact (the default: fast on a CPU,
-    /// models/landmarks/ibug68-compact) or resnet18 (2% more accurate, 20x slower,
-    /// models/landmarks/ibug68).
-    #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
-    ready: ReadyModel,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Dataset to evaluate on (default: the run's own; for the ready model, the 300-W crops
     /// under KP_DATA_DIR or the datasets folder found beside the checkout).
     #[arg(long)]
@@ -28,9 +21,6 @@ pub struct EvalArgs {
     /// train, val or all.
     #[arg(long, default_value = "val")]
     split: String,
-    /// cpu or cuda (default: the run's device).
-    #[arg(long, value_enum)]
-    device: Option<kp_train::config::DeviceKind>,
     /// Preprocessing instead of the run's own: a kp-augment preset or TOML/JSON file, e.g.
     /// `ibug-detector` to score 300-W faces with simulated face-detector boxes.
     #[arg(long)]
@@ -78,7 +68,7 @@ pub enum BoxSource {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let mut predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
+    let mut predictor = a.model.predictor()?;
     if let Some(spec) = a.augment.clone() {
         predictor = predictor
             .with_preprocessing(spec.clone(), a.seed)
@@ -86,7 +76,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     }
     let mut predictor = a.mirror.apply(predictor)?;
     predictor.config.skip_bad |= a.skip_bad;
-    let data = match (a.data, &a.run) {
+    let data = match (a.data, &a.model.run) {
         (Some(d), _) => d,
         (None, Some(_)) => predictor.config.data.clone(),
         // The ready model names its dataset relative to a datasets folder.

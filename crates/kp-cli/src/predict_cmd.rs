@@ -7,10 +7,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use kp_data::BBox;
 use kp_train::landmarker::Landmarker;
-use kp_train::pretrained::ReadyModel;
 use serde::Serialize;
 
-use crate::args::{open_predictor, parse_box, MirrorArgs};
+use crate::args::{parse_box, MirrorArgs, ModelArgs};
 use crate::detect_cmd::DetectorArgs;
 
 /// Arguments of `kp predict`.
@@ -22,14 +21,8 @@ pub struct PredictArgs {
     /// The same as IMAGE (kept for scripts written before IMAGE was positional).
     #[arg(long, hide = true, conflicts_with = "photo")]
     image: Option<PathBuf>,
-    /// Run folder written by `kp train` (default: a ready 68-point model kp ships, --ready).
-    #[arg(long)]
-    run: Option<PathBuf>,
-    /// Which ready model runs when no --run is given: compact (the default: fast on a CPU,
-    /// models/landmarks/ibug68-compact) or resnet18 (2% more accurate, 20x slower,
-    /// models/landmarks/ibug68).
-    #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
-    ready: ReadyModel,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Face box LEFT,TOP,WIDTH,HEIGHT in pixels (default: every face the detector finds, for
     /// models trained on face boxes; the whole photo for the IMM models).
     #[arg(long, value_parser = parse_box)]
@@ -45,9 +38,6 @@ pub struct PredictArgs {
     /// first; score and box empty where no detector ran).
     #[arg(long)]
     csv: bool,
-    /// cpu or cuda (default: the run's device; the CPU for the ready model).
-    #[arg(long, value_enum)]
-    device: Option<kp_train::config::DeviceKind>,
     #[command(flatten)]
     mirror: MirrorArgs,
     #[command(flatten)]
@@ -68,7 +58,7 @@ struct FaceOut {
 #[derive(Serialize)]
 struct PhotoOut<'a> {
     image: &'a Path,
-    /// The model: `ready:ibug68-compact`, `ready:ibug68` or the run folder.
+    /// The model: `ready:ibug68-compact`, `ready:ibug68-heatmap-resnet18` or the run folder.
     model: &'a str,
     /// The landmark scheme of `keypoints` (`ibug68`, `imm58`): what point `i` is.
     scheme: &'a str,
@@ -98,12 +88,9 @@ fn parts_text(scheme: &kp_data::scheme::LandmarkScheme, points: &[[f32; 2]]) -> 
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
-    let predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
+    let predictor = a.model.predictor()?;
     let predictor = a.mirror.apply(predictor)?;
-    let model = match &a.run {
-        Some(run) => run.display().to_string(),
-        None => format!("ready:{}", a.ready.name()),
-    };
+    let model = a.model.label();
     let scheme = predictor.config.scheme();
     let landmarker = Landmarker::from_predictor(predictor, a.detector.config())?;
     let input = a

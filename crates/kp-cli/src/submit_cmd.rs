@@ -5,21 +5,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kp_data::{GrayF32, Point};
-use kp_train::pretrained::ReadyModel;
 
-use crate::args::{open_predictor, MirrorArgs};
+use crate::args::{MirrorArgs, ModelArgs};
 
 /// Arguments of `kp submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// Run folder written by `kp train` (default: a ready 68-point model kp ships, --ready).
-    #[arg(long)]
-    run: Option<PathBuf>,
-    /// Which ready model runs when no --run is given: compact (the default: fast on a CPU,
-    /// models/landmarks/ibug68-compact) or resnet18 (2% more accurate, 20x slower,
-    /// models/landmarks/ibug68).
-    #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
-    ready: ReadyModel,
+    #[command(flatten)]
+    model: ModelArgs,
     /// dlib-style XML with one box per face (e.g. labels_ibug_300W_test_parsed.xml).
     #[arg(long)]
     xml: PathBuf,
@@ -29,15 +22,12 @@ pub struct SubmitArgs {
     /// Write rows for faces whose image is missing too (predicted on a blank box) instead of failing.
     #[arg(long)]
     allow_missing: bool,
-    /// cpu or cuda (default: the run's device; the CPU for the ready model).
-    #[arg(long, value_enum)]
-    device: Option<kp_train::config::DeviceKind>,
     #[command(flatten)]
     mirror: MirrorArgs,
 }
 
 pub fn submit(a: SubmitArgs) -> Result<()> {
-    let predictor = open_predictor(a.run.as_deref(), a.ready, a.device)?;
+    let predictor = a.model.predictor()?;
     let predictor = a.mirror.apply(predictor)?;
     let dataset = kp_data::dlib_xml::load_dlib_xml(&a.xml)?;
     let missing: Vec<usize> = (0..dataset.faces.len())

@@ -71,17 +71,9 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         // refuses any that differ from it).
         (None, None) => {
             let out = a.out.as_ref().context("--resume needs --out")?;
-            let path = out.join("config.json");
-            if !path.is_file() {
-                anyhow::bail!(
-                    "{}: nothing to resume: no config.json (a run writes it when it starts); \
-                     pass --task or --config to start a new run",
-                    out.display()
-                );
-            }
             // The dataset it was started on (`--data`, which KP_DATA_DIR also fills, does not
             // move a run to another one).
-            TrainConfig::load(&path)?
+            kp_train::trainer::resume_config(out)?
         }
     };
     a.overrides.apply(&mut cfg);

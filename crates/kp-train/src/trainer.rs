@@ -169,6 +169,21 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
     })
 }
 
+/// The configuration the run in folder `out` was started with, which `--resume` continues;
+/// "nothing to resume" when the folder holds none.
+pub fn resume_config(out: &Path) -> Result<TrainConfig> {
+    let path = out.join("config.json");
+    if !path.exists() {
+        return Err(Error::Run {
+            path: out.to_path_buf(),
+            msg: "nothing to resume: no config.json (a run writes it when it starts); start a \
+                  new run without --resume"
+                .into(),
+        });
+    }
+    TrainConfig::load(&path)
+}
+
 /// Trains `cfg` into the run folder `out` and returns the summary.
 ///
 /// A finished run folder is left with `config.json`, `metrics.csv`, `summary.json`,
@@ -181,15 +196,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
     let state = run.read_state()?;
     let mut cfg = cfg;
     if opts.resume {
-        if !run.config_path().exists() {
-            return Err(Error::Run {
-                path: out.to_path_buf(),
-                msg: "nothing to resume: no config.json (a run writes it when it starts); \
-                      start a new run without --resume"
-                    .into(),
-            });
-        }
-        let saved = TrainConfig::load(&run.config_path())?;
+        let saved = resume_config(out)?;
         let conflicts = saved.conflicts(&cfg);
         if !conflicts.is_empty() {
             return Err(Error::Run {
