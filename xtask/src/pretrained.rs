@@ -190,14 +190,6 @@ const HELD_OUT: &str = "80/20 split";
 /// What an `--all-faces` run was trained on.
 const ALL_FACES: &str = "all faces";
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Checks that `run` finished training exactly `want` (the data path aside).
 fn check_recipe(run: &Path, want: &TrainConfig, recipe_name: &str, seed: u64) -> Result<()> {
     let dir = RunDir::open(run)?;
@@ -308,7 +300,7 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
         ),
         trained_on,
         seed: args.seed,
-        weights_sha256: sha256_hex(&weights),
+        weights_sha256: kp_models::io::sha256_hex(&weights),
         weights_bytes: weights.len() as u64,
         rows,
     };

@@ -68,16 +68,14 @@ fn face_problems(face: &Face, (w, h): (u32, u32), out: &mut Vec<String>) {
         ));
     }
     if let Some(b) = face.bbox {
-        let image = BBox::new(0.0, 0.0, wf, hf);
-        let inter_w = (b.right().min(image.right()) - b.left.max(0.0)).max(0.0);
-        let inter_h = (b.bottom().min(image.bottom()) - b.top.max(0.0)).max(0.0);
+        let inside = b.intersection_area(&BBox::new(0.0, 0.0, wf, hf));
         let area = b.width * b.height;
         if area.is_nan() || area <= 0.0 {
             out.push(format!(
                 "{name}: the face box {:?} is empty",
                 [b.left, b.top, b.width, b.height]
             ));
-        } else if inter_w * inter_h < 0.5 * area {
+        } else if inside < 0.5 * area {
             out.push(format!(
                 "{name}: the face box {:?} lies mostly outside the {w}x{h} image",
                 [b.left, b.top, b.width, b.height]

@@ -67,6 +67,13 @@ impl BBox {
         self.top + self.height
     }
 
+    /// The area where `self` and `other` overlap (0 when they do not).
+    pub fn intersection_area(&self, other: &BBox) -> f32 {
+        let w = (self.right().min(other.right()) - self.left.max(other.left)).max(0.0);
+        let h = (self.bottom().min(other.bottom()) - self.top.max(other.top)).max(0.0);
+        w * h
+    }
+
     /// The tight box around a set of points, or `None` when there are none.
     pub fn around(points: &[Point]) -> Option<BBox> {
         let first = points.first()?;

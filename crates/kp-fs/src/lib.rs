@@ -1,5 +1,6 @@
-//! Atomic file writes: the one way every kp crate writes a file that others read; and reads
-//! that a hostile path cannot turn into a hang or an unbounded allocation.
+//! Atomic file writes: the one way every kp crate writes a file that others read; reads
+//! that a hostile path cannot turn into a hang or an unbounded allocation; and [`shown`], the
+//! way a value read from such a file goes into a one-line error message.
 //!
 //! [`open_regular`] and [`read_limited`] refuse anything but a regular file (following links)
 //! before opening it: a FIFO would block the open until a writer comes, a device such as

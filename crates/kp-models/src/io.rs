@@ -53,7 +53,8 @@ pub fn checksum_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// The sha256 of `bytes` in lower-case hex (as `sha256sum` prints it).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()

@@ -503,8 +503,11 @@ impl TrainConfig {
     /// file is refused in one line naming it, before any of it is used.
     pub fn load(path: &Path) -> Result<Self> {
         let cfg: Self = crate::atomic::read_json(path)?;
-        cfg.validate()
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        cfg.validate().map_err(|e| match e {
+            // One "invalid configuration:", then the file, then what is wrong.
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
         Ok(cfg)
     }
 

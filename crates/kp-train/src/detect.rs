@@ -191,9 +191,7 @@ impl BoxCalibration {
 
 /// Intersection over union of two boxes.
 pub fn iou(a: &BBox, b: &BBox) -> f32 {
-    let w = (a.right().min(b.right()) - a.left.max(b.left)).max(0.0);
-    let h = (a.bottom().min(b.bottom()) - a.top.max(b.top)).max(0.0);
-    let inter = w * h;
+    let inter = a.intersection_area(b);
     let union = a.width * a.height + b.width * b.height - inter;
     if union > 0.0 {
         inter / union

@@ -135,14 +135,12 @@ fn is_done(dir: &Path, spec: &RunSpec) -> bool {
     let Ok(run) = RunDir::open(dir) else {
         return false;
     };
-    let Ok(mut saved) = kp_train::config::TrainConfig::load(&run.config_path()) else {
+    let Ok(saved) = kp_train::config::TrainConfig::load(&run.config_path()) else {
         return false;
     };
-    saved.num_keypoints = None;
-    // Training saves the dataset it read; the spec may name the datasets folder it is in.
-    let mut wanted = spec.config.clone();
-    wanted.data = wanted.dataset().unwrap_or(wanted.data);
-    saved == wanted && run.read_summary().is_ok()
+    // The comparison `--resume` makes: the spec may name the datasets folder the run's
+    // dataset is in, and the run filled in its point count.
+    saved.conflicts(&spec.config).is_empty() && run.read_summary().is_ok()
 }
 
 /// Runs the matrix and writes the report.

@@ -522,10 +522,7 @@ mod tests {
 
     #[test]
     fn the_bundled_bytes_are_the_published_file() {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(BUNDLED_ONNX);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, BUNDLED_SHA256);
+        assert_eq!(crate::io::sha256_hex(BUNDLED_ONNX), BUNDLED_SHA256);
     }
 
     #[test]
