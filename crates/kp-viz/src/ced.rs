@@ -240,10 +240,11 @@ pub fn ced_chart(series: &[CedSeries], opts: &CedOptions) -> Result<RgbImage> {
         opts.height as f64 - 122.0,
     );
     let legend = opts.legend.resolve(&lines, size);
+    let (title, title_px) = chart::fit_caption(&opts.title, opts.width)?;
     chart::render(opts.width, opts.height, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(&opts.title, ("sans-serif", 24))
-            .margin(16)
+            .caption(&title, ("sans-serif", title_px))
+            .margin(chart::CHART_MARGIN)
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..max_x, 0.0..1.0)

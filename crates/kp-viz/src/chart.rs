@@ -109,6 +109,21 @@ pub(crate) fn legend_size<'a>(
     (w / plot_w.max(1.0), h / plot_h.max(1.0))
 }
 
+/// Font size of chart titles (before [`fit_caption`] shrinks a long one).
+const CAPTION_PX: f32 = 24.0;
+/// Margin around a chart, each side, in pixels.
+pub(crate) const CHART_MARGIN: u32 = 16;
+
+/// A chart title that fits a chart `width` pixels wide: [`crate::text::fit_text`]'s smaller
+/// font (down to 14 px), then an ellipsis. Returns the text and its size for plotters'
+/// `caption`; plotters itself draws a long title past both edges.
+pub(crate) fn fit_caption(title: &str, width: u32) -> Result<(String, f64)> {
+    let font = crate::text::sans()?;
+    let room = width.saturating_sub(2 * CHART_MARGIN + 8);
+    let (size, text) = crate::text::fit_text(&font, CAPTION_PX, 14.0, title, room);
+    Ok((text, f64::from(size)))
+}
+
 /// Converts any plotters error into [`Error::Plot`].
 pub(crate) fn plot_err<E: std::fmt::Display>(e: E) -> Error {
     Error::Plot(e.to_string())
@@ -223,6 +238,19 @@ pub(crate) fn tick_label(v: &f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_title_longer_than_the_chart_is_shrunk_then_cut_to_fit() {
+        let (short, px) = fit_caption("Learning curve", 900).unwrap();
+        assert_eq!((short.as_str(), px), ("Learning curve", 24.0));
+        let long = "kp tuned: heatmap-resnet18, 100 epochs, cosine lr, nose-tuned augmentation, \
+                    weight decay 0.05, test-time mirroring: training and validation loss";
+        let (text, px) = fit_caption(long, 900).unwrap();
+        assert!(px < 24.0 && text.ends_with('…'), "{px} {text}");
+        let font = crate::text::sans().unwrap();
+        let w = crate::text::text_size(&font, px as f32, &text).0;
+        assert!(w <= 900 - 2 * CHART_MARGIN, "{w} px");
+    }
 
     #[test]
     fn value_range_linear_and_log() {

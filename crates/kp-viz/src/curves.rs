@@ -278,9 +278,10 @@ where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
+    let (title, title_px) = chart::fit_caption(&opts.title, opts.width)?;
     let mut chart = ChartBuilder::on(root)
-        .caption(&opts.title, ("sans-serif", 24))
-        .margin(16)
+        .caption(&title, ("sans-serif", title_px))
+        .margin(chart::CHART_MARGIN)
         .x_label_area_size(50)
         .y_label_area_size(80)
         .build_cartesian_2d(x_range, y_spec)
