@@ -307,58 +307,14 @@ fn time_predict(case: &Case, data: &Path) -> Result<f64> {
     Ok(median(&times))
 }
 
-/// A peer's venv under `~/.cache/NAME` and its Python.
-fn peer_venv(name: &str) -> Result<(PathBuf, PathBuf)> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    let venv = PathBuf::from(home).join(".cache").join(name);
-    let python = venv.join("bin/python");
-    Ok((venv, python))
-}
-
-/// Whether `python` imports `module`.
-fn imports(python: &Path, module: &str) -> bool {
-    Command::new(python)
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Creates the venv `venv` with `python3 -m venv`.
-fn make_venv(venv: &Path) -> Result<()> {
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(venv)
-        .status()
-        .context("running python3 -m venv")?;
-    if !status.success() {
-        bail!("python3 -m venv {} failed", venv.display());
-    }
-    Ok(())
-}
-
 /// A Python with cv2: `--opencv-python`, or a venv under the cache folder made on demand.
 fn opencv_python(args: &BenchArgs) -> Result<PathBuf> {
-    if let Some(p) = &args.opencv_python {
-        return Ok(p.clone());
-    }
-    let (venv, python) = peer_venv("kp-opencv-venv")?;
-    if python.exists() && imports(&python, "cv2") {
-        return Ok(python);
-    }
-    tracing::info!("installing opencv-python-headless into {}", venv.display());
-    make_venv(&venv)?;
-    let ok = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "opencv-python-headless"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok && imports(&python, "cv2") {
-        Ok(python)
-    } else {
-        bail!(
-            "could not install opencv-python-headless into {}",
-            venv.display()
-        )
-    }
+    crate::venv::python_with(
+        args.opencv_python.as_deref(),
+        "kp-opencv-venv",
+        &["cv2"],
+        &["opencv-python-headless"],
+    )
 }
 
 /// Runs a peer's timing script `xtask/bench/SCRIPT` with `python` and `args`, and reads the
@@ -445,16 +401,16 @@ fn torch_python(args: &BenchArgs) -> Result<PathBuf> {
     if let Some(p) = &args.python {
         return Ok(p.clone());
     }
-    let (venv, python) = peer_venv("kp-torch-venv")?;
-    let has_torch = |p: &Path| imports(p, "torch");
-    if python.exists() && has_torch(&python) {
+    let (venv, python) = crate::venv::cached("kp-torch-venv")?;
+    let has_torch = |p: &Path| crate::venv::imports(p, &["torch"]);
+    if has_torch(&python) {
         return Ok(python);
     }
     tracing::info!(
         "installing torch (CPU wheel) into {}; this downloads ~200 MB once",
         venv.display()
     );
-    make_venv(&venv)?;
+    crate::venv::make(&venv)?;
     // PyTorch's CPU-only index first (~200 MB); where only PyPI is reachable, PyPI's default
     // wheel (the CUDA build with its nvidia-* dependencies, a few GB, runs fine on a CPU).
     let indexes: [&[&str]; 2] = [

@@ -21,8 +21,10 @@ fn keep_freed_memory() {
 
 mod bench;
 mod fetch;
+mod onnx;
 mod pretrained;
 mod reproduce;
+mod venv;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "kp project automation", version)]
@@ -39,6 +41,8 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Time training steps, inference and data loading (optionally against PyTorch).
     Bench(bench::BenchArgs),
+    /// Export every model to ONNX and check the files in onnx.checker, onnxruntime and OpenCV.
+    Onnx(onnx::OnnxArgs),
     /// Train (or take --run), write and measure the ready model in models/landmarks/ibug68.
     Pretrained(pretrained::PretrainedArgs),
 }
@@ -58,6 +62,10 @@ fn main() {
         Command::Fetch(args) => fetch::run(args),
         Command::Reproduce(args) => reproduce::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Onnx(args) => onnx::run(args).map(|rows| {
+            let passed = rows.iter().filter(|r| r.pass).count();
+            println!("{passed} of {} ONNX files match kp", rows.len());
+        }),
         Command::Pretrained(args) => pretrained::run(args),
     };
     if let Err(e) = result {

@@ -1,6 +1,6 @@
 //! `kp`: facial keypoint detection from the command line.
 //!
-//! `kp data summary`, `kp train`, `kp eval`, `kp detect`, `kp predict`, `kp submit`, `kp bench`. Errors print one line
+//! `kp data summary`, `kp train`, `kp eval`, `kp detect`, `kp predict`, `kp submit`, `kp export`, `kp bench`. Errors print one line
 //! and exit with status 1.
 
 use std::process::ExitCode;
@@ -12,6 +12,7 @@ mod bench_cmd;
 mod data_cmd;
 mod detect_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod predict_cmd;
 mod submit_cmd;
 mod train_cmd;
@@ -62,6 +63,8 @@ enum Command {
     Predict(predict_cmd::PredictArgs),
     /// Write a Kaggle-format submission CSV for a dlib XML of face boxes.
     Submit(submit_cmd::SubmitArgs),
+    /// Write a trained run (default: the ready model) as an ONNX file.
+    Export(export_cmd::ExportArgs),
     /// Time training steps (or inference) of a model on random batches, on the CPU or a GPU.
     Bench(bench_cmd::BenchArgs),
 }
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Detect(a) => detect_cmd::detect(a),
         Command::Predict(a) => predict_cmd::predict(a),
         Command::Submit(a) => submit_cmd::submit(a),
+        Command::Export(a) => export_cmd::export(a),
         Command::Bench(a) => bench_cmd::bench(a),
     };
     match result {

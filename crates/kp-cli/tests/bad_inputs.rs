@@ -360,3 +360,21 @@ fn images_over_the_pixel_cap_are_refused_before_decoding() {
         ],
     );
 }
+
+#[test]
+fn kp_export_of_a_run_folder_without_weights_names_it_and_writes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("empty-run");
+    std::fs::create_dir_all(&run).unwrap();
+    let onnx = dir.path().join("model.onnx");
+    let (r, o) = (run.to_str().unwrap(), onnx.to_str().unwrap());
+    kp_fails(&["export", "--run", r, "--onnx", o], &["empty-run"]);
+    assert!(!onnx.exists());
+    // Nor does a file whose folder cannot be written leave anything behind.
+    let missing = dir.path().join("no-such-folder/model.onnx");
+    kp_fails(
+        &["export", "--onnx", missing.to_str().unwrap()],
+        &["no-such-folder"],
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

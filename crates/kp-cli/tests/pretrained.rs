@@ -183,3 +183,35 @@ fn a_68_point_model_is_not_scored_on_58_point_labels() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn kp_export_writes_the_ready_model_as_onnx_with_its_crop_rule_in_the_metadata() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("ready.onnx");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kp"))
+        .args(["export", "--onnx", onnx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&onnx).unwrap();
+    let model = kp_models::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
+    let meta: std::collections::HashMap<_, _> = model
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()))
+        .collect();
+    assert_eq!(meta["kp.model"], "compact");
+    assert_eq!(meta["kp.scheme"], "ibug68");
+    assert_eq!(meta["kp.input"], "1x128x128");
+    assert!(meta["kp.box_to_crop"].contains("1.3 x max(width, height)"));
+    assert!(meta["kp.preprocessing"].contains("crop_box"));
+    assert!(meta["kp.detector_box"].contains("side"));
+    let graph = model.graph.unwrap();
+    assert_eq!(graph.input[0].name, "image");
+    assert_eq!(graph.output[0].name, "keypoints");
+}

@@ -115,13 +115,18 @@ pub enum AugmentSpec {
 impl AugmentSpec {
     /// The pipeline, with its output set to the network's input size.
     pub fn pipeline(&self, width: usize, height: usize) -> Result<Pipeline> {
+        Ok(Pipeline::new(self.pipeline_config(width, height)?)?)
+    }
+
+    /// The pipeline's configuration, with its output set to the network's input size.
+    pub fn pipeline_config(&self, width: usize, height: usize) -> Result<PipelineConfig> {
         let mut cfg = match self {
             Self::Preset(p) => p.config()?,
             Self::File(path) => PipelineConfig::from_file(path)?,
         };
         cfg.width = width as u32;
         cfg.height = height as u32;
-        Ok(Pipeline::new(cfg)?)
+        Ok(cfg)
     }
 }
 

@@ -89,9 +89,23 @@ fn average_with_mirror(
         .collect()
 }
 
-/// Evaluates `model` on `cache[indices]` after `pipeline`. Random steps of the pipeline (such
-/// as a simulated detector box) draw from `sample_seed(seed, 0, face index)`, so a face gets
-/// the same draw whatever the split; deterministic pipelines ignore the seed.
+/// The network inputs of `cache[indices]` after `pipeline`, as evaluation makes them: random
+/// steps of the pipeline (such as a simulated detector box) draw from `sample_seed(seed, 0,
+/// face index)`, so a face gets the same draw whatever the split; deterministic pipelines
+/// ignore the seed.
+pub fn eval_samples(
+    cache: &[CachedFace],
+    indices: &[usize],
+    pipeline: &Pipeline,
+    seed: u64,
+) -> Result<Vec<Sample>> {
+    indices
+        .par_iter()
+        .map(|&i| prepare(pipeline, &cache[i], sample_seed(seed, 0, i)))
+        .collect()
+}
+
+/// Evaluates `model` on `cache[indices]` after `pipeline` (inputs made by [`eval_samples`]).
 pub fn evaluate(
     model: &LoadedModel,
     cache: &[CachedFace],
@@ -100,10 +114,7 @@ pub fn evaluate(
     eye_corners: Option<(usize, usize)>,
     seed: u64,
 ) -> Result<Evaluation> {
-    let samples: Vec<Sample> = indices
-        .par_iter()
-        .map(|&i| prepare(pipeline, &cache[i], sample_seed(seed, 0, i)))
-        .collect::<Result<_>>()?;
+    let samples = eval_samples(cache, indices, pipeline, seed)?;
     let pred_input = predict_samples(model, &samples)?;
     let pred: Vec<Vec<Point>> = samples
         .iter()

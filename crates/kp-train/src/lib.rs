@@ -36,6 +36,7 @@ pub mod config;
 pub mod detect;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod figures;
 pub mod landmarker;
 pub mod loader;

@@ -11,7 +11,7 @@ use crate::config::{DeviceKind, Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, predict_samples, Evaluation};
 use crate::model::{device, LoadedModel};
-use crate::prep::{cache_decoded, prepare, sample_seed, CachedFace};
+use crate::prep::{cache_decoded, prepare, sample_seed, CachedFace, Sample};
 use crate::run::RunDir;
 use crate::trainer::PreparedData;
 
@@ -56,6 +56,13 @@ impl Predictor {
         let dir = RunDir::open(run)?;
         let (config, weights) = dir.trained()?;
         Self::from_config(config, device, &dir.config_path(), |m| m.load(&weights))
+    }
+
+    /// The untrained model of `config`, its weights drawn from `config.seed` (for checks that
+    /// need a network of each kind, such as the ONNX export's); `num_keypoints` as the run's.
+    pub fn untrained(mut config: TrainConfig, num_keypoints: usize) -> Result<Self> {
+        config.num_keypoints = Some(num_keypoints);
+        Self::from_config(config, None, Path::new("<untrained>"), |_| Ok(()))
     }
 
     /// A predictor for the model of `config` (read from `source`, named in errors) on
@@ -274,6 +281,12 @@ impl Predictor {
             detected += 1;
         }
         Ok((detected, indices.len()))
+    }
+
+    /// The network inputs of `prepared`'s faces `indices` after the evaluation preprocessing:
+    /// what [`Self::evaluate_prepared`] feeds the model.
+    pub fn samples(&self, prepared: &PreparedData, indices: &[usize]) -> Result<Vec<Sample>> {
+        crate::eval::eval_samples(&prepared.cache, indices, &self.pipeline, self.seed)
     }
 
     /// Evaluates the model on one split of already prepared data.

@@ -29,10 +29,13 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::heatmap::{heatmap_layer, soft_argmax, soft_argmax_predict, HeatmapGrid};
+use crate::models::heatmap::{
+    heatmap_layer, soft_argmax, soft_argmax_predict, soft_argmax_to_onnx, HeatmapGrid,
+};
 use crate::nn::batchnorm::{BatchNorm2d, BatchNormConfig};
 use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::nn::depthwise::DepthwiseConv2d;
+use crate::onnx::graph::OnnxGraph;
 use crate::summary::{Describe, ModuleNode};
 use crate::{MaxPool2d, Upsample};
 
@@ -172,6 +175,15 @@ impl DpUnit {
             }
         };
         Ok(if self.residual { (y + x)? } else { y })
+    }
+
+    /// The folded unit as ONNX nodes: 1x1 `Conv`, depthwise `Conv` with the batch norm in its
+    /// weights and bias, `Relu`, and `Add` of the input when the unit is residual.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let folded = self.folded()?;
+        let y = folded.pw.to_onnx(g, x)?;
+        let y = folded.dw.to_onnx(g, &y, true)?;
+        Ok(if self.residual { g.add(&y, x) } else { y })
     }
 
     fn folded(&self) -> Result<Self> {
@@ -361,6 +373,33 @@ impl CompactNet {
             return soft_argmax_predict(&hm, self.config.beta, self.config.grid());
         }
         soft_argmax(&hm, self.config.beta, self.config.grid())
+    }
+
+    /// [`Self::forward`] in evaluation mode as ONNX nodes, from the [`Self::folded`] network
+    /// (what kp predicts with).
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let net = self.folded()?;
+        let stem = net.stem.to_onnx(g, x)?;
+        let mut y = g.relu(&stem);
+        let pool = MaxPool2d::default();
+        let mut levels = Vec::with_capacity(net.stages.len());
+        for (units, lat) in net.stages.iter().zip(&net.lateral) {
+            y = pool.to_onnx(g, &y)?;
+            for u in units {
+                y = u.to_onnx(g, &y)?;
+            }
+            levels.push(lat.to_onnx(g, &y)?);
+        }
+        let up = Upsample { scale: 2 };
+        let mut top = levels.pop().expect("four stages");
+        while let Some(finer) = levels.pop() {
+            let coarse = up.to_onnx(g, &top)?;
+            top = g.add(&finer, &coarse);
+        }
+        let y = net.fuse.to_onnx(g, &top)?;
+        let hm = net.final_layer.to_onnx(g, &y)?;
+        let c = &self.config;
+        soft_argmax_to_onnx(g, &hm, c.num_keypoints, c.beta, c.grid())
     }
 
     /// Trainable parameters (without batch-norm statistics).

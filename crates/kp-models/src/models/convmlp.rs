@@ -12,6 +12,7 @@ use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::nn::linear::Linear;
 use crate::nn::maxpool::MaxPool2d;
 use crate::nn::sequential::Sequential;
+use crate::onnx::graph::{Attr, OnnxGraph};
 use crate::summary::{Describe, ModuleNode};
 
 /// One step of the convolutional stack.
@@ -168,6 +169,13 @@ impl ConvMlp {
         let f = self.features(x)?.flatten_from(1)?;
         self.mlp.forward(&f, false)
     }
+
+    /// [`Self::forward`] as ONNX nodes reading `x`.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let f = self.conv.to_onnx(g, x)?;
+        let f = g.node("Flatten", &[&f], vec![Attr::Int("axis", 1)]);
+        self.mlp.to_onnx(g, &f)
+    }
 }
 
 impl Describe for ConvMlp {
@@ -277,5 +285,8 @@ impl<C: ConvMlpFamily> KeypointModel for ConvMlpNet<C> {
     }
     fn describe(&self) -> ModuleNode {
         Describe::describe(self)
+    }
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        self.net.to_onnx(g, x)
     }
 }

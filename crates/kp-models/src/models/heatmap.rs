@@ -22,6 +22,7 @@ use crate::nn::batchnorm::{BatchNorm2d, BatchNormConfig};
 use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::nn::sequential::Sequential;
 use crate::nn::upsample::Upsample;
+use crate::onnx::graph::{Attr, OnnxGraph};
 use crate::summary::{Describe, ModuleNode};
 
 /// The geometry linking a heatmap to the network input.
@@ -157,6 +158,47 @@ pub fn soft_argmax(heatmaps: &Tensor, beta: f64, grid: HeatmapGrid) -> Result<Te
     let x = px.broadcast_mul(&xs.reshape((1, 1, w))?)?.sum_keepdim(2)?;
     let y = py.broadcast_mul(&ys.reshape((1, 1, h))?)?.sum_keepdim(2)?;
     Ok(Tensor::cat(&[x, y], 2)?.reshape((b, 2 * k))?)
+}
+
+/// [`soft_argmax`] as ONNX nodes: the `(N, K, h, w)` heatmaps `hm` are flattened per map,
+/// scaled by `beta`, `Softmax`ed, and multiplied (`MatMul`) by the `(h w, 2)` table of every
+/// cell's normalised `(x, y)`, which is the expectation of both coordinates at once. Returns
+/// the `(N, 2K)` coordinates.
+pub fn soft_argmax_to_onnx(
+    g: &mut OnnxGraph,
+    hm: &str,
+    keypoints: usize,
+    beta: f64,
+    grid: HeatmapGrid,
+) -> Result<String> {
+    grid.check()?;
+    let (w, h) = grid.heatmap;
+    let (xs, ys) = grid.axis_values();
+    let mut table = Vec::with_capacity(2 * w * h);
+    for &y in &ys {
+        for &x in &xs {
+            table.push(x as f32);
+            table.push(y as f32);
+        }
+    }
+    let k = keypoints as i64;
+    let mut logits = g.reshape(hm, &[-1, k, (w * h) as i64]);
+    if beta != 1.0 {
+        let b = g.floats(
+            &format!("{}.beta", g.next_name("Mul")),
+            &[1],
+            &[beta as f32],
+        )?;
+        logits = g.mul(&logits, &b);
+    }
+    let p = g.node("Softmax", &[&logits], vec![Attr::Int("axis", 2)]);
+    let cells = g.floats(
+        &format!("{}.cells", g.next_name("MatMul")),
+        &[w * h, 2],
+        &table,
+    )?;
+    let xy = g.node("MatMul", &[&p, &cells], Vec::new());
+    Ok(g.reshape(&xy, &[-1, 2 * k]))
 }
 
 /// [`soft_argmax`] for prediction: on the CPU in f32 one pass per heatmap
@@ -407,6 +449,32 @@ impl HeatmapNet {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let hm = self.forward_heatmaps(x, train)?;
         soft_argmax(&hm, self.config.beta, self.config.grid())
+    }
+
+    /// [`Self::forward`] in evaluation mode as ONNX nodes: `Pad` (when the input is not a
+    /// multiple of the stride), backbone, head, final 1x1 convolution, soft-argmax.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let (w, h) = (self.config.width, self.config.height);
+        let (wp, hp) = self.config.padded_size();
+        let mut x = x.to_string();
+        if (wp, hp) != (w, h) {
+            let base = g.next_name("Pad");
+            let pads = g.ints(
+                &format!("{base}.pads"),
+                &[0, 0, 0, 0, 0, 0, (hp - h) as i64, (wp - w) as i64],
+            );
+            x = g.node("Pad", &[&x, &pads], vec![Attr::Str("mode", "constant")]);
+        }
+        let f = self.backbone.features_to_onnx(g, &x)?;
+        let f = self.head.to_onnx(g, &f)?;
+        let hm = self.final_layer.to_onnx(g, &f)?;
+        soft_argmax_to_onnx(
+            g,
+            &hm,
+            self.config.num_keypoints,
+            self.config.beta,
+            self.config.grid(),
+        )
     }
 }
 

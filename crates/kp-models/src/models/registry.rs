@@ -14,6 +14,7 @@ use crate::models::face::FaceKeypointNetConfig;
 use crate::models::heatmap::{HeatmapConfig, HeatmapNet};
 use crate::models::nose::NoseTipNetConfig;
 use crate::models::resnet::{ResNet18, ResNet18Config};
+use crate::onnx::graph::OnnxGraph;
 use crate::summary::{Describe, ModuleNode};
 
 /// A network mapping a `(B, C, H, W)` batch to keypoint coordinates `(B, 2K)` ordered
@@ -35,6 +36,17 @@ pub trait KeypointModel: Send + Sync {
     /// as they are now), or `None` when the network has none.
     fn for_inference(&self) -> Result<Option<Box<dyn KeypointModel>>> {
         Ok(None)
+    }
+    /// Writes what `forward(x, false)` computes into an ONNX graph reading the `(N, C, H, W)`
+    /// value `x` and returns the name of the `(N, 2K)` normalised coordinates
+    /// ([`crate::onnx::export_keypoint_model`] wraps it). Every registered model has one; the
+    /// default refuses, naming the model.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let _ = (g, x);
+        Err(Error::Onnx(format!(
+            "the model {} cannot be exported to ONNX",
+            self.name()
+        )))
     }
 }
 
@@ -279,6 +291,9 @@ impl KeypointModel for SizedResNet18 {
     fn describe(&self) -> ModuleNode {
         self.net.describe()
     }
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        self.net.to_onnx(g, x)
+    }
 }
 
 impl KeypointModel for HeatmapNet {
@@ -296,6 +311,9 @@ impl KeypointModel for HeatmapNet {
     }
     fn describe(&self) -> ModuleNode {
         Describe::describe(self)
+    }
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        HeatmapNet::to_onnx(self, g, x)
     }
 }
 
@@ -322,6 +340,9 @@ impl KeypointModel for CompactNet {
     }
     fn for_inference(&self) -> Result<Option<Box<dyn KeypointModel>>> {
         Ok(Some(Box::new(self.folded()?)))
+    }
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        CompactNet::to_onnx(self, g, x)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
 use crate::nn::linear::Linear;
 use crate::nn::maxpool::MaxPool2d;
 use crate::nn::sequential::relu_node;
+use crate::onnx::graph::{Attr, OnnxGraph};
 use crate::summary::{Describe, ModuleNode};
 use kp_ops::relu::relu;
 
@@ -123,6 +124,24 @@ impl BasicBlock {
         };
         Ok(relu(&(out + identity)?)?)
     }
+
+    /// [`Self::forward`] in evaluation mode as ONNX nodes.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let out = self.conv1.to_onnx(g, x)?;
+        let out = self.bn1.to_onnx(g, &out)?;
+        let out = g.relu(&out);
+        let out = self.conv2.to_onnx(g, &out)?;
+        let out = self.bn2.to_onnx(g, &out)?;
+        let identity = match &self.downsample {
+            Some((c, b)) => {
+                let y = c.to_onnx(g, x)?;
+                b.to_onnx(g, &y)?
+            }
+            None => x.to_string(),
+        };
+        let sum = g.add(&out, &identity);
+        Ok(g.relu(&sum))
+    }
 }
 
 impl Describe for BasicBlock {
@@ -229,6 +248,31 @@ impl ResNet18 {
     /// The feature map of the last built stage (layer4 for the full network).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.features_at(x, train, self.layers.len())
+    }
+
+    /// [`Self::features`] in evaluation mode as ONNX nodes reading `x`.
+    pub fn features_to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let y = self.conv1.to_onnx(g, x)?;
+        let y = self.bn1.to_onnx(g, &y)?;
+        let y = g.relu(&y);
+        let mut y = self.maxpool.to_onnx(g, &y)?;
+        for block in self.layers.iter().flatten() {
+            y = block.to_onnx(g, &y)?;
+        }
+        Ok(y)
+    }
+
+    /// [`Self::forward`] in evaluation mode as ONNX nodes: features, `GlobalAveragePool`,
+    /// `Flatten`, `fc`.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let fc = self
+            .fc
+            .as_ref()
+            .ok_or_else(|| Error::Config("this resnet18 was built without a head".into()))?;
+        let f = self.features_to_onnx(g, x)?;
+        let pooled = g.node("GlobalAveragePool", &[&f], Vec::new());
+        let flat = g.node("Flatten", &[&pooled], vec![Attr::Int("axis", 1)]);
+        fc.to_onnx(g, &flat)
     }
 
     /// `(B, num_outputs)`: features, global average pool, `fc`.

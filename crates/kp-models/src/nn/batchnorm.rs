@@ -17,6 +17,7 @@ use kp_ops::batchnorm as cpu;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::onnx::graph::{Attr, OnnxGraph};
 use crate::summary::{py_float, Describe, ModuleNode};
 
 /// Numerical settings of a batch-norm layer.
@@ -145,6 +146,24 @@ impl BatchNorm2d {
         let scale = (self.weight.detach() / (var + self.config.eps)?.sqrt()?)?;
         let shift = (self.bias.detach() - (self.running_mean.as_tensor().detach() * &scale)?)?;
         Ok((scale, shift))
+    }
+
+    /// Writes the evaluation-mode layer (running statistics) into an ONNX graph as
+    /// `BatchNormalization`.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let base = g.next_name("BatchNormalization");
+        let scale = g.tensor(&format!("{base}.weight"), &self.weight)?;
+        let bias = g.tensor(&format!("{base}.bias"), &self.bias)?;
+        let mean = g.tensor(
+            &format!("{base}.running_mean"),
+            self.running_mean.as_tensor(),
+        )?;
+        let var = g.tensor(&format!("{base}.running_var"), self.running_var.as_tensor())?;
+        Ok(g.node(
+            "BatchNormalization",
+            &[x, &scale, &bias, &mean, &var],
+            vec![Attr::Float("epsilon", self.config.eps as f32)],
+        ))
     }
 
     /// The same computation from plain candle ops (any device; slower on the CPU).

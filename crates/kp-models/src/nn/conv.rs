@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::nn::init::torch_default;
+use crate::onnx::graph::OnnxGraph;
 use crate::summary::{py_bool, Describe, ModuleNode};
 
 /// When set, CPU convolutions use candle's own `conv2d` (the slower path kp replaced), for
@@ -243,6 +244,13 @@ impl Conv2d {
             x.conv2d(&self.weight, p, s, 1, 1)?
         };
         Ok(y)
+    }
+
+    /// Writes the layer into an ONNX graph reading `x` ([`crate::onnx::graph`]); returns its
+    /// output.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let c = self.config;
+        g.conv(x, &self.weight, self.bias.as_ref(), c.stride, c.padding, 1)
     }
 
     /// Trainable parameter count.

@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::nn::init::torch_default;
+use crate::onnx::graph::OnnxGraph;
 use crate::summary::{py_bool, Describe, ModuleNode};
 
 /// `Conv2d(c, c, kernel_size=3, padding=1, groups=c)`, stride 1.
@@ -83,6 +84,12 @@ impl DepthwiseConv2d {
             1,
             relu,
         )?)
+    }
+
+    /// Writes `relu?(conv(x) + b)` into an ONNX graph: a `Conv` with one group per channel.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str, relu: bool) -> Result<String> {
+        let y = g.conv(x, &self.weight, self.bias.as_ref(), 1, 1, self.channels())?;
+        Ok(if relu { g.relu(&y) } else { y })
     }
 
     /// Trainable parameter count.

@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::nn::init::torch_default;
+use crate::onnx::graph::{Attr, OnnxGraph};
 use crate::summary::{py_bool, Describe, ModuleNode};
 
 /// `y = x W^T + b` with weight `(out, in)` and bias `(out)`.
@@ -81,6 +82,19 @@ impl Linear {
             Some(b) => Ok(y.broadcast_add(b)?),
             None => Ok(y),
         }
+    }
+
+    /// Writes the layer into an ONNX graph reading the `(batch, in)` value `x`: `Gemm` with
+    /// the weight transposed, as PyTorch exports `nn.Linear`.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let base = g.next_name("Gemm");
+        let w = g.tensor(&format!("{base}.weight"), &self.weight)?;
+        let mut inputs = vec![x.to_string(), w];
+        if let Some(b) = &self.bias {
+            inputs.push(g.tensor(&format!("{base}.bias"), b)?);
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(g.node("Gemm", &refs, vec![Attr::Int("transB", 1)]))
     }
 
     /// Trainable parameter count.

@@ -14,6 +14,7 @@ use candle_core::{DType, Tensor};
 use kp_ops::maxpool::Geometry;
 
 use crate::error::{Error, Result};
+use crate::onnx::graph::{Attr, OnnxGraph};
 use crate::summary::{Describe, ModuleNode};
 
 /// A 2-D max-pool layer over NCHW tensors (square kernel, stride and padding).
@@ -108,6 +109,22 @@ impl MaxPool2d {
             s: self.stride,
             p: self.padding,
         })
+    }
+
+    /// Writes the layer into an ONNX graph as `MaxPool` (padding is `-inf` there too).
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        self.validate()?;
+        let (k, s, p) = (self.kernel as i64, self.stride as i64, self.padding as i64);
+        Ok(g.node(
+            "MaxPool",
+            &[x],
+            vec![
+                Attr::Ints("kernel_shape", vec![k, k]),
+                Attr::Ints("strides", vec![s, s]),
+                Attr::Ints("pads", vec![p, p, p, p]),
+                Attr::Int("ceil_mode", i64::from(self.ceil_mode)),
+            ],
+        ))
     }
 
     /// Pools an NCHW float tensor: the custom op on the CPU (f32/f64), the composite fallback

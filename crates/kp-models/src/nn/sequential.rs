@@ -11,6 +11,7 @@ use crate::nn::conv::Conv2d;
 use crate::nn::linear::Linear;
 use crate::nn::maxpool::MaxPool2d;
 use crate::nn::upsample::Upsample;
+use crate::onnx::graph::OnnxGraph;
 use crate::summary::{py_bool, Describe, ModuleNode};
 
 /// One layer of a [`Sequential`].
@@ -43,6 +44,20 @@ impl Layer {
             Layer::MaxPool2d(l) => l.forward(x),
             Layer::Upsample(l) => l.forward(x),
             Layer::ReLU { .. } => Ok(kp_ops::relu::relu(x)?),
+        }
+    }
+}
+
+impl Layer {
+    /// Writes the layer (in evaluation mode) into an ONNX graph.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        match self {
+            Layer::Conv2d(l) => l.to_onnx(g, x),
+            Layer::Linear(l) => l.to_onnx(g, x),
+            Layer::BatchNorm2d(l) => l.to_onnx(g, x),
+            Layer::MaxPool2d(l) => l.to_onnx(g, x),
+            Layer::Upsample(l) => l.to_onnx(g, x),
+            Layer::ReLU { .. } => Ok(g.relu(x)),
         }
     }
 }
@@ -156,6 +171,17 @@ impl Sequential {
             };
         }
         Ok(x)
+    }
+}
+
+impl Sequential {
+    /// Writes every layer (in evaluation mode) into an ONNX graph, in order.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let mut y = x.to_string();
+        for layer in &self.layers {
+            y = layer.to_onnx(g, &y)?;
+        }
+        Ok(y)
     }
 }
 

@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
+use crate::onnx::graph::{Attr, OnnxGraph};
 use crate::summary::{py_float, Describe, ModuleNode};
 
 /// `nn.Upsample(scale_factor=s, mode="nearest")` for an integer `s`.
@@ -36,6 +37,30 @@ impl Upsample {
         Ok(x.reshape((n, c, h, 1, w, 1))?
             .broadcast_as((n, c, h, s, w, s))?
             .reshape((n, c, h * s, w * s))?)
+    }
+}
+
+impl Upsample {
+    /// Writes the layer into an ONNX graph: `Resize` by `(1, 1, s, s)`, nearest, with the
+    /// `asymmetric` / `floor` rule that makes output pixel `i` copy input pixel `i / s`, as the
+    /// broadcast does.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        if self.scale == 0 {
+            return Err(Error::Config("upsample scale must be positive".into()));
+        }
+        let base = g.next_name("Resize");
+        let roi = g.floats(&format!("{base}.roi"), &[0], &[])?;
+        let s = self.scale as f32;
+        let scales = g.floats(&format!("{base}.scales"), &[4], &[1.0, 1.0, s, s])?;
+        Ok(g.node(
+            "Resize",
+            &[x, &roi, &scales],
+            vec![
+                Attr::Str("mode", "nearest"),
+                Attr::Str("coordinate_transformation_mode", "asymmetric"),
+                Attr::Str("nearest_mode", "floor"),
+            ],
+        ))
     }
 }
 

@@ -1,16 +1,26 @@
-//! ONNX files through prost: the protobuf messages kp reads, with the field numbers of ONNX's
-//! `onnx.proto` (IR version 3 and later), and the graph walk that takes weights out of them.
+//! ONNX files through prost: the protobuf messages kp reads and writes, with the field numbers
+//! of ONNX's `onnx.proto` (IR version 3 and later); the graph walk that takes weights out of a
+//! file (YuNet's); and, in [`graph`] and [`export`], the writer that turns kp's networks into
+//! ONNX models.
 //!
-//! Why not a full ONNX crate: kp needs the graph's nodes, their attributes and the weight
-//! tensors (initializers), nothing that runs a graph. prost decodes exactly the fields declared
-//! here and skips every other one, so these few message types read any valid ONNX file, and the
-//! same types can write one. Decoding is bounded by the input: a file is read into memory once
-//! (its size checked by the caller) and prost never allocates more than the bytes it is given
-//! describe.
+//! Why not a full ONNX crate: kp needs the graph's nodes, their attributes, the weight tensors
+//! (initializers) and the graph's typed inputs and outputs, nothing that runs a graph. prost
+//! encodes and decodes exactly the fields declared here (a `oneof` of `onnx.proto` is declared
+//! as its one optional field kp uses: the same bytes on the wire) and skips every other one, so
+//! these few message types read any valid ONNX file and write files that `onnx.checker`,
+//! onnxruntime and OpenCV read (checked by `cargo xtask onnx`). Decoding is bounded by the
+//! input: a file is read into memory once (its size checked by the caller) and prost never
+//! allocates more than the bytes it is given describe.
 
 use prost::Message;
 
 use crate::error::{Error, Result};
+
+pub mod export;
+pub mod graph;
+
+pub use export::{export_keypoint_model, KeypointExport};
+pub use graph::OnnxGraph;
 
 /// `onnx.ModelProto`: a whole file.
 #[derive(Clone, PartialEq, Message)]
@@ -24,6 +34,18 @@ pub struct ModelProto {
     /// Tool that wrote the file.
     #[prost(string, tag = "2")]
     pub producer_name: String,
+    /// Its version.
+    #[prost(string, tag = "3")]
+    pub producer_version: String,
+    /// Reverse-DNS namespace of the model.
+    #[prost(string, tag = "4")]
+    pub domain: String,
+    /// Version of the model.
+    #[prost(int64, tag = "5")]
+    pub model_version: i64,
+    /// What the model is, for people.
+    #[prost(string, tag = "6")]
+    pub doc_string: String,
     /// The graph.
     #[prost(message, optional, tag = "7")]
     pub graph: Option<GraphProto>,
@@ -66,6 +88,68 @@ pub struct GraphProto {
     /// Constant tensors (weights).
     #[prost(message, repeated, tag = "5")]
     pub initializer: Vec<TensorProto>,
+    /// What the graph computes, for people.
+    #[prost(string, tag = "10")]
+    pub doc_string: String,
+    /// The graph's inputs, typed.
+    #[prost(message, repeated, tag = "11")]
+    pub input: Vec<ValueInfoProto>,
+    /// The graph's outputs, typed.
+    #[prost(message, repeated, tag = "12")]
+    pub output: Vec<ValueInfoProto>,
+}
+
+/// `onnx.ValueInfoProto`: a named, typed value (a graph input or output).
+#[derive(Clone, PartialEq, Message)]
+pub struct ValueInfoProto {
+    /// Value name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Its type.
+    #[prost(message, optional, tag = "2")]
+    pub r#type: Option<TypeProto>,
+    /// What it holds, for people.
+    #[prost(string, tag = "3")]
+    pub doc_string: String,
+}
+
+/// `onnx.TypeProto`, tensor types only (`tensor_type` of its `value` oneof).
+#[derive(Clone, PartialEq, Message)]
+pub struct TypeProto {
+    /// A dense tensor's element type and shape.
+    #[prost(message, optional, tag = "1")]
+    pub tensor_type: Option<TensorTypeProto>,
+}
+
+/// `onnx.TypeProto.Tensor`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorTypeProto {
+    /// Element type (`TensorProto.DataType`).
+    #[prost(int32, tag = "1")]
+    pub elem_type: i32,
+    /// Shape (absent: any rank).
+    #[prost(message, optional, tag = "2")]
+    pub shape: Option<TensorShapeProto>,
+}
+
+/// `onnx.TensorShapeProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeProto {
+    /// One entry per axis.
+    #[prost(message, repeated, tag = "1")]
+    pub dim: Vec<Dimension>,
+}
+
+/// `onnx.TensorShapeProto.Dimension`: a fixed size or a named, dynamic one (the `value` oneof;
+/// set one of the two).
+#[derive(Clone, PartialEq, Message)]
+pub struct Dimension {
+    /// A fixed size.
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    /// A symbolic size, such as `N` for the batch.
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }
 
 /// `onnx.NodeProto`: one operator call.
@@ -86,6 +170,9 @@ pub struct NodeProto {
     /// Attributes.
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
+    /// Operator domain (empty: the default ONNX domain).
+    #[prost(string, tag = "7")]
+    pub domain: String,
 }
 
 /// `onnx.AttributeProto` (the scalar and list kinds kp reads).
@@ -94,18 +181,22 @@ pub struct AttributeProto {
     /// Attribute name.
     #[prost(string, tag = "1")]
     pub name: String,
-    /// A float.
-    #[prost(float, tag = "2")]
-    pub f: f32,
+    /// A float. `onnx.proto` is proto2: a scalar attribute's value must be present on the wire
+    /// even when it is 0 (OpenCV refuses `axis` otherwise), hence `Option`.
+    #[prost(float, optional, tag = "2")]
+    pub f: Option<f32>,
     /// An integer.
-    #[prost(int64, tag = "3")]
-    pub i: i64,
+    #[prost(int64, optional, tag = "3")]
+    pub i: Option<i64>,
     /// A string.
-    #[prost(bytes = "vec", tag = "4")]
-    pub s: Vec<u8>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub s: Option<Vec<u8>>,
     /// Floats.
     #[prost(float, repeated, tag = "7")]
     pub floats: Vec<f32>,
+    /// A tensor.
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
     /// Integers.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
@@ -126,6 +217,9 @@ pub struct TensorProto {
     /// Float data when not in `raw_data`.
     #[prost(float, repeated, tag = "4")]
     pub float_data: Vec<f32>,
+    /// INT64 data when not in `raw_data`.
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
     /// Tensor name.
     #[prost(string, tag = "8")]
     pub name: String,
@@ -136,6 +230,8 @@ pub struct TensorProto {
 
 /// `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i32 = 1;
+/// `TensorProto.DataType.INT64`.
+pub const INT64: i32 = 7;
 
 impl ModelProto {
     /// Decodes an ONNX file's bytes; `what` names the file in errors.
@@ -155,7 +251,10 @@ impl NodeProto {
 
     /// The integer attribute `name`, if present.
     pub fn int(&self, name: &str) -> Option<i64> {
-        self.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+        self.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.i)
     }
 }
 
@@ -292,6 +391,7 @@ mod tests {
             float_data: Vec::new(),
             name: name.into(),
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
         }
     }
 
@@ -313,12 +413,14 @@ mod tests {
                 name: "Conv_0".into(),
                 op_type: "Conv".into(),
                 attribute: vec![ints("strides", &[2, 2]), ints("pads", &[1, 1, 1, 1])],
+                ..Default::default()
             }],
             name: "g".into(),
             initializer: vec![
                 tensor("w", &[1, 1, 1, 2], &[1.5, -2.0]),
                 tensor("b", &[1], &[0.25]),
             ],
+            ..Default::default()
         };
         let model = ModelProto {
             ir_version: 7,
