@@ -20,7 +20,9 @@
 //! mirroring in the graph), `batch`, `inputs` (which crops), `file_kb`, `checker` (`ok` or the
 //! checker's message), `ort_max_diff_px` / `opencv_max_diff_px` (largest absolute difference
 //! from kp's keypoints, input pixels; empty with an error in onnx.json), `max_abs_px` (largest
-//! coordinate), `ort_ulps` / `opencv_ulps` (the differences in f32 ulps of it), `kp_ms`, `ort_ms`,
+//! coordinate), `kp_candle_max_diff_px` (kp against kp with candle's `conv2d` in place of its own
+//! CPU convolution: the rounding floor of two correct f32 implementations), `ort_ulps` /
+//! `opencv_ulps` (the differences in f32 ulps of the largest coordinate), `kp_ms`, `ort_ms`,
 //! `opencv_ms` (median ms of one batch on `--threads` threads; empty with `--rounds 0`),
 //! `ort_vs_kp` (`ort_ms / kp_ms`), `pass`.
 
@@ -222,6 +224,9 @@ pub struct Row {
     pub ort_max_diff_px: Option<f64>,
     /// The same for OpenCV.
     pub opencv_max_diff_px: Option<f64>,
+    /// Largest difference between kp's keypoints and kp's with candle's `conv2d` in place of
+    /// kp's CPU convolution (input pixels).
+    pub kp_candle_max_diff_px: f64,
     /// `ort_max_diff_px` in f32 ulps of `max_abs_px`.
     pub ort_ulps: Option<f64>,
     /// `opencv_max_diff_px` in f32 ulps of `max_abs_px`.
@@ -265,6 +270,17 @@ pub fn run(args: OnnxArgs) -> Result<Vec<Row>> {
         let bytes = kp_train::export::write_onnx(p, &case.source, &file)
             .with_context(|| format!("exporting {}", case.name))?;
         let expected = pool.install(|| predict_samples(&p.model, &samples))?;
+        // The same network through candle's own CPU convolution instead of kp's: how far two
+        // correct f32 implementations inside kp already are apart (the rounding floor).
+        kp_models::nn::conv::use_candle_conv_on_cpu(true);
+        let candle = pool.install(|| predict_samples(&p.model, &samples));
+        kp_models::nn::conv::use_candle_conv_on_cpu(false);
+        let kp_candle_max_diff_px = expected
+            .iter()
+            .flatten()
+            .zip(candle?.iter().flatten())
+            .map(|(a, b)| f64::from((a.x - b.x).abs().max((a.y - b.y).abs())))
+            .fold(0.0, f64::max);
         let kp_ms = (args.rounds > 0).then(|| {
             let times: Vec<f64> = (0..=args.rounds)
                 .map(|_| {
@@ -309,6 +325,7 @@ pub fn run(args: OnnxArgs) -> Result<Vec<Row>> {
             file_kb: bytes as f64 / 1e3,
             checker: String::new(),
             max_abs_px,
+            kp_candle_max_diff_px,
             ort_max_diff_px: None,
             opencv_max_diff_px: None,
             ort_ulps: None,
@@ -402,18 +419,19 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
     let sci = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1e}"));
     let mut csv = String::from(
         "case,model,keypoints,input,mirror,batch,inputs,file_kb,checker,max_abs_px,\
-         ort_max_diff_px,opencv_max_diff_px,ort_ulps,opencv_ulps,kp_ms,ort_ms,opencv_ms,\
+         kp_candle_max_diff_px,ort_max_diff_px,opencv_max_diff_px,ort_ulps,opencv_ulps,kp_ms,ort_ms,opencv_ms,\
          ort_vs_kp,pass\n",
     );
     let mut md = String::from(
         "| case | input | mirror | file | checker | onnxruntime max diff, px (ulps) | OpenCV max \
-         diff, px (ulps) | kp ms | onnxruntime ms | OpenCV ms | onnxruntime / kp |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         diff, px (ulps) | kp vs kp with candle's conv, px | kp ms | onnxruntime ms | OpenCV ms \
+         | onnxruntime / kp |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{:.1},{},{:.2},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{:.1},{},{:.2},{:.1e},{},{},{},{},{},{},{},{},{}\n",
             r.case,
             r.model,
             r.keypoints,
@@ -424,6 +442,7 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
             r.file_kb,
             quoted(&r.checker),
             r.max_abs_px,
+            r.kp_candle_max_diff_px,
             sci(r.ort_max_diff_px),
             sci(r.opencv_max_diff_px),
             opt(r.ort_ulps, 1),
@@ -435,7 +454,7 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
             r.pass
         ));
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} KB | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} KB | {} | {} ({}) | {} ({}) | {:.1e} | {} | {} | {} | {} |\n",
             r.case,
             r.input,
             if r.mirror { "yes" } else { "no" },
@@ -445,6 +464,7 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
             opt(r.ort_ulps, 1),
             sci(r.opencv_max_diff_px),
             opt(r.opencv_ulps, 1),
+            r.kp_candle_max_diff_px,
             opt(r.kp_ms, 1),
             opt(r.ort_ms, 1),
             opt(r.opencv_ms, 1),
