@@ -65,3 +65,4 @@ pub mod pointwise;
 pub mod reduce;
 pub mod relu;
 pub mod softargmax;
+pub mod upsample;

@@ -28,6 +28,10 @@ pub fn max_pool2d(x: &Tensor, geometry: Geometry) -> Result<Tensor> {
         )));
     }
     let x = x.contiguous()?;
+    if !x.track_op() {
+        // Prediction (no gradient will be asked for): the values alone, no arg-max record.
+        return x.apply_op1_no_bwd(&MaxPoolValuesOp { geometry });
+    }
     x.apply_op1(MaxPoolOp {
         geometry,
         indices: Mutex::new(None),
@@ -213,6 +217,43 @@ impl Geometry {
         }
     }
 
+    /// The pooled values alone, equal to [`Self::forward`]'s (the same rule, NaN kept), for
+    /// prediction: no index array, and for the 2x2 window a loop over pairs of columns that
+    /// the compiler vectorises.
+    fn forward_values<T: PoolElem>(&self, x: &[T]) -> Vec<T> {
+        let (in_plane, out_plane) = (self.h * self.w, self.oh * self.ow);
+        let mut out = vec![T::ZERO; self.planes * out_plane];
+        let pick = |best: T, v: T| if beats(v, best) { v } else { best };
+        out.par_chunks_mut(out_plane)
+            .zip(x.par_chunks(in_plane))
+            .for_each(|(o, plane)| {
+                let fits = 2 * self.oh <= self.h && 2 * self.ow <= self.w;
+                if (self.k, self.s, self.p) == (2, 2, 0) && fits && self.ow > 0 {
+                    let w = self.w;
+                    for (oy, row) in o.chunks_exact_mut(self.ow).enumerate() {
+                        let top = &plane[2 * oy * w..2 * oy * w + 2 * self.ow];
+                        let bottom = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * self.ow];
+                        for ((out, t), b) in row
+                            .iter_mut()
+                            .zip(top.chunks_exact(2))
+                            .zip(bottom.chunks_exact(2))
+                        {
+                            // Row-major order of the window: top-left, top-right, bottom-left,
+                            // bottom-right, as `forward_2x2`.
+                            *out = pick(pick(pick(t[0], t[1]), b[0]), b[1]);
+                        }
+                    }
+                    return;
+                }
+                for oy in 0..self.oh {
+                    for ox in 0..self.ow {
+                        o[oy * self.ow + ox] = plane[self.argmax(plane, oy, ox)];
+                    }
+                }
+            });
+        out
+    }
+
     /// Scatters output gradients to the recorded arg-max positions (summing overlaps).
     fn backward<T: PoolElem>(&self, grad_out: &[T], idx: &[u32]) -> Vec<T> {
         let (in_plane, out_plane) = (self.h * self.w, self.oh * self.ow);
@@ -292,6 +333,29 @@ impl CustomOp1 for MaxPoolOp {
     }
 }
 
+/// The forward of prediction: values only ([`Geometry::forward_values`]).
+struct MaxPoolValuesOp {
+    geometry: Geometry,
+}
+
+impl CustomOp1 for MaxPoolValuesOp {
+    fn name(&self) -> &'static str {
+        "kp-max-pool2d-values"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let (n, c, _, _) = l.shape().dims4()?;
+        let shape = Shape::from((n, c, g.oh, g.ow));
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(g.forward_values(contiguous(v, l, "input")?)),
+            CpuStorage::F64(v) => CpuStorage::F64(g.forward_values(contiguous(v, l, "input")?)),
+            other => candle_core::bail!("max_pool2d: unsupported dtype {:?}", other.dtype()),
+        };
+        Ok((out, shape))
+    }
+}
+
 /// The backward custom op on `grad_output`: adds each output gradient at its window's arg-max.
 struct MaxPoolScatterOp {
     geometry: Geometry,
@@ -340,6 +404,77 @@ mod tests {
         let g = grads.get(x.as_tensor()).unwrap();
         let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_ne!(g, [0., 0., 0., 1.]);
+    }
+
+    #[test]
+    fn prediction_values_equal_the_recording_forwards_nan_and_ties_included() {
+        for (h, w, k, st, p) in [
+            (6, 8, 2, 2, 0),
+            (5, 7, 2, 2, 0),
+            (9, 9, 3, 2, 1),
+            (4, 6, 2, 1, 0),
+        ] {
+            let x: Vec<f32> = (0..3 * h * w)
+                .map(|i| match (i * 7919) % 13 {
+                    0 => f32::NAN,
+                    r => (r % 4) as f32 - 1.5,
+                })
+                .collect();
+            let out_len = |n: usize| (n + 2 * p - k) / st + 1;
+            let g = Geometry {
+                planes: 3,
+                h,
+                w,
+                oh: out_len(h),
+                ow: out_len(w),
+                k,
+                s: st,
+                p,
+            };
+            let (want, _) = g.forward(&x);
+            let got = g.forward_values(&x);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "{h}x{w} k{k}: {a} vs {b}"
+                );
+            }
+        }
+        // Through the op: a tensor that tracks no gradient takes the values-only path.
+        let t = Tensor::from_vec(
+            (0..2 * 16)
+                .map(|i| ((i * 37) % 11) as f32)
+                .collect::<Vec<_>>(),
+            (1, 2, 4, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(!t.track_op());
+        let g = Geometry {
+            planes: 2,
+            h: 4,
+            w: 4,
+            oh: 2,
+            ow: 2,
+            k: 2,
+            s: 2,
+            p: 0,
+        };
+        let fast = max_pool2d(&t, g)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let v = Var::from_tensor(&t).unwrap();
+        let slow = max_pool2d(v.as_tensor(), g)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(fast, slow);
     }
 
     #[test]

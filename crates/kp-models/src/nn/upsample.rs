@@ -34,6 +34,13 @@ impl Upsample {
             return Ok(x.clone());
         }
         let (n, c, h, w) = x.dims4()?;
+        if !x.track_op()
+            && x.dtype() == candle_core::DType::F32
+            && kp_ops::dispatch::uses_cpu_kernels(x.device())
+        {
+            // Prediction on the CPU: one pass instead of a strided broadcast copy.
+            return Ok(kp_ops::upsample::upsample_nearest(x, s)?);
+        }
         Ok(x.reshape((n, c, h, 1, w, 1))?
             .broadcast_as((n, c, h, s, w, s))?
             .reshape((n, c, h * s, w * s))?)
