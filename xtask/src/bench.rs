@@ -502,6 +502,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if selected.is_empty() {
         bail!("--only {:?} selects no case", args.only);
     }
+    if selected
+        .iter()
+        .all(|c| !matches!(c.kind, Kind::Train | Kind::Load))
+    {
+        // Prediction cases only: mimalloc's setting for kp's predicting commands.
+        kp_train::allocator::commit_lazily();
+    }
     let data = args
         .data
         .clone()

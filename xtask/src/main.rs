@@ -8,17 +8,6 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (index in mimalloc v3's `mi_option_e`).
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-/// Tells mimalloc to keep freed memory instead of handing it back to the OS after a delay:
-/// a training step frees and reallocates the same large buffers, and every purge made the
-/// kernel zero fresh pages again (about 9% of a FaceKeypointNet step).
-fn keep_freed_memory() {
-    // SAFETY: sets one documented option; -1 = never purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
-
 mod bench;
 mod fetch;
 mod onnx;
@@ -48,7 +37,7 @@ enum Command {
 }
 
 fn main() {
-    keep_freed_memory();
+    kp_train::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -248,6 +248,7 @@ pub fn run(args: OnnxArgs) -> Result<Vec<Row>> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    kp_train::allocator::commit_lazily();
     let python = crate::venv::python_with(
         args.python.as_deref(),
         "kp-onnx-venv",

@@ -38,7 +38,7 @@ pub struct BenchArgs {
     device: kp_train::config::DeviceKind,
     /// Time inference (a forward pass in eval mode) instead of training steps.
     #[arg(long)]
-    infer: bool,
+    pub infer: bool,
     /// Untimed iterations before the timed ones.
     #[arg(long, default_value_t = 3)]
     warmup: usize,

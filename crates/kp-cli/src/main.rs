@@ -20,17 +20,6 @@ mod train_cmd;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (index in mimalloc v3's `mi_option_e`).
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-/// Tells mimalloc to keep freed memory instead of handing it back to the OS after a delay:
-/// a training step frees and reallocates the same large buffers, and every purge made the
-/// kernel zero fresh pages again (about 9% of a FaceKeypointNet step).
-fn keep_freed_memory() {
-    // SAFETY: sets one documented option; -1 = never purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
-
 /// Facial keypoint detection: datasets, training, evaluation, prediction.
 #[derive(Debug, Parser)]
 #[command(name = "kp", version, about)]
@@ -70,7 +59,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    kp_train::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KP_LOG")
@@ -79,6 +68,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let predicts = match &cli.command {
+        Command::Eval(_)
+        | Command::Detect(_)
+        | Command::Predict(_)
+        | Command::Submit(_)
+        | Command::Export(_) => true,
+        Command::Bench(b) => b.infer,
+        Command::Data(_) | Command::Train(_) => false,
+    };
+    if predicts {
+        kp_train::allocator::commit_lazily();
+    }
     kp_data::loading::set_max_pixels(cli.max_pixels);
     kp_data::confine::set_allow_outside(cli.allow_outside_data);
     let result = match cli.command {
@@ -133,20 +134,5 @@ mod tests {
         );
         let e = anyhow::anyhow!("line one\nline two").context("outer");
         assert_eq!(one_line(&e), "outer: line one line two");
-    }
-
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        // SAFETY: reads and sets one option.
-        let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            // mimalloc v3's default purge delay (ms) identifies the option's index.
-            assert_eq!(before, 1000);
-        }
-        keep_freed_memory();
-        assert_eq!(
-            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
-            -1
-        );
     }
 }

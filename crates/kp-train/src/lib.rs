@@ -29,6 +29,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod atomic;
 pub mod augment;
 pub mod bench;
