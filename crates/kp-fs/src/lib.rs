@@ -85,6 +85,43 @@ pub fn temp_path(path: &Path) -> PathBuf {
     folder_of(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Whether `name` is a file name [`temp_path`] makes: `.NAME.<pid>.<counter>.tmp`.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut parts = inner.rsplitn(3, '.');
+    let (counter, pid, base) = (parts.next(), parts.next(), parts.next());
+    let digits =
+        |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    digits(counter) && digits(pid) && base.is_some_and(|b| !b.is_empty())
+}
+
+/// Removes the temporary files of [`temp_path`] left in `dir` and its direct subfolders by a
+/// writer that was killed before its rename; returns how many. Call it only while no other
+/// process writes there (kp's run folders: under the run's lock). Other files are kept.
+pub fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut folders = vec![dir.to_path_buf()];
+    for _depth in 0..2 {
+        let mut next = Vec::new();
+        for folder in folders {
+            for entry in std::fs::read_dir(&folder)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    next.push(entry.path());
+                } else if kind.is_file() && is_temp_name(&entry.file_name().to_string_lossy()) {
+                    std::fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        folders = next;
+    }
+    Ok(removed)
+}
+
 /// Syncs the folder `dir`, so that a rename into it is on disk (a no-op where folders cannot be
 /// opened as files).
 fn sync_folder(dir: &Path) -> std::io::Result<()> {
@@ -230,6 +267,24 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temp_files_are_removed_and_other_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = temp_path(&dir.path().join("model.safetensors"));
+        assert!(is_temp_name(&t.file_name().unwrap().to_string_lossy()));
+        std::fs::write(&t, b"half").unwrap();
+        std::fs::create_dir(dir.path().join("checkpoints")).unwrap();
+        let nested = dir.path().join("checkpoints/.last.safetensors.77.3.tmp");
+        std::fs::write(&nested, b"half").unwrap();
+        for keep in ["notes.tmp", ".x.tmp", ".a.b.tmp", "config.json", ".lock"] {
+            assert!(!is_temp_name(keep), "{keep}");
+            std::fs::write(dir.path().join(keep), b"keep").unwrap();
+        }
+        assert_eq!(remove_stale_temps(dir.path()).unwrap(), 2);
+        assert!(!t.exists() && !nested.exists());
+        assert!(dir.path().join("notes.tmp").exists() && dir.path().join("config.json").exists());
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)

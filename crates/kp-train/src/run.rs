@@ -199,6 +199,13 @@ impl RunDir {
                 let _ = file
                     .set_len(0)
                     .and_then(|()| writeln!(file, "{}", std::process::id()));
+                // Holding the lock, no other kp writes here: a temporary file left is a killed
+                // run's unfinished write (the old file beside it is intact).
+                let stale =
+                    kp_fs::remove_stale_temps(&self.root).map_err(|e| Error::io(&self.root, e))?;
+                if stale > 0 {
+                    tracing::info!(files = stale, "removed unfinished writes of a stopped run");
+                }
                 Ok(RunLock { _file: file })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -390,6 +397,19 @@ mod tests {
         std::fs::write(&p, "step,epoch,split,loss\n1,1,train,abc\n").unwrap();
         let e = read_metrics_csv(&p).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("metrics.csv"), "{e}");
+    }
+
+    #[test]
+    fn taking_the_lock_removes_a_killed_runs_unfinished_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("run")).unwrap();
+        let model = run.path().join("model.safetensors");
+        std::fs::write(&model, b"whole").unwrap();
+        let stale = kp_fs::temp_path(&model);
+        std::fs::write(&stale, b"half").unwrap();
+        let _lock = run.lock().unwrap();
+        assert!(!stale.exists());
+        assert_eq!(std::fs::read(&model).unwrap(), b"whole");
     }
 
     #[test]
