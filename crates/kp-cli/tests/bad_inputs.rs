@@ -378,3 +378,39 @@ fn kp_export_of_a_run_folder_without_weights_names_it_and_writes_no_file() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn a_training_that_fails_before_writing_leaves_no_empty_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("new-run");
+    let missing = dir.path().join("no-such-data");
+    kp_fails(
+        &[
+            "train",
+            "--task",
+            "nose",
+            "--data",
+            missing.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["no-such-data"],
+    );
+    assert!(!out.exists(), "an empty run folder was left");
+    // A folder that was there before stays.
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    kp_fails(
+        &[
+            "train",
+            "--task",
+            "nose",
+            "--data",
+            missing.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["no-such-data"],
+    );
+    assert!(out.join("notes.txt").exists());
+}

@@ -184,15 +184,19 @@ pub fn resume_config(out: &Path) -> Result<TrainConfig> {
     TrainConfig::load(&path)
 }
 
-/// Trains `cfg` into the run folder `out` and returns the summary.
-///
-/// A finished run folder is left with `config.json`, `metrics.csv`, `summary.json`,
-/// `timing.json`, `model.safetensors` and the last checkpoint. When the loss becomes NaN/inf the
-/// run stops with [`Error::Diverged`] after writing a summary with status `diverged` computed
-/// from the last good checkpoint.
-pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summary> {
-    let run = RunDir::create(out)?;
-    let _lock = run.lock()?;
+/// What `train` checks and loads before it writes anything: the configuration (the saved one
+/// with `--resume`), the run's state, the device and the data; `config.json` written last.
+fn start(
+    cfg: TrainConfig,
+    out: &Path,
+    run: &RunDir,
+    opts: &TrainOptions,
+) -> Result<(
+    TrainConfig,
+    Option<RunState>,
+    candle_core::Device,
+    PreparedData,
+)> {
     let state = run.read_state()?;
     let mut cfg = cfg;
     if opts.resume {
@@ -228,6 +232,34 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
     let data = prepare_data(&cfg)?;
     cfg.num_keypoints = Some(data.num_keypoints);
     write_json(&run.config_path(), &cfg)?;
+    Ok((cfg, state, dev, data))
+}
+
+/// Trains `cfg` into the run folder `out` and returns the summary.
+///
+/// A finished run folder is left with `config.json`, `metrics.csv`, `summary.json`,
+/// `timing.json`, `model.safetensors` and the last checkpoint. When the loss becomes NaN/inf the
+/// run stops with [`Error::Diverged`] after writing a summary with status `diverged` computed
+/// from the last good checkpoint.
+pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summary> {
+    let existed = out.exists();
+    let run = RunDir::create(out)?;
+    let lock = run.lock()?;
+    let setup = start(cfg, out, &run, opts);
+    let (cfg, state, dev, data) = match setup {
+        Ok(v) => v,
+        Err(e) => {
+            if !existed {
+                // Nothing was written: leave no empty run folder behind (`remove_dir` keeps a
+                // folder something else put a file in).
+                drop(lock);
+                let _ = std::fs::remove_file(out.join(".lock"));
+                let _ = std::fs::remove_dir(out);
+            }
+            return Err(e);
+        }
+    };
+    let _lock = lock;
     let (w, h) = (cfg.width, cfg.height);
     let train_pipe = cfg.augment.pipeline(w, h)?;
     let eval_pipe = cfg.eval_augment.pipeline(w, h)?;
