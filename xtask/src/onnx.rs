@@ -116,17 +116,23 @@ fn cases() -> Result<Vec<Case>> {
     Ok(cases)
 }
 
+/// Deterministic draws in [0, 1) (xorshift64) for the values this check makes up.
+struct Draws(u64);
+
+impl Draws {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u32 << 24) as f32
+    }
+}
+
 /// Sets every batch norm's running mean to values in [-0.2, 0.2] and running variance to
 /// values in [0.5, 2] (deterministically), so the exported `BatchNormalization` nodes (or the
 /// folded convolutions) are checked with statistics that change the result.
 fn perturb_batch_norm_statistics(p: &Predictor) -> Result<()> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f32 / (1u64 << 53) as f32
-    };
+    let mut draws = Draws(0x2545_f491_4f6c_dd1d);
     for (name, var) in p.model.named_vars() {
         let range = if name.ends_with("running_mean") {
             (-0.2, 0.4)
@@ -137,7 +143,7 @@ fn perturb_batch_norm_statistics(p: &Predictor) -> Result<()> {
         };
         let t = var.as_tensor();
         let values: Vec<f32> = (0..t.elem_count())
-            .map(|_| range.0 + range.1 * next())
+            .map(|_| range.0 + range.1 * draws.next())
             .collect();
         let new = candle_core::Tensor::from_vec(values, t.shape(), t.device())?;
         var.set(&new.to_dtype(t.dtype())?)?;
@@ -162,15 +168,10 @@ fn inputs(p: &mut Predictor, batch: usize) -> Result<(Vec<Sample>, String)> {
         }
     }
     let (w, h) = (p.model.width, p.model.height);
-    let mut state = 12345u32;
+    let mut draws = Draws(12345);
     let samples = (0..batch)
         .map(|_| {
-            let pixels = (0..w * h)
-                .map(|_| {
-                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                })
-                .collect();
+            let pixels = (0..w * h).map(|_| draws.next() - 0.5).collect();
             Sample {
                 image: GrayF32::from_raw(w as u32, h as u32, pixels).expect("w * h pixels"),
                 keypoints: Vec::new(),
@@ -418,11 +419,28 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
     )?;
     let opt = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
     let sci = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1e}"));
-    let mut csv = String::from(
-        "case,model,keypoints,input,mirror,batch,inputs,file_kb,checker,max_abs_px,\
-         kp_candle_max_diff_px,ort_max_diff_px,opencv_max_diff_px,ort_ulps,opencv_ulps,kp_ms,ort_ms,opencv_ms,\
-         ort_vs_kp,pass\n",
-    );
+    let mut csv = kp_viz::Table::new([
+        "case",
+        "model",
+        "keypoints",
+        "input",
+        "mirror",
+        "batch",
+        "inputs",
+        "file_kb",
+        "checker",
+        "max_abs_px",
+        "kp_candle_max_diff_px",
+        "ort_max_diff_px",
+        "opencv_max_diff_px",
+        "ort_ulps",
+        "opencv_ulps",
+        "kp_ms",
+        "ort_ms",
+        "opencv_ms",
+        "ort_vs_kp",
+        "pass",
+    ]);
     let mut md = String::from(
         "| case | input | mirror | file | checker | onnxruntime max diff, px (ulps) | OpenCV max \
          diff, px (ulps) | kp vs kp with candle's conv, px | kp ms | onnxruntime ms | OpenCV ms \
@@ -430,20 +448,18 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
-        let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{:.1},{},{:.2},{:.1e},{},{},{},{},{},{},{},{},{}\n",
-            r.case,
-            r.model,
-            r.keypoints,
-            r.input,
-            r.mirror,
-            r.batch,
-            quoted(&r.inputs),
-            r.file_kb,
-            quoted(&r.checker),
-            r.max_abs_px,
-            r.kp_candle_max_diff_px,
+        csv.push_row([
+            r.case.clone(),
+            r.model.clone(),
+            r.keypoints.to_string(),
+            r.input.clone(),
+            r.mirror.to_string(),
+            r.batch.to_string(),
+            r.inputs.clone(),
+            format!("{:.1}", r.file_kb),
+            r.checker.clone(),
+            format!("{:.2}", r.max_abs_px),
+            format!("{:.1e}", r.kp_candle_max_diff_px),
             sci(r.ort_max_diff_px),
             sci(r.opencv_max_diff_px),
             opt(r.ort_ulps, 1),
@@ -452,8 +468,8 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
             opt(r.ort_ms, 2),
             opt(r.opencv_ms, 2),
             opt(r.ort_vs_kp, 2),
-            r.pass
-        ));
+            r.pass.to_string(),
+        ]);
         md.push_str(&format!(
             "| {} | {} | {} | {:.0} KB | {} | {} ({}) | {} ({}) | {:.1e} | {} | {} | {} | {} |\n",
             r.case,
@@ -472,7 +488,7 @@ fn write_results(out: &Path, rows: &[Row], report: &serde_json::Value) -> Result
             opt(r.ort_vs_kp, 2),
         ));
     }
-    kp_fs::write_atomic(out.join("onnx.csv"), csv.as_bytes())?;
+    kp_fs::write_atomic(out.join("onnx.csv"), csv.to_csv().as_bytes())?;
     kp_fs::write_atomic(out.join("onnx.md"), md.as_bytes())?;
     Ok(())
 }

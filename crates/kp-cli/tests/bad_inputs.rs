@@ -384,33 +384,13 @@ fn a_training_that_fails_before_writing_leaves_no_empty_run_folder() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("new-run");
     let missing = dir.path().join("no-such-data");
-    kp_fails(
-        &[
-            "train",
-            "--task",
-            "nose",
-            "--data",
-            missing.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &["no-such-data"],
-    );
+    let (data, run) = (missing.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["train", "--task", "nose", "--data", data, "--out", run];
+    kp_fails(&args, &["no-such-data"]);
     assert!(!out.exists(), "an empty run folder was left");
     // A folder that was there before stays.
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    kp_fails(
-        &[
-            "train",
-            "--task",
-            "nose",
-            "--data",
-            missing.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &["no-such-data"],
-    );
+    kp_fails(&args, &["no-such-data"]);
     assert!(out.join("notes.txt").exists());
 }

@@ -354,7 +354,6 @@ fn train<'py>(
     resume: bool,
     overrides: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    logging::install();
     let task: Task = parse_name("task", task)?;
     let recipe: Recipe = parse_name("recipe", recipe)?;
     let cfg = TrainConfig::from_recipe(recipe, task, data.unwrap_or_default());
