@@ -217,8 +217,9 @@ pub fn save_overlay(
     Ok(())
 }
 
-/// Runs `work` on every photo, a few at a time in parallel (at most two per thread decoded at
-/// once, so memory stays bounded on a folder of any size), and prints each photo's output in
+/// Runs `work` on every photo, a few at a time in parallel (at most two per thread, and
+/// photos of at most `kp --max-pixels` pixels together by their headers, so memory stays
+/// bounded on a folder of any size and any number of cores), and prints each photo's output in
 /// the photos' order as soon as it and those before it are done; a progress bar on stderr for
 /// folders. The first error stops the command; a closed stdout ends it quietly.
 pub fn each_photo_in_order<F>(photos: &[PathBuf], work: F) -> Result<()>
@@ -226,20 +227,24 @@ where
     F: Fn(&Path) -> Result<Option<String>> + Sync,
 {
     use rayon::prelude::*;
+    each_group_in_order(photos, |group| group.par_iter().map(|p| work(p)).collect())
+}
+
+/// [`each_photo_in_order`] with `work` given each group of photos at once (so that it can
+/// batch across them); it returns one output per photo of the group, in order.
+pub fn each_group_in_order<F>(photos: &[PathBuf], work: F) -> Result<()>
+where
+    F: Fn(&[PathBuf]) -> Vec<Result<Option<String>>> + Sync,
+{
     let bar = if photos.len() > 1 {
         indicatif::ProgressBar::new(photos.len() as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
-    for chunk in photos.chunks(2 * rayon::current_num_threads()) {
-        let lines = chunk
-            .par_iter()
-            .map(|p| {
-                let r = work(p);
-                bar.inc(1);
-                r
-            })
-            .collect::<Vec<_>>();
+    let cap = kp_data::loading::max_pixels();
+    for group in photo_chunks(photos, 2 * rayon::current_num_threads(), cap) {
+        let lines = work(group);
+        bar.inc(group.len() as u64);
         for line in lines {
             if let Some(line) = line? {
                 if !bar.suspend(|| print_line(&line))? {
@@ -250,4 +255,57 @@ where
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Consecutive runs of `photos` of at most `count` photos whose headers claim at most `cap`
+/// pixels together (a photo larger than that alone); a photo whose header cannot be read
+/// counts as none (its decode reports why).
+fn photo_chunks(photos: &[PathBuf], count: usize, cap: u64) -> Vec<&[PathBuf]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut pixels) = (0, 0u64);
+    for (i, p) in photos.iter().enumerate() {
+        let px = kp_data::loading::image_dimensions(p)
+            .map(|(w, h)| u64::from(w) * u64::from(h))
+            .unwrap_or(0);
+        if i > start && (i - start == count || pixels + px > cap) {
+            chunks.push(&photos[start..i]);
+            (start, pixels) = (i, 0);
+        }
+        pixels += px;
+    }
+    if start < photos.len() {
+        chunks.push(&photos[start..]);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_chunks_hold_at_most_the_pixel_cap_and_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [100u32, 100, 100, 200, 100, 100];
+        let photos: Vec<PathBuf> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &side)| {
+                let p = dir.path().join(format!("{i}.png"));
+                image::GrayImage::new(side, side).save(&p).unwrap();
+                p
+            })
+            .collect();
+        let lens = |count, cap| -> Vec<usize> {
+            photo_chunks(&photos, count, cap)
+                .iter()
+                .map(|c| c.len())
+                .collect()
+        };
+        // 10,000 pixels each, the 200 px one 40,000: it goes alone under a 25,000 cap.
+        assert_eq!(lens(4, 25_000), vec![2, 1, 1, 2]);
+        assert_eq!(lens(4, u64::MAX), vec![4, 2]);
+        assert_eq!(lens(1, u64::MAX), vec![1; 6]);
+        assert!(photo_chunks(&[], 4, 10).is_empty());
+    }
 }

@@ -27,7 +27,8 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Largest image kp decodes, in pixels (width x height): a bigger header is refused
-    /// before decoding (a decompression bomb).
+    /// before decoding (a decompression bomb); the images decoded at once on all threads
+    /// together hold at most as many.
     #[arg(long, global = true, env = "KP_MAX_PIXELS", default_value_t = kp_data::loading::DEFAULT_MAX_PIXELS,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_pixels: u64,

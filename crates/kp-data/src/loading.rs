@@ -20,8 +20,8 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 
 /// Default cap on the pixels (width x height) of an image kp decodes: 64 megapixels, 40 times a
 /// typical 1.5 MP photo. A few hundred KB of PNG can claim far more (a decompression bomb); the
-/// header is checked before any pixel is allocated, so decoding in parallel on every core
-/// stays bounded by cores x this x 4 bytes.
+/// header is checked before any pixel is allocated, and the images decoded at once on all
+/// threads together hold at most this many pixels (the decode budget of [`decode_with`]).
 pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
 
 static MAX_PIXELS: std::sync::atomic::AtomicU64 =
@@ -35,6 +35,59 @@ pub fn set_max_pixels(pixels: u64) {
 /// The pixel cap [`load_image`] applies ([`DEFAULT_MAX_PIXELS`] unless set).
 pub fn max_pixels() -> u64 {
     MAX_PIXELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The pixels of all images being decoded at once, process-wide.
+///
+/// Why: the pixel cap bounds one image, but the loaders decode on every core, so a folder of
+/// decompression bombs just under the cap would take cores x cap x bytes per pixel. Every
+/// decode in this module first takes its image's pixels from this budget (the cap, so one
+/// image of any allowed size always fits) and gives them back once its result is made (the
+/// decoded image converted and, for training faces, resized): however many threads decode,
+/// the images in flight hold at most [`max_pixels`] pixels together. Ordinary photos (1-2 MP)
+/// never wait. The code run while holding pixels (decoders, colour conversion, resize) uses no
+/// rayon, so a thread waiting here never holds work another thread needs.
+struct DecodeBudget {
+    /// Pixels held by decodes in flight, and the most ever held (for tests).
+    held: std::sync::Mutex<(u64, u64)>,
+    freed: std::sync::Condvar,
+}
+
+static DECODE_BUDGET: DecodeBudget = DecodeBudget {
+    held: std::sync::Mutex::new((0, 0)),
+    freed: std::sync::Condvar::new(),
+};
+
+/// Pixels taken from a [`DecodeBudget`], given back when dropped.
+struct DecodePermit<'a> {
+    budget: &'a DecodeBudget,
+    pixels: u64,
+}
+
+impl DecodeBudget {
+    /// Takes `pixels` (at most `cap`, so any one image may start) once they fit beside those
+    /// held, waiting for other decodes to give theirs back.
+    fn take(&self, pixels: u64, cap: u64) -> DecodePermit<'_> {
+        let want = pixels.clamp(1, cap.max(1));
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while held.0 > 0 && held.0 + want > cap {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.0 += want;
+        held.1 = held.1.max(held.0);
+        DecodePermit {
+            budget: self,
+            pixels: want,
+        }
+    }
+}
+
+impl Drop for DecodePermit<'_> {
+    fn drop(&mut self) {
+        let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 -= self.pixels;
+        self.budget.freed.notify_all();
+    }
 }
 
 fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
@@ -83,7 +136,21 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
 
 /// Decodes an image file with kp's checks (side limit, complete JPEG), in its own colour type:
 /// [`load_gray`] and [`load_rgb`] convert it; callers needing both decode once with this.
+/// The decode counts against the process's decode budget (see [`decode_with`]) until it
+/// returns.
 pub fn load_image(path: &Path) -> Result<image::DynamicImage> {
+    decode_with(path, Ok)
+}
+
+/// Decodes `path` as [`load_image`] does and runs `make` on the image while its pixels are
+/// held from the process-wide decode budget: whatever the number of threads, the images being
+/// decoded and made into `make`'s result hold at most [`max_pixels`] pixels together (one image
+/// of any allowed size always may start). `make` must not wait on rayon work (it runs while
+/// other decoding threads may wait for its pixels).
+pub fn decode_with<T>(
+    path: &Path,
+    make: impl FnOnce(image::DynamicImage) -> Result<T>,
+) -> Result<T> {
     let (w, h) = image_dimensions(path)?;
     let (pixels, cap) = (u64::from(w) * u64::from(h), max_pixels());
     let refuse = |why: String| {
@@ -106,18 +173,19 @@ pub fn load_image(path: &Path) -> Result<image::DynamicImage> {
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         check_jpeg_complete(path)?;
     }
-    reader.decode().map_err(|e| Error::image(path, e))
+    let _permit = DECODE_BUDGET.take(pixels, cap);
+    make(reader.decode().map_err(|e| Error::image(path, e))?)
 }
 
 /// Decodes an image file to grayscale [`GrayF32`] (`luma / 255 - 0.5`).
 pub fn load_gray(path: &Path) -> Result<GrayF32> {
-    Ok(gray_from_u8(&load_image(path)?.into_luma8()))
+    decode_with(path, |img| Ok(gray_from_u8(&img.into_luma8())))
 }
 
 /// Decodes an image file to 8-bit RGB (grey images get three equal channels), with the same
 /// checks as [`load_gray`]: what the face detector takes.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
-    Ok(load_image(path)?.into_rgb8())
+    decode_with(path, |img| Ok(img.into_rgb8()))
 }
 
 /// Maps points from an image of size `from` to the same image resized to `to`
@@ -154,20 +222,24 @@ pub fn load_face_resized(face: &Face, width: u32, height: u32) -> Result<(GrayF3
             face.image.display()
         )));
     }
-    let img = load_gray(&face.image)?;
-    let from = img.dimensions();
-    if let Some(size) = face.image_size.filter(|&s| s != from) {
-        tracing::warn!(
-            "{}: annotation says {}x{}, image is {}x{}",
-            face.image.display(),
-            size.0,
-            size.1,
-            from.0,
-            from.1
-        );
-    }
-    let points = scale_points(&face.keypoints, from, (width, height));
-    Ok((resize_gray(&img, width, height), points))
+    // Decoded, converted and resized while its pixels are held: the full-size image never
+    // outlives its share of the decode budget.
+    decode_with(&face.image, |img| {
+        let img = gray_from_u8(&img.into_luma8());
+        let from = img.dimensions();
+        if let Some(size) = face.image_size.filter(|&s| s != from) {
+            tracing::warn!(
+                "{}: annotation says {}x{}, image is {}x{}",
+                face.image.display(),
+                size.0,
+                size.1,
+                from.0,
+                from.1
+            );
+        }
+        let points = scale_points(&face.keypoints, from, (width, height));
+        Ok((resize_gray(&img, width, height), points))
+    })
 }
 
 /// [`load_face_resized`] for many faces, in parallel (rayon), in the order given.
@@ -248,6 +320,33 @@ mod tests {
         );
         assert_eq!(p[0], Point::new(-0.5, -0.5));
         assert_eq!(p[1], Point::new(19.5, 19.5));
+    }
+
+    #[test]
+    fn decodes_in_flight_never_hold_more_pixels_than_the_budget() {
+        let budget = DecodeBudget {
+            held: std::sync::Mutex::new((0, 0)),
+            freed: std::sync::Condvar::new(),
+        };
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for i in 0..8u64 {
+                let (budget, done) = (&budget, &done);
+                s.spawn(move || {
+                    // 300-600 pixels each against a budget of 1,000: at most 3 at once.
+                    let _p = budget.take(300 + 50 * i, 1_000);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        });
+        let (held, peak) = *budget.held.lock().unwrap();
+        assert_eq!(done.into_inner(), 8);
+        assert_eq!(held, 0, "every permit gave its pixels back");
+        assert!(peak <= 1_000 && peak >= 600, "peak {peak}");
+        // An image bigger than the whole budget still decodes, alone.
+        drop(budget.take(5_000, 1_000));
+        assert_eq!(budget.held.lock().unwrap().1, 1_000);
     }
 
     #[test]
