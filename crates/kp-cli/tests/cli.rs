@@ -424,6 +424,31 @@ fn a_recipe_file_configures_training_as_its_recipe_does_and_misspelt_names_are_r
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    // A finished run whose final model was damaged: eval refuses it in one line, --resume
+    // writes it again from the last checkpoint, byte for byte.
+    let model = std::path::Path::new(run).join("model.safetensors");
+    let kept = std::fs::read(&model).unwrap();
+    let mut flipped = kept.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    std::fs::write(&model, &flipped).unwrap();
+    let o = kp(&["eval", "--run", run, "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("model.safetensors"),
+        "{err}"
+    );
+    let o = kp(&["train", "--resume", "--out", run, "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("writing it again"), "{err}");
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        kept,
+        "the final model is the checkpoint's"
+    );
+    let o = kp(&["eval", "--run", run, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (flag, value, known) in [
         ("--augment", "seed-shfit", "face-tuned"),
         ("--model", "vgg16", "heatmap-resnet18"),

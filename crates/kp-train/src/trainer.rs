@@ -405,6 +405,20 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         });
     }
 
+    if epoch0 == cfg.epochs {
+        // A finished run resumed: its final model is its last checkpoint's, loaded above
+        // (checksum and finiteness checked). One that no longer reads back (flipped bytes,
+        // removed, damaged) is written again from it; a good one is left as it is.
+        let final_model = run.model_path();
+        if let Err(e) = kp_models::io::read_weights(&final_model) {
+            tracing::warn!(
+                "{}: {e}; writing it again from {}",
+                final_model.display(),
+                state.as_ref().map_or("", |s| s.checkpoint.as_str())
+            );
+            model.save(&final_model)?;
+        }
+    }
     let ev = data.evaluate_val(&model, &eval_pipe, cfg.seed)?;
     let summary = make_summary(&cfg, &data, &rows, step, RunStatus::Finished, None, ev);
     write_json(&run.summary_path(), &summary)?;
