@@ -114,13 +114,11 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             return Ok(());
         }
     }
-    crate::detect_cmd::each_photo_in_order(&photos, |photo| {
-        let rgb = kp_data::loading::load_rgb(photo)?;
-        // --box: that face; otherwise every detected face (the IMM models: the whole photo).
-        let faces = match a.r#box {
-            Some(b) => landmarker.landmarks_in(&rgb, Some(b))?,
-            None => landmarker.landmarks(&rgb)?,
-        };
+    // One photo's output line from its faces.
+    let render = |photo: &std::path::Path,
+                  rgb: image::RgbImage,
+                  faces: Vec<kp_train::landmarker::FaceLandmarks>|
+     -> Result<Option<String>> {
         let overlay = crate::detect_cmd::overlay_path(a.out.as_deref(), photo, folder_mode, "kp");
         if let Some(path) = &overlay {
             let pts: Vec<(f32, f32)> = faces
@@ -192,11 +190,43 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             s
         };
         Ok(Some(line))
+    };
+    crate::detect_cmd::each_group_in_order(&photos, |group| {
+        use rayon::prelude::*;
+        // Decoded in parallel; the photos before the first that fails are predicted and
+        // printed, then its error stops the command.
+        let mut decoded: Vec<Result<image::RgbImage>> = group
+            .par_iter()
+            .map(|p| Ok(kp_data::loading::load_rgb(p)?))
+            .collect();
+        let ok = decoded.iter().take_while(|r| r.is_ok()).count();
+        let failed = decoded.drain(ok..).next();
+        let rgbs: Vec<image::RgbImage> = decoded.into_iter().map(|r| r.expect("ok")).collect();
+        // --box: that face; otherwise every detected face (the IMM models: the whole photo),
+        // the faces of the whole group through the network together.
+        let faces = match a.r#box {
+            Some(b) => rgbs
+                .iter()
+                .map(|rgb| landmarker.landmarks_in(rgb, Some(b)))
+                .collect::<kp_train::Result<Vec<_>>>(),
+            None => landmarker.landmarks_many(&rgbs.iter().collect::<Vec<_>>()),
+        };
+        let mut lines: Vec<Result<Option<String>>> = match faces {
+            Ok(faces) => group
+                .par_iter()
+                .zip(rgbs)
+                .zip(faces)
+                .map(|((photo, rgb), faces)| render(photo, rgb, faces))
+                .collect(),
+            Err(e) => vec![Err(e.into())],
+        };
+        lines.extend(failed.map(|e| e.map(|_| None)));
+        lines
     })
 }
 
 /// A path as one CSV field (quoted when it holds a comma, quote or line break).
-fn csv_field(p: &Path) -> String {
+pub(crate) fn csv_field(p: &Path) -> String {
     let s = p.display().to_string();
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))

@@ -48,25 +48,38 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
             );
         }
     }
+    // Faces decoded in parallel, 64 at a time through the network, with a progress bar.
+    let bar = indicatif::ProgressBar::new(dataset.faces.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} faces {per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
     let mut preds: Vec<Vec<Point>> = Vec::with_capacity(dataset.faces.len());
     for chunk in dataset.faces.chunks(64) {
-        let mut items = Vec::with_capacity(chunk.len());
-        for f in chunk {
-            let bbox = f
-                .bbox
-                .with_context(|| format!("{}: a face without a box", f.image.display()))?;
-            let img = if f.image.is_file() {
-                kp_data::loading::load_gray(&f.image)?
-            } else {
-                // A blank (mid-grey) image just large enough to hold the box.
-                let w = (bbox.right().max(1.0)).ceil() as u32;
-                let h = (bbox.bottom().max(1.0)).ceil() as u32;
-                GrayF32::from_pixel(w, h, image::Luma([0.0]))
-            };
-            items.push((img, Some(bbox)));
-        }
+        use rayon::prelude::*;
+        let items = chunk
+            .par_iter()
+            .map(|f| {
+                let bbox = f
+                    .bbox
+                    .with_context(|| format!("{}: a face without a box", f.image.display()))?;
+                let img = if f.image.is_file() {
+                    kp_data::loading::load_gray(&f.image)?
+                } else {
+                    // A blank (mid-grey) image just large enough to hold the box.
+                    let w = (bbox.right().max(1.0)).ceil() as u32;
+                    let h = (bbox.bottom().max(1.0)).ceil() as u32;
+                    GrayF32::from_pixel(w, h, image::Luma([0.0]))
+                };
+                Ok((img, Some(bbox)))
+            })
+            .collect::<Result<Vec<_>>>()?;
         preds.extend(predictor.predict_images(&items)?);
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     let k = preds.first().map(|p| p.len()).unwrap_or(0);
     let mut csv = String::with_capacity(preds.len() * k * 2 * 16 + 16);
     csv.push_str("Id,Predicted\n");
@@ -77,13 +90,43 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
         }
     }
     kp_fs::write_atomic(&a.out, csv.as_bytes())?;
+    // Rows predicted on blank images look like any other in the Kaggle format: they are listed
+    // beside the submission (`OUT.missing.csv`: face, image, first and last row Id) and said
+    // loudly, so that no one takes the file for a complete prediction.
+    let marks = a.out.with_extension("missing.csv");
+    if missing.is_empty() {
+        let _ = std::fs::remove_file(&marks);
+    } else {
+        let mut list = String::from("face,image,first_id,last_id\n");
+        for &i in &missing {
+            list.push_str(&format!(
+                "{i},{},{},{}\n",
+                crate::predict_cmd::csv_field(&dataset.faces[i].image),
+                2 * k * i,
+                2 * k * (i + 1) - 1
+            ));
+        }
+        kp_fs::write_atomic(&marks, list.as_bytes())?;
+        eprintln!(
+            "warning: {} of {} faces were predicted on a blank image, not on their photo: their \
+             rows are placeholders (listed in {})",
+            missing.len(),
+            preds.len(),
+            marks.display()
+        );
+    }
     println!(
-        "{}: {} faces x {} points = {} rows ({} faces without image)",
+        "{}: {} faces x {} points = {} rows ({} faces without image{})",
         a.out.display(),
         preds.len(),
         k,
         preds.len() * k * 2,
-        missing.len()
+        missing.len(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(": placeholder rows, listed in {}", marks.display())
+        }
     );
     Ok(())
 }

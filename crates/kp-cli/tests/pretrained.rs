@@ -81,6 +81,44 @@ fn group_photo_faces(extra: &[&str]) {
 }
 
 #[test]
+fn a_folder_batched_across_photos_gives_each_photos_own_faces_and_points() {
+    // `kp predict DIR` sends the faces of several photos through the network together; each
+    // photo must come out as it does alone.
+    let dir = data().join("dlib_examples_faces");
+    let o = kp(&["predict", dir.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let folder = json_lines(&o.stdout);
+    assert_eq!(folder.len(), 9, "one line per photo");
+    let mut faces = 0;
+    for line in &folder {
+        let photo = line["image"].as_str().unwrap();
+        let alone = kp(&["predict", photo, "--json"]);
+        let alone = &json_lines(&alone.stdout)[0];
+        let (a, b) = (
+            line["faces"].as_array().unwrap(),
+            alone["faces"].as_array().unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{photo}");
+        faces += a.len();
+        for (fa, fb) in a.iter().zip(b) {
+            assert_eq!(fa["box"], fb["box"], "{photo}");
+            let flat = |v: &serde_json::Value| -> Vec<f64> {
+                v.as_array().unwrap().iter().flat_map(floats).collect()
+            };
+            let (pa, pb) = (flat(&fa["keypoints"]), flat(&fb["keypoints"]));
+            assert_eq!(pa.len(), 136);
+            let worst = pa
+                .iter()
+                .zip(&pb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-3, "{photo}: points differ by {worst} px batched");
+        }
+    }
+    assert!(faces >= 9, "{faces} faces on dlib's 9 photos");
+}
+
+#[test]
 fn the_ready_model_scores_dlibs_sample_photos_end_to_end_from_detector_boxes() {
     // dlib's sample landmarks were made by a model, so this measures agreement, not truth:
     // the detector, the box calibration and the landmarks on whole photos.
@@ -214,4 +252,56 @@ fn kp_export_writes_the_ready_model_as_onnx_with_its_crop_rule_in_the_metadata()
     let graph = model.graph.unwrap();
     assert_eq!(graph.input[0].name, "image");
     assert_eq!(graph.output[0].name, "keypoints");
+}
+
+#[test]
+fn submit_with_missing_images_marks_their_placeholder_rows() {
+    let photo = data().join("dlib_examples_faces/2008_002506.jpg");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&photo, dir.path().join("here.jpg")).unwrap();
+    let xml = dir.path().join("boxes.xml");
+    std::fs::write(
+        &xml,
+        "<dataset><images>\
+         <image file='here.jpg'><box top='84' left='231' width='78' height='108'/></image>\
+         <image file='gone.jpg'><box top='10' left='10' width='50' height='60'/></image>\
+         </images></dataset>",
+    )
+    .unwrap();
+    let out = dir.path().join("sub.csv");
+    let args = [
+        "submit",
+        "--xml",
+        xml.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = kp(&args);
+    assert!(
+        !o.status.success() && !out.exists(),
+        "a missing image fails by default"
+    );
+    let mut allow = args.to_vec();
+    allow.push("--allow-missing");
+    let o = kp(&allow);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("placeholders"),
+        "{err}"
+    );
+    let rows = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        1 + 2 * 68 * 2,
+        "header and 2 faces x 68 x 2"
+    );
+    let marks = std::fs::read_to_string(dir.path().join("sub.missing.csv")).unwrap();
+    let lines: Vec<&str> = marks.lines().collect();
+    assert_eq!(lines.len(), 2, "{marks}");
+    assert!(
+        lines[1].starts_with("1,") && lines[1].ends_with(",136,271"),
+        "{marks}"
+    );
+    assert!(lines[1].contains("gone.jpg"), "{marks}");
 }

@@ -131,6 +131,60 @@ impl Landmarker {
             .collect())
     }
 
+    /// [`Self::landmarks`] on several photos at once: each photo's faces found (photos in
+    /// parallel), then the faces of all of them through the landmark network together, in
+    /// batches (what `kp predict DIR` does with each group of photos). The same faces and
+    /// points as photo by photo.
+    pub fn landmarks_many(&self, photos: &[&RgbImage]) -> Result<Vec<Vec<FaceLandmarks>>> {
+        use rayon::prelude::*;
+        let detections: Vec<Vec<Detection>> = if self.uses_boxes() {
+            photos
+                .par_iter()
+                .map(|p| self.detect(p))
+                .collect::<Result<_>>()?
+        } else {
+            vec![Vec::new(); photos.len()]
+        };
+        // Grey copies only of photos that have a face to predict.
+        let grays: Vec<Option<GrayF32>> = photos
+            .par_iter()
+            .zip(&detections)
+            .map(|(p, d)| (!self.uses_boxes() || !d.is_empty()).then(|| gray_of(p)))
+            .collect();
+        let mut items: Vec<(&GrayF32, Option<BBox>)> = Vec::new();
+        for (gray, dets) in grays.iter().zip(&detections) {
+            let Some(gray) = gray else { continue };
+            if self.uses_boxes() {
+                items.extend(dets.iter().map(|d| (gray, Some(self.calibration.apply(d)))));
+            } else {
+                items.push((gray, None));
+            }
+        }
+        let mut points = self.predictor.predict_many(&items)?.into_iter();
+        Ok(detections
+            .iter()
+            .map(|dets| {
+                if !self.uses_boxes() {
+                    let keypoints = points.next().unwrap_or_default();
+                    return vec![FaceLandmarks {
+                        bbox: None,
+                        score: None,
+                        points5: None,
+                        keypoints,
+                    }];
+                }
+                dets.iter()
+                    .map(|d| FaceLandmarks {
+                        bbox: Some(d.bbox),
+                        score: Some(d.score),
+                        points5: Some(d.points5),
+                        keypoints: points.next().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The keypoints of one face in `bbox` (the model's own box convention), or of the whole
     /// photo with `None`.
     pub fn landmarks_in(&self, photo: &RgbImage, bbox: Option<BBox>) -> Result<Vec<FaceLandmarks>> {
@@ -150,9 +204,13 @@ impl Landmarker {
         if boxes.is_empty() {
             return Ok(Vec::new());
         }
-        // The luma conversion `DynamicImage::to_luma8` (and so `load_gray`) applies.
-        let luma: image::GrayImage = image::buffer::ConvertBuffer::convert(photo);
-        let gray: GrayF32 = kp_data::gray_from_u8(&luma);
-        self.predictor.predict_boxes(&gray, &boxes)
+        self.predictor.predict_boxes(&gray_of(photo), &boxes)
     }
+}
+
+/// The grey image the landmark models take: the luma conversion `DynamicImage::to_luma8` (and
+/// so `load_gray`) applies.
+fn gray_of(photo: &RgbImage) -> GrayF32 {
+    let luma: image::GrayImage = image::buffer::ConvertBuffer::convert(photo);
+    kp_data::gray_from_u8(&luma)
 }

@@ -148,6 +148,13 @@ impl Predictor {
         self.predict_each(&items, 0)
     }
 
+    /// Predicts the keypoints of faces of any number of images at once, one per `(image,
+    /// box)` pair (`None`: the default box), in original pixels: every face goes through the
+    /// network in the same batches (faces of many photos batched), no image is copied.
+    pub fn predict_many(&self, items: &[(&GrayF32, Option<BBox>)]) -> Result<Vec<Vec<Point>>> {
+        self.predict_each(items, 0)
+    }
+
     /// [`Self::predict_images`] where `items[j]` is image number `first + j` (for its seed).
     fn predict_numbered(
         &self,
