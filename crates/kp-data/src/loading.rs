@@ -343,7 +343,7 @@ mod tests {
         let (held, peak) = *budget.held.lock().unwrap();
         assert_eq!(done.into_inner(), 8);
         assert_eq!(held, 0, "every permit gave its pixels back");
-        assert!(peak <= 1_000 && peak >= 600, "peak {peak}");
+        assert!((600..=1_000).contains(&peak), "peak {peak}");
         // An image bigger than the whole budget still decodes, alone.
         drop(budget.take(5_000, 1_000));
         assert_eq!(budget.held.lock().unwrap().1, 1_000);
