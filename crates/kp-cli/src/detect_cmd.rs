@@ -143,7 +143,7 @@ pub fn detect(a: DetectArgs) -> Result<()> {
                 .flat_map(|f| f.points5.iter().map(|p| (p[0], p[1])))
                 .collect();
             let boxes: Vec<[f32; 4]> = faces.iter().map(|f| f.bbox).collect();
-            save_overlay(rgb.clone(), &pts, &boxes, &path)?;
+            save_overlay(rgb.clone(), &pts, &boxes, 0, &path)?;
         }
         let line = if a.json {
             serde_json::to_string(&PhotoJson {
@@ -193,26 +193,16 @@ pub fn overlay_path(
     })
 }
 
-/// Writes `photo` with `points` (red dots sized to the smallest box, about 1/60 of its width)
-/// and `boxes` (green outlines) to `path` as PNG.
+/// Writes `photo` with `points` and `boxes` ([`kp_viz::overlay::faces_on_photo`]: each
+/// face's `per_face` points) to `path` as PNG.
 pub fn save_overlay(
     photo: image::RgbImage,
     points: &[(f32, f32)],
     boxes: &[[f32; 4]],
+    per_face: usize,
     path: &Path,
 ) -> Result<()> {
-    let mut opts = kp_viz::overlay::OverlayOptions::default();
-    let factor = kp_viz::overlay::upscale_factor(photo.width(), photo.height(), opts.upscale);
-    if let Some(w) = boxes.iter().map(|b| b[2]).reduce(f32::min) {
-        opts.radius = Some(((w * factor as f32 / 60.0).round() as u32).max(1));
-    }
-    let mut img = kp_viz::overlay::overlay_keypoints(
-        &image::DynamicImage::ImageRgb8(photo),
-        &[],
-        points,
-        &opts,
-    )?;
-    kp_viz::overlay::draw_boxes(&mut img, boxes, factor, kp_viz::style::GT_GREEN);
+    let img = kp_viz::overlay::faces_on_photo(photo, points, boxes, per_face)?;
     kp_viz::io::save_png(&img, path)?;
     Ok(())
 }

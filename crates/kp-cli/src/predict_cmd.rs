@@ -126,7 +126,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                 .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
                 .collect();
             let boxes: Vec<[f32; 4]> = faces.iter().filter_map(|f| f.bbox).collect();
-            crate::detect_cmd::save_overlay(rgb, &pts, &boxes, path)?;
+            let per_face = faces.first().map_or(0, |f| f.keypoints.len());
+            crate::detect_cmd::save_overlay(rgb, &pts, &boxes, per_face, path)?;
         }
         let faces: Vec<FaceOut> = faces
             .into_iter()

@@ -284,6 +284,7 @@ pub fn ced_chart(series: &[CedSeries], opts: &CedOptions) -> Result<RgbImage> {
             chart
                 .configure_series_labels()
                 .position(legend.to_plotters())
+                .legend_area_size(40)
                 .label_font(("sans-serif", 15))
                 .background_style(WHITE.mix(0.85))
                 .border_style(RGBColor(160, 160, 160))

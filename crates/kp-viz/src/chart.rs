@@ -82,6 +82,42 @@ impl LegendPosition {
         Self::CORNERS[best]
     }
 
+    /// Whether a legend of `size` in this corner would hide any of `polylines` (same
+    /// coordinates as [`Self::resolve`]); `Auto` counts as upper right.
+    pub(crate) fn covers(self, polylines: &[Vec<(f64, f64)>], size: (f64, f64)) -> bool {
+        let corner = if self == LegendPosition::Auto {
+            LegendPosition::UpperRight
+        } else {
+            self
+        };
+        // `resolve` with only this corner allowed picks it; count its hits the same way.
+        let (w, h) = (size.0.clamp(0.0, 1.0), size.1.clamp(0.0, 1.0));
+        polylines.iter().any(|line| {
+            let pairs: Vec<_> = line
+                .windows(2)
+                .map(|p| (p[0], p[1]))
+                .chain((line.len() == 1).then(|| (line[0], line[0])))
+                .collect();
+            pairs.into_iter().any(|((x0, y0), (x1, y1))| {
+                let len = ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt();
+                let steps = ((len / 0.01).ceil() as usize).clamp(1, 200);
+                (0..=steps).any(|s| {
+                    let t = s as f64 / steps as f64;
+                    let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
+                    let in_x = match corner {
+                        LegendPosition::UpperRight | LegendPosition::LowerRight => x >= 1.0 - w,
+                        _ => x <= w,
+                    };
+                    let in_y = match corner {
+                        LegendPosition::UpperRight | LegendPosition::UpperLeft => y >= 1.0 - h,
+                        _ => y <= h,
+                    };
+                    in_x && in_y
+                })
+            })
+        })
+    }
+
     /// The plotters position (`Auto` maps to upper right; resolve it first).
     pub(crate) fn to_plotters(self) -> SeriesLabelPosition {
         match self {
@@ -104,7 +140,7 @@ pub(crate) fn legend_size<'a>(
     let (n, chars) = labels.fold((0usize, 0usize), |(n, c), l| {
         (n + 1, c.max(l.chars().count()))
     });
-    let w = chars as f64 * font_px * 0.6 + 50.0;
+    let w = chars as f64 * font_px * 0.6 + 60.0;
     let h = n as f64 * (font_px + 7.0) + 12.0;
     (w / plot_w.max(1.0), h / plot_h.max(1.0))
 }
@@ -240,6 +276,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_legend_covers_the_data_that_runs_through_its_corner_only() {
+        // A rising diagonal crosses the lower-left and upper-right corners.
+        let diagonal = vec![vec![(0.0, 0.0), (1.0, 1.0)]];
+        let size = (0.3, 0.3);
+        assert!(LegendPosition::UpperRight.covers(&diagonal, size));
+        assert!(LegendPosition::LowerLeft.covers(&diagonal, size));
+        assert!(!LegendPosition::UpperLeft.covers(&diagonal, size));
+        assert!(!LegendPosition::LowerRight.covers(&diagonal, size));
+        // Auto picks a free corner; a box of lines through every corner leaves none free.
+        let auto = LegendPosition::Auto.resolve(&diagonal, size);
+        assert!(!auto.covers(&diagonal, size), "{auto:?}");
+        let frame = vec![vec![
+            (0.0, 0.0),
+            (1.0, 0.0),
+            (1.0, 1.0),
+            (0.0, 1.0),
+            (0.0, 0.0),
+        ]];
+        let auto = LegendPosition::Auto.resolve(&frame, size);
+        assert!(auto.covers(&frame, size));
+    }
+
+    #[test]
     fn a_title_longer_than_the_chart_is_shrunk_then_cut_to_fit() {
         let (short, px) = fit_caption("Learning curve", 900).unwrap();
         assert_eq!((short.as_str(), px), ("Learning curve", 24.0));
@@ -301,7 +360,7 @@ mod tests {
         );
         let (w, h) = legend_size(["abc", "abcdef"].into_iter(), 10.0, 100.0, 100.0);
         assert!(
-            (w - 0.86).abs() < 1e-9 && (h - 0.46).abs() < 1e-9,
+            (w - 0.96).abs() < 1e-9 && (h - 0.46).abs() < 1e-9,
             "{w} {h}"
         );
     }

@@ -211,8 +211,19 @@ pub fn learning_curves(runs: &[LossCurve], opts: &CurvesOptions) -> Result<RgbIm
         } else {
             0.0..1.0
         };
-        let (y0, y1) = y_range.unwrap_or(if log { (0.1, 10.0) } else { (0.0, 1.0) });
-        let legend = legend_position(&prepared, opts, &x_range, (y0, y1));
+        let (y0, mut y1) = y_range.unwrap_or(if log { (0.1, 10.0) } else { (0.0, 1.0) });
+        let (mut legend, size, covered) = legend_position(&prepared, opts, &x_range, (y0, y1));
+        if covered && opts.legend == LegendPosition::Auto {
+            // Every corner hides data: raise the top of the y axis so that the data stays
+            // below a legend in the upper right.
+            legend = LegendPosition::UpperRight;
+            let free = 1.0 - size.1.clamp(0.0, 0.6) - 0.03;
+            y1 = if log {
+                (y0.ln() + (y1.ln() - y0.ln()) / free).exp()
+            } else {
+                y0 + (y1 - y0) / free
+            };
+        }
         if log {
             let ticks = chart::log_ticks(y0, y1);
             let y_spec = (y0..y1).log_scale().with_key_points(ticks);
@@ -227,13 +238,14 @@ pub fn learning_curves(runs: &[LossCurve], opts: &CurvesOptions) -> Result<RgbIm
     })
 }
 
-/// Resolves `opts.legend` against the data in normalised plot coordinates.
+/// Resolves `opts.legend` against the data in normalised plot coordinates; with the
+/// legend's size (fraction of the plot) and whether it hides data there.
 fn legend_position(
     runs: &[Prepared],
     opts: &CurvesOptions,
     x: &Range<f64>,
     (y0, y1): (f64, f64),
-) -> LegendPosition {
+) -> (LegendPosition, (f64, f64), bool) {
     let ny = |y: f64| {
         if opts.log_y {
             (y.ln() - y0.ln()) / (y1.ln() - y0.ln())
@@ -263,7 +275,8 @@ fn legend_position(
     let plot_w = opts.width as f64 - 112.0;
     let plot_h = opts.height as f64 - 122.0;
     let size = legend_size(labels.into_iter(), 15.0, plot_w, plot_h);
-    opts.legend.resolve(&lines, size)
+    let at = opts.legend.resolve(&lines, size);
+    (at, size, at.covers(&lines, size))
 }
 
 fn draw_chart<Y>(
@@ -366,6 +379,7 @@ where
         chart
             .configure_series_labels()
             .position(legend.to_plotters())
+            .legend_area_size(40)
             .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(160, 160, 160))

@@ -63,7 +63,8 @@ th{background:#e1e4eb}tbody tr:nth-child(even){background:#f5f6f9}\
 td.num{text-align:right;font-variant-numeric:tabular-nums}\
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}\
 figcaption{color:#555;font-size:.95em;margin-top:.3em}\
-pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}";
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}\
+code{background:#f3f4f6;padding:0 .25em;border-radius:3px;font-size:.9em}";
 
 impl HtmlReport {
     /// An empty report with this page title (shown as `<title>` and `<h1>`).
@@ -162,7 +163,7 @@ impl HtmlReport {
                     ));
                 }
                 Section::Subheading(h) => s.push_str(&format!("<h3>{}</h3>\n", escape_html(h))),
-                Section::Paragraph(p) => s.push_str(&format!("<p>{}</p>\n", escape_html(p))),
+                Section::Paragraph(p) => s.push_str(&format!("<p>{}</p>\n", inline_html(p))),
                 Section::Table(t) => {
                     s.push_str(&t.to_html());
                     s.push('\n');
@@ -171,8 +172,8 @@ impl HtmlReport {
                     "<figure>\n<img src=\"{}\" alt=\"{}\" loading=\"lazy\">\n\
                      <figcaption>{}</figcaption>\n</figure>\n",
                     escape_html(src),
-                    escape_html(caption),
-                    escape_html(caption)
+                    escape_html(&caption.replace('`', "")),
+                    inline_html(caption)
                 )),
                 Section::Preformatted(p) => {
                     s.push_str(&format!("<pre>{}</pre>\n", escape_html(p)));
@@ -188,6 +189,26 @@ impl HtmlReport {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         write_atomic(path, self.to_html().as_bytes())
     }
+}
+
+/// A paragraph's text as HTML: escaped, with `code` spans (between backticks, as the report's
+/// texts write commands and file names) set in `<code>`; an unpaired backtick stays as it is.
+fn inline_html(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    let mut out = String::with_capacity(text.len() + 16);
+    for (i, part) in parts.iter().enumerate() {
+        let paired = i % 2 == 1 && i + 1 < parts.len();
+        let unpaired_tail = i % 2 == 1 && !paired;
+        if paired {
+            out.push_str(&format!("<code>{}</code>", escape_html(part)));
+        } else {
+            if unpaired_tail {
+                out.push('`');
+            }
+            out.push_str(&escape_html(part));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -206,6 +227,19 @@ mod tests {
             .subheading("Sub")
             .preformatted("Conv2d(1, 16, kernel_size=(3, 3))\n  <tail>");
         r
+    }
+
+    #[test]
+    fn backtick_spans_become_code_and_stay_escaped() {
+        assert_eq!(
+            inline_html("run `kp eval --run <dir>` then `a&b`."),
+            "run <code>kp eval --run &lt;dir&gt;</code> then <code>a&amp;b</code>."
+        );
+        assert_eq!(inline_html("one ` alone"), "one ` alone");
+        assert_eq!(inline_html("no code"), "no code");
+        let mut r = HtmlReport::new("t");
+        r.paragraph("see `results.json`");
+        assert!(r.to_html().contains("<p>see <code>results.json</code></p>"));
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub use grid::{image_grid, GridOptions};
 pub use html::{HtmlReport, Section};
 pub use io::{encode_png, save_png, write_atomic};
 pub use overlay::{
-    auto_radius, overlay_keypoints, scale_point, upscale_factor, OverlayOptions, Upscale,
+    auto_radius, contours_for, faces_on_photo, overlay_keypoints, scale_point, upscale_factor,
+    OverlayOptions, Upscale, IBUG68_CONTOURS,
 };
 pub use table::{escape_html, Table, TableImageOptions};
 pub use text::register_plotters_fonts;

@@ -17,6 +17,30 @@ use crate::text;
 /// Largest side an overlay may have, to keep a bad factor from allocating gigabytes.
 pub const MAX_SIDE: u32 = 16_384;
 
+/// The iBUG 300-W 68-point face drawn as lines: each range of point indices joined in order,
+/// `true` for a closed loop (jaw, eyebrows, nose bridge and base, eyes, outer and inner lips).
+pub const IBUG68_CONTOURS: &[(std::ops::Range<usize>, bool)] = &[
+    (0..17, false),
+    (17..22, false),
+    (22..27, false),
+    (27..31, false),
+    (31..36, false),
+    (36..42, true),
+    (42..48, true),
+    (48..60, true),
+    (60..68, true),
+];
+
+/// The contours kp draws for faces of `points` points: [`IBUG68_CONTOURS`] for 68, none for
+/// other schemes (IMM's 58 points are drawn as dots).
+pub fn contours_for(points: usize) -> &'static [(std::ops::Range<usize>, bool)] {
+    if points == 68 {
+        IBUG68_CONTOURS
+    } else {
+        &[]
+    }
+}
+
 /// How (and whether) an image is enlarged before the keypoints are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upscale {
@@ -57,6 +81,11 @@ pub struct OverlayOptions {
     pub error_lines: bool,
     /// Colour of ground-truth points (default green).
     pub gt_color: Rgb<u8>,
+    /// Lines joining the points of each face (e.g. [`IBUG68_CONTOURS`]), drawn under the
+    /// dots in each list's colour; they repeat for every block of as many points as the
+    /// contours span, so a list holding several faces' points one after the other gets each
+    /// face's lines. Empty (default): dots only.
+    pub contours: &'static [(std::ops::Range<usize>, bool)],
     /// Colour of predicted points (default red).
     pub pred_color: Rgb<u8>,
 }
@@ -71,6 +100,7 @@ impl Default for OverlayOptions {
             labels: false,
             error_lines: false,
             gt_color: GT_GREEN,
+            contours: &[],
             pred_color: PRED_RED,
         }
     }
@@ -96,6 +126,29 @@ pub fn draw_boxes(image: &mut RgbImage, boxes: &[[f32; 4]], factor: u32, color: 
             draw_hollow_rect_mut(image, Rect::at(l + 1, t + 1).of_size(w - 2, h - 2), color);
         }
     }
+}
+
+/// A photo with every face found on it, as `kp predict --out` and the report draw it: the
+/// faces' `points` (red dots sized to the smallest box, about 1/60 of its width; each face's
+/// `per_face` points joined by [`contours_for`]) over their `boxes` (green outlines); small
+/// photos enlarged as [`OverlayOptions::default`] does.
+pub fn faces_on_photo(
+    photo: RgbImage,
+    points: &[(f32, f32)],
+    boxes: &[[f32; 4]],
+    per_face: usize,
+) -> Result<RgbImage> {
+    let mut opts = OverlayOptions {
+        contours: contours_for(per_face),
+        ..Default::default()
+    };
+    let factor = upscale_factor(photo.width(), photo.height(), opts.upscale);
+    if let Some(w) = boxes.iter().map(|b| b[2]).reduce(f32::min) {
+        opts.radius = Some(((w * factor as f32 / 60.0).round() as u32).max(1));
+    }
+    let mut img = overlay_keypoints(&DynamicImage::ImageRgb8(photo), &[], points, &opts)?;
+    draw_boxes(&mut img, boxes, factor, GT_GREEN);
+    Ok(img)
 }
 
 /// The integer enlargement factor `upscale` gives for a `width x height` image (at least 1).
@@ -173,6 +226,26 @@ pub fn overlay_keypoints(
                 let bounds = (ow as f32 - 1.0, oh as f32 - 1.0);
                 if let Some((a, b)) = clip_segment(*g, *p, bounds) {
                     draw_line_segment_mut(&mut out, a, b, Rgb([255, 255, 0]));
+                }
+            }
+        }
+    }
+    let span = opts.contours.iter().map(|(r, _)| r.end).max().unwrap_or(0);
+    for (points, color) in [(&gt_px, opts.gt_color), (&pred_px, opts.pred_color)] {
+        if span == 0 {
+            break;
+        }
+        let bounds = (ow as f32 - 1.0, oh as f32 - 1.0);
+        for face in points.chunks_exact(span) {
+            for (range, closed) in opts.contours {
+                let ends = range.clone().skip(1).map(|j| (j - 1, j));
+                let close = (*closed && range.len() > 2).then(|| (range.end - 1, range.start));
+                for (a, b) in ends.chain(close) {
+                    if let (Some(a), Some(b)) = (face[a], face[b]) {
+                        if let Some((a, b)) = clip_segment(a, b, bounds) {
+                            draw_line_segment_mut(&mut out, a, b, color);
+                        }
+                    }
                 }
             }
         }
@@ -345,6 +418,76 @@ mod tests {
         );
         assert_eq!(clip_segment((-5.0, -5.0), (-1.0, 20.0), m), None);
         assert_eq!(clip_segment((-1e9, -1e9), (-1e9, 1e9), m), None);
+    }
+
+    #[test]
+    fn contours_join_each_faces_points_in_its_colour() {
+        const TRIANGLE: &[(std::ops::Range<usize>, bool)] = &[(0..3, true)];
+        let opts = OverlayOptions {
+            contours: TRIANGLE,
+            upscale: Upscale::None,
+            outline: false,
+            radius: Some(1),
+            ..Default::default()
+        };
+        // Two faces of three points each; no line between the faces.
+        let pred = [
+            (5.0, 5.0),
+            (25.0, 5.0),
+            (5.0, 25.0),
+            (45.0, 5.0),
+            (65.0, 5.0),
+            (45.0, 25.0),
+        ];
+        let out = overlay_keypoints(&gray_face(), &[], &pred, &opts).unwrap();
+        let red = |x: u32, y: u32| *out.get_pixel(x, y) == PRED_RED;
+        assert!(red(15, 5) && red(55, 5), "top edges of both faces");
+        assert!(red(5, 15) && red(15, 15), "closing and side edges");
+        assert!(!red(35, 5), "the faces are not joined to each other");
+        let dots_only = overlay_keypoints(
+            &gray_face(),
+            &[],
+            &pred,
+            &OverlayOptions {
+                contours: &[],
+                ..opts
+            },
+        )
+        .unwrap();
+        assert!(*dots_only.get_pixel(15, 5) != PRED_RED);
+        assert_eq!(
+            IBUG68_CONTOURS.iter().map(|(r, _)| r.len()).sum::<usize>(),
+            68
+        );
+    }
+
+    #[test]
+    fn faces_on_a_photo_get_their_box_and_dots_sized_to_the_smallest_face() {
+        let photo = RgbImage::new(400, 300);
+        let boxes = [[100.0, 100.0, 120.0, 120.0], [300.0, 50.0, 60.0, 60.0]];
+        // One point per face, far from its box's outline.
+        let points = [(160.0, 160.0), (330.0, 80.0)];
+        let out = faces_on_photo(photo, &points, &boxes, 1).unwrap();
+        assert_eq!(
+            out.dimensions(),
+            (400, 300),
+            "a 400 px photo is drawn at its size"
+        );
+        assert_eq!(
+            *out.get_pixel(100, 150),
+            GT_GREEN,
+            "left edge of the first box"
+        );
+        assert_eq!(
+            *out.get_pixel(359, 80),
+            GT_GREEN,
+            "right edge of the second box"
+        );
+        // Radius 60 / 60 = 1 (the smaller face's): the dot covers its centre's neighbours
+        // but not 3 px away.
+        let red = |x: u32, y: u32| *out.get_pixel(x, y) == PRED_RED;
+        assert!(red(160, 160) && red(161, 160) && red(330, 80));
+        assert!(!red(163, 160), "a dot 1/60 of the smallest box wide");
     }
 
     #[test]
