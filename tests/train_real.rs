@@ -286,3 +286,33 @@ fn a_run_folder_in_use_is_refused_and_resume_keeps_to_the_runs_own_configuration
         "{err}"
     );
 }
+
+#[test]
+fn the_own_photos_figure_draws_every_face_the_ready_model_finds() {
+    let lm = kp_train::landmarker::Landmarker::pretrained(None).unwrap();
+    let dir = data_dir().join("dlib_examples_faces");
+    let photos = [dir.join("2008_002506.jpg"), dir.join("2009_004587.jpg")];
+    let found: Vec<usize> = photos
+        .iter()
+        .map(|p| {
+            let photo = kp_data::loading::load_rgb(p).unwrap();
+            lm.landmarks(&photo).unwrap().len()
+        })
+        .collect();
+    assert!(
+        found[0] >= 3,
+        "the group photo has several faces: {found:?}"
+    );
+    let grid = figures::photos_grid(&lm, &photos, "own photos").unwrap();
+    // Two 400x300 tiles side by side (3 columns), with a title and captions.
+    assert!(
+        grid.width() >= 2 * 400 && grid.height() > 300,
+        "{:?}",
+        grid.dimensions()
+    );
+    let missing = [dir.join("no-such-photo.jpg")];
+    let err = figures::photos_grid(&lm, &missing, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no-such-photo.jpg"), "{err}");
+}

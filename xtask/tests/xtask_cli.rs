@@ -58,7 +58,7 @@ fn reproduce_quick_writes_a_complete_report() {
 
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
-    assert_eq!(rows.len(), 12, "5+1 nose + 4+1 face + 1 ibug runs");
+    assert_eq!(rows.len(), 13, "5+1 nose + 4+1 face + 1+1 ibug runs");
     let mut finished = 0;
     for row in &rows {
         let run = row["run"].as_str().unwrap();
@@ -78,8 +78,8 @@ fn reproduce_quick_writes_a_complete_report() {
             finite(&row["val_mae"], "ibug mae");
         }
     }
-    assert!(finished >= 11, "{finished} runs finished");
-    for tuned in ["nose-tuned", "face-tuned"] {
+    assert!(finished >= 12, "{finished} runs finished");
+    for tuned in ["nose-tuned", "face-tuned", "ibug-tuned"] {
         let row = rows.iter().find(|r| r["run"] == tuned);
         let row = row.unwrap_or_else(|| panic!("no {tuned} row"));
         assert_eq!(row["lr_schedule"], "cosine", "{tuned}");

@@ -60,7 +60,10 @@ fn overlay_cached(data: &PreparedData, i: usize, pred_original: &[Point]) -> Res
         &img,
         &pts(&c.keypoints),
         &pts(&pred),
-        &OverlayOptions::default(),
+        &OverlayOptions {
+            contours: kp_viz::overlay::contours_for(c.keypoints.len()),
+            ..Default::default()
+        },
     )?)
 }
 
@@ -143,7 +146,10 @@ pub fn train_samples_grid(
             &img,
             &pts(&s.keypoints),
             &[],
-            &OverlayOptions::default(),
+            &OverlayOptions {
+                contours: kp_viz::overlay::contours_for(s.keypoints.len()),
+                ..Default::default()
+            },
         )?);
     }
     let opts = GridOptions {
@@ -187,13 +193,83 @@ pub fn ced_image(series: &[(String, Vec<f64>)]) -> Result<RgbImage> {
         .collect();
     Ok(kp_viz::ced::ced_chart(
         &s,
-        &kp_viz::ced::CedOptions::default(),
+        &kp_viz::ced::CedOptions {
+            max_error: ced_axis(series),
+            threshold: Some(CED_THRESHOLD),
+            ..Default::default()
+        },
     )?)
+}
+
+/// NME threshold of the CED's AUC and failure rate (the 300-W convention).
+const CED_THRESHOLD: f64 = 0.08;
+
+/// The CED's x axis: 8% NME (the convention), or wider (16%, 32%, 64%) until it holds the
+/// better half of every series' faces, so that a weak run (a short quick-mode run) shows a
+/// curve instead of an empty chart. AUC and failure rate stay at 8%.
+fn ced_axis(series: &[(String, Vec<f64>)]) -> f64 {
+    let median = |e: &[f64]| {
+        let mut v: Vec<f64> = e.iter().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let worst = series.iter().map(|(_, e)| median(e)).fold(0.0, f64::max);
+    [CED_THRESHOLD, 0.16, 0.32, 0.64]
+        .into_iter()
+        .find(|&m| worst <= m)
+        .unwrap_or(0.64)
+}
+
+/// Photos as `kp predict --out` draws them with `lm` (every face found, its box, its points):
+/// the seed's "own collection" figure, on any photos. A caption per photo says how many
+/// faces were found; a photo that does not decode is an error naming it.
+pub fn photos_grid(
+    lm: &crate::landmarker::Landmarker,
+    photos: &[std::path::PathBuf],
+    title: &str,
+) -> Result<RgbImage> {
+    let mut tiles = Vec::with_capacity(photos.len());
+    let mut captions = Vec::with_capacity(photos.len());
+    for path in photos {
+        let photo = kp_data::loading::load_rgb(path)?;
+        let faces = lm.landmarks(&photo)?;
+        let points: Vec<(f32, f32)> = faces
+            .iter()
+            .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
+            .collect();
+        let boxes: Vec<[f32; 4]> = faces.iter().filter_map(|f| f.bbox).collect();
+        let per_face = faces.first().map_or(0, |f| f.keypoints.len());
+        tiles.push(kp_viz::overlay::faces_on_photo(
+            photo, &points, &boxes, per_face,
+        )?);
+        let name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let n = faces.len();
+        captions.push(format!("{name}: {n} face{}", if n == 1 { "" } else { "s" }));
+    }
+    let opts = GridOptions {
+        cols: 3,
+        tile_size: Some((400, 300)),
+        title: Some(title.into()),
+        ..Default::default()
+    };
+    Ok(image_grid(&tiles, &captions, &opts)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ced_axis_widens_only_until_half_of_each_runs_faces_show() {
+        let run = |nme: &[f64]| ("run".to_string(), nme.to_vec());
+        assert_eq!(ced_axis(&[run(&[0.03, 0.04, 0.2])]), 0.08);
+        assert_eq!(ced_axis(&[run(&[0.03]), run(&[0.25, 0.3, 0.31])]), 0.32);
+        assert_eq!(ced_axis(&[run(&[2.0, f64::NAN, 3.0])]), 0.64);
+        assert_eq!(ced_axis(&[]), 0.08);
+    }
 
     #[test]
     fn the_grid_shows_six_faces_then_the_two_worst() {
