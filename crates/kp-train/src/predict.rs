@@ -11,7 +11,7 @@ use crate::config::{DeviceKind, Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, predict_samples, Evaluation};
 use crate::model::{device, LoadedModel};
-use crate::prep::{cache_decoded, prepare, sample_seed, CachedFace, Sample};
+use crate::prep::{cache_decoded, cache_for_sample, prepare, sample_seed, CachedFace, Sample};
 use crate::run::RunDir;
 use crate::trainer::PreparedData;
 
@@ -126,10 +126,14 @@ impl Predictor {
         }
     }
 
-    fn cached(&self, image: &GrayF32, bbox: Option<BBox>) -> CachedFace {
+    /// The face in `image` (its box `bbox`, or the default) cached for one prediction with
+    /// `seed`: only the pixels the pipeline reads ([`cache_for_sample`]), the same sample as
+    /// evaluation's whole cached image gives.
+    fn cached(&self, image: &GrayF32, bbox: Option<BBox>, seed: u64) -> Result<CachedFace> {
         let mut face = Face::new("", Vec::new());
         face.bbox = self.default_box(image, bbox);
-        cache_decoded(image, &face, None, self.config.width, self.config.height)
+        let (w, h) = (self.config.width, self.config.height);
+        cache_for_sample(image, &face, w, h, &self.pipeline, seed)
     }
 
     /// Predicts keypoints on decoded images (with optional face boxes), in original pixels.
@@ -176,7 +180,7 @@ impl Predictor {
             .enumerate()
             .map(|(j, (img, b))| {
                 let seed = sample_seed(self.seed, 0, first + j);
-                prepare(&self.pipeline, &self.cached(img, *b), seed)
+                prepare(&self.pipeline, &self.cached(img, *b, seed)?, seed)
             })
             .collect::<Result<Vec<_>>>()?;
         let pred = predict_samples(&self.model, &samples)?;

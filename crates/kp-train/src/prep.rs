@@ -51,24 +51,96 @@ pub fn cache_image(
     width: usize,
     height: usize,
 ) -> (GrayF32, Affine) {
-    let (w0, h0) = (image.width() as f64, image.height() as f64);
+    let (w1, h1, to_cache) = cache_size(image.width(), image.height(), bbox, width, height);
+    if to_cache == Affine::IDENTITY {
+        return (image.clone(), to_cache);
+    }
+    // kp_data's resize keeps the [-0.5, 0.5] range (image's float resize clamps to [0, 1]).
+    (kp_data::loading::resize_gray(image, w1, h1), to_cache)
+}
+
+/// The cache image's size for an image of `w0 x h0` ([`cache_image`]) and the map into it
+/// (the identity when the image is kept as it is).
+fn cache_size(
+    w0: u32,
+    h0: u32,
+    bbox: Option<BBox>,
+    width: usize,
+    height: usize,
+) -> (u32, u32, Affine) {
+    let (fw, fh) = (w0 as f64, h0 as f64);
     let (w1, h1) = match bbox {
         Some(b) => {
             let side = b.width.max(b.height).max(1.0) as f64;
             let s = (width.max(height) as f64 / side).min(1.0);
             (
-                ((w0 * s).round() as u32).max(1),
-                ((h0 * s).round() as u32).max(1),
+                ((fw * s).round() as u32).max(1),
+                ((fh * s).round() as u32).max(1),
             )
         }
         None => (width as u32, height as u32),
     };
-    if w1 as f64 == w0 && h1 as f64 == h0 {
-        return (image.clone(), Affine::IDENTITY);
+    if (w1, h1) == (w0, h0) {
+        (w0, h0, Affine::IDENTITY)
+    } else {
+        (w1, h1, Affine::resize(fw, fh, w1 as f64, h1 as f64))
     }
-    // kp_data's resize keeps the [-0.5, 0.5] range (image's float resize clamps to [0, 1]).
-    let resized = kp_data::loading::resize_gray(image, w1, h1);
-    (resized, Affine::resize(w0, h0, w1 as f64, h1 as f64))
+}
+
+/// [`cache_decoded`] for a single prediction through `pipeline` with `seed`: the pipeline's
+/// plan for the face is drawn first (it depends on the sizes and the box, not on pixels), and
+/// only the cache pixels its warp reads are computed ([`kp_data::loading::resize_gray_region`]).
+/// [`prepare`] with the same pipeline and seed then gives the sample the whole cache image
+/// gives, bit for bit, for a fraction of the work on a photo much larger than its face.
+pub fn cache_for_sample(
+    full: &GrayF32,
+    face: &Face,
+    width: usize,
+    height: usize,
+    pipeline: &Pipeline,
+    seed: u64,
+) -> Result<CachedFace> {
+    let (w1, h1, to_cache) = cache_size(full.width(), full.height(), face.bbox, width, height);
+    let keypoints = to_cache.apply_all(&face.keypoints);
+    let bbox = face.bbox.map(|b| to_cache.apply_bbox(b));
+    let plan = pipeline.plan(w1, h1, &keypoints, bbox, seed)?;
+    let region = plan
+        .transform
+        .inverse()
+        .map(|inv| footprint(&inv, plan.width, plan.height))
+        .unwrap_or([0, 0, w1, h1]);
+    Ok(CachedFace {
+        image: kp_data::loading::resize_gray_region(full, w1, h1, region),
+        keypoints,
+        bbox,
+        to_cache,
+        original: face.keypoints.clone(),
+    })
+}
+
+/// The source pixels a warp of `ow x oh` output pixels through `inv` (output → source) can
+/// read: each output pixel's supersampling taps lie within half a pixel of its centre, and
+/// bilinear sampling reads the pixel after each tap's floor; two pixels more each side cover
+/// the warp's fixed-point rounding.
+fn footprint(inv: &Affine, ow: u32, oh: u32) -> [u32; 4] {
+    let (x1, y1) = (ow as f64 - 0.5, oh as f64 - 0.5);
+    let corners = [(-0.5, -0.5), (x1, -0.5), (-0.5, y1), (x1, y1)].map(|(x, y)| inv.apply_xy(x, y));
+    let lo = |v: f64| (v.floor() - 2.0).max(0.0) as u32;
+    let hi = |v: f64| (v.ceil() + 3.0).clamp(0.0, u32::MAX as f64) as u32;
+    let xs = corners.map(|c| c.0);
+    let ys = corners.map(|c| c.1);
+    let (min_x, max_x) = (
+        xs.iter().copied().fold(f64::INFINITY, f64::min),
+        xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (min_y, max_y) = (
+        ys.iter().copied().fold(f64::INFINITY, f64::min),
+        ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    if !(min_x.is_finite() && max_x.is_finite() && min_y.is_finite() && max_y.is_finite()) {
+        return [0, 0, u32::MAX, u32::MAX];
+    }
+    [lo(min_x), lo(min_y), hi(max_x), hi(max_y)]
 }
 
 /// Decodes one face into a [`CachedFace`].
@@ -137,6 +209,60 @@ pub fn sample_seed(seed: u64, epoch: usize, index: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A prediction's cache holds only what the warp reads, and gives the same sample as the
+    /// whole cache image: for the 300-W crop, a random rotation and shift, any face size, a
+    /// face at the border, with and without a box.
+    #[test]
+    fn a_sample_from_the_faces_region_equals_the_sample_from_the_whole_cache() {
+        use crate::augment::AugmentPreset;
+        let photo = GrayF32::from_fn(640, 480, |x, y| {
+            image::Luma([((x * 31 + y * 17) % 97) as f32 / 96.0 - 0.5])
+        });
+        let ibug = AugmentPreset::IbugEval.config().unwrap();
+        let mut pipes = vec![Pipeline::new(ibug.clone()).unwrap()];
+        let mut small = ibug;
+        (small.width, small.height) = (128, 128);
+        pipes.push(Pipeline::new(small).unwrap());
+        let mut rot = kp_augment::PipelineConfig::preset("shift-rotate").unwrap();
+        (rot.width, rot.height) = (160, 120);
+        pipes.push(Pipeline::new(rot).unwrap());
+        let boxes = [
+            Some(BBox::new(200.0, 120.0, 250.0, 260.0)),
+            Some(BBox::new(300.0, 200.0, 60.0, 60.0)),
+            Some(BBox::new(-40.0, 380.0, 150.0, 140.0)),
+            None,
+        ];
+        for pipe in &pipes {
+            let (w, h) = pipe.output_size();
+            for b in boxes {
+                let mut face = Face::new("", Vec::new());
+                face.bbox = b;
+                for seed in [1, 7] {
+                    let whole = cache_decoded(&photo, &face, None, w as usize, h as usize);
+                    let Ok(a) = prepare(pipe, &whole, seed) else {
+                        // A crop without a box: refused on both paths.
+                        let part =
+                            cache_for_sample(&photo, &face, w as usize, h as usize, pipe, seed);
+                        if let Ok(part) = part {
+                            assert!(prepare(pipe, &part, seed).is_err());
+                        }
+                        continue;
+                    };
+                    let part = cache_for_sample(&photo, &face, w as usize, h as usize, pipe, seed)
+                        .unwrap();
+                    assert_eq!(part.to_cache, whole.to_cache);
+                    let b2 = prepare(pipe, &part, seed).unwrap();
+                    assert_eq!(a.to_input, b2.to_input);
+                    assert!(
+                        a.image.as_raw() == b2.image.as_raw(),
+                        "{:?} box {b:?} seed {seed}: the samples differ",
+                        pipe.output_size()
+                    );
+                }
+            }
+        }
+    }
 
     /// Downscaling keeps pixels darker than mid-grey (a clamping resize would zero them).
     #[test]
