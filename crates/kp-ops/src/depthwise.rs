@@ -103,16 +103,18 @@ impl CustomOp3 for Depthwise3x3 {
         );
         let (_, c, h, wd) = xl.shape().dims4()?;
         let plane = h * wd;
-        let mut out = vec![0f32; x.len()];
-        if plane > 0 {
-            out.par_chunks_mut(plane)
-                .zip(x.par_chunks(plane))
-                .enumerate()
-                .for_each(|(i, (o, inp))| {
-                    let ch = i % c;
-                    plane_3x3(inp, o, h, wd, &w[ch * 9..ch * 9 + 9], b[ch], self.relu);
-                });
-        }
+        let out = crate::outbuf::filled(x.len(), |out| {
+            if plane > 0 {
+                out.par_chunks_mut(plane)
+                    .zip(x.par_chunks(plane))
+                    .enumerate()
+                    .for_each(|(i, (o, inp))| {
+                        let ch = i % c;
+                        let o = crate::outbuf::zeroed(o);
+                        plane_3x3(inp, o, h, wd, &w[ch * 9..ch * 9 + 9], b[ch], self.relu);
+                    });
+            }
+        });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 

@@ -61,6 +61,7 @@ pub mod depthwise;
 pub mod dispatch;
 pub mod im2col;
 pub mod maxpool;
+mod outbuf;
 pub mod pointwise;
 pub mod reduce;
 pub mod relu;

@@ -59,55 +59,59 @@ impl CustomOp3 for Pointwise {
         let (n, cin, h, wd) = xl.shape().dims4()?;
         let cout = b.len();
         let hw = h * wd;
-        let mut out = vec![0f32; n * cout * hw];
         if hw == 0 || cout == 0 {
+            let out = vec![0f32; n * cout * hw];
             return Ok((CpuStorage::F32(out), Shape::from((n, cout, h, wd))));
         }
         // Bands of output channels, one or more per thread (at least 8 rows each).
         let threads = rayon::current_num_threads().max(1);
         let band = cout.div_ceil(threads).max(8).min(cout);
-        for (img, o) in out.chunks_mut(cout * hw).enumerate() {
-            let xi = &x[img * cin * hw..(img + 1) * cin * hw];
-            o.par_chunks_mut(band * hw)
-                .enumerate()
-                .for_each(|(bi, ob)| {
-                    let r0 = bi * band;
-                    let rows = ob.len() / hw;
-                    let wb = &w[r0 * cin..(r0 + rows) * cin];
-                    // SAFETY: `ob` is rows x hw, `wb` rows x cin, `xi` cin x hw, all row-major
-                    // and in bounds; the destination is not read (beta = 0 with read_dst false).
-                    unsafe {
-                        gemm::gemm(
-                            rows,
-                            hw,
-                            cin,
-                            ob.as_mut_ptr(),
-                            1,
-                            hw as isize,
-                            false,
-                            wb.as_ptr(),
-                            1,
-                            cin as isize,
-                            xi.as_ptr(),
-                            1,
-                            hw as isize,
-                            0f32,
-                            1f32,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                    }
-                    for (r, row) in ob.chunks_mut(hw).enumerate() {
-                        let bias = b[r0 + r];
-                        for v in row.iter_mut() {
-                            let y = *v + bias;
-                            *v = if self.relu { y.max(0.0) } else { y };
+        let out = crate::outbuf::filled(n * cout * hw, |out| {
+            for (img, o) in out.chunks_mut(cout * hw).enumerate() {
+                let xi = &x[img * cin * hw..(img + 1) * cin * hw];
+                o.par_chunks_mut(band * hw)
+                    .enumerate()
+                    .for_each(|(bi, ob)| {
+                        let r0 = bi * band;
+                        let rows = ob.len() / hw;
+                        let wb = &w[r0 * cin..(r0 + rows) * cin];
+                        // SAFETY: `ob` is rows x hw, `wb` rows x cin, `xi` cin x hw, all row-major
+                        // and in bounds; the destination is not read (beta = 0 with read_dst false),
+                        // so it may be uninitialised, and gemm writes all of it.
+                        let ob = unsafe {
+                            gemm::gemm(
+                                rows,
+                                hw,
+                                cin,
+                                ob.as_mut_ptr() as *mut f32,
+                                1,
+                                hw as isize,
+                                false,
+                                wb.as_ptr(),
+                                1,
+                                cin as isize,
+                                xi.as_ptr(),
+                                1,
+                                hw as isize,
+                                0f32,
+                                1f32,
+                                false,
+                                false,
+                                false,
+                                Parallelism::None,
+                            );
+                            crate::outbuf::written(ob)
+                        };
+                        for (r, row) in ob.chunks_mut(hw).enumerate() {
+                            let bias = b[r0 + r];
+                            for v in row.iter_mut() {
+                                let y = *v + bias;
+                                *v = if self.relu { y.max(0.0) } else { y };
+                            }
                         }
-                    }
-                });
-        }
+                    });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, wd))))
     }
 }
