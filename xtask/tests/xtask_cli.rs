@@ -27,15 +27,30 @@ fn finite(v: &serde_json::Value, what: &str) -> f64 {
     x
 }
 
-/// The whole quick matrix: every run finishes with finite metrics; the report, its tables and
+/// The runs of the quick matrix this test trains: all but its two slowest (kp's tuned face and
+/// 300-W recipes, 3 of the matrix's 5 minutes here; their configurations are checked by the
+/// matrix's unit tests), so that the test suite stays short.
+const QUICK_RUNS: [&str; 6] = [
+    "nose",
+    "face-seed-shift",
+    "face-none",
+    "face-shift-rotate",
+    "face-shift-rotate-jitter",
+    "ibug-resnet18",
+];
+
+/// The quick matrix: every run finishes with finite metrics; the report, its tables and
 /// its figures exist; a second invocation skips the finished runs.
 #[test]
 fn reproduce_quick_writes_a_complete_report() {
     let data = kp_data::test_data_dir();
     let out = tempfile::tempdir().unwrap();
+    let only: Vec<&str> = QUICK_RUNS.iter().flat_map(|r| ["--only", r]).collect();
     run_ok(
         xtask()
-            .args(["reproduce", "--quick", "--data"])
+            .args(["reproduce", "--quick"])
+            .args(&only)
+            .arg("--data")
             .arg(&data)
             .arg("--out")
             .arg(out.path()),
@@ -58,7 +73,7 @@ fn reproduce_quick_writes_a_complete_report() {
 
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
-    assert_eq!(rows.len(), 13, "5+1 nose + 4+1 face + 1+1 ibug runs");
+    assert_eq!(rows.len(), 11, "5+1 nose + 4 face + 1 ibug runs");
     let mut finished = 0;
     for row in &rows {
         let run = row["run"].as_str().unwrap();
@@ -78,12 +93,10 @@ fn reproduce_quick_writes_a_complete_report() {
             finite(&row["val_mae"], "ibug mae");
         }
     }
-    assert!(finished >= 12, "{finished} runs finished");
-    for tuned in ["nose-tuned", "face-tuned", "ibug-tuned"] {
-        let row = rows.iter().find(|r| r["run"] == tuned);
-        let row = row.unwrap_or_else(|| panic!("no {tuned} row"));
-        assert_eq!(row["lr_schedule"], "cosine", "{tuned}");
-    }
+    assert!(finished >= 10, "{finished} runs finished");
+    let tuned = rows.iter().find(|r| r["run"] == "nose-tuned");
+    let tuned = tuned.expect("a nose-tuned row");
+    assert_eq!(tuned["lr_schedule"], "cosine", "{tuned}");
     let csv = std::fs::read_to_string(report.join("results.csv")).unwrap();
     assert_eq!(
         csv.lines().count(),
@@ -113,24 +126,24 @@ fn reproduce_quick_writes_a_complete_report() {
     assert!(log.contains("no regressions against"), "{log}");
     // A baseline 10% better than these results on two metrics of one run fails, naming both.
     let mut better = rows.clone();
-    let tuned = better
+    let run = better
         .iter_mut()
-        .find(|r| r["run"] == "face-tuned")
+        .find(|r| r["run"] == "face-seed-shift")
         .unwrap();
     for m in ["val_px", "val_loss"] {
-        tuned[m] = serde_json::json!(tuned[m].as_f64().unwrap() * 0.9);
+        run[m] = serde_json::json!(run[m].as_f64().unwrap() * 0.9);
     }
     let tight = out.path().join("better.json");
     std::fs::write(&tight, serde_json::to_vec(&better).unwrap()).unwrap();
-    let gate = gated("face-tuned", &tight);
+    let gate = gated("face-seed-shift", &tight);
     let log = String::from_utf8_lossy(&gate.stderr);
     assert!(
         !gate.status.success(),
         "the gate passed a regression: {log}"
     );
     for m in [
-        "face-tuned val_px:",
-        "face-tuned val_loss:",
+        "face-seed-shift val_px:",
+        "face-seed-shift val_loss:",
         "2 regressions against",
     ] {
         assert!(log.contains(m), "{m} not in {log}");
@@ -141,7 +154,7 @@ fn reproduce_quick_writes_a_complete_report() {
     assert_eq!(rewritten.len(), rows.len());
 
     // Retraining a run alone (`--jobs 1`, all threads) gives the weights it got beside others.
-    let model = out.path().join("runs/face-none/model.safetensors");
+    let model = out.path().join("runs/nose-bs32-lr1e-3/model.safetensors");
     let before = std::fs::read(&model).unwrap();
     run_ok(
         xtask()
@@ -149,7 +162,7 @@ fn reproduce_quick_writes_a_complete_report() {
                 "reproduce",
                 "--quick",
                 "--only",
-                "face-none",
+                "nose-bs32-lr1e-3",
                 "--force",
                 "--jobs",
                 "1",
