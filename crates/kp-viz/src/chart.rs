@@ -48,36 +48,7 @@ impl LegendPosition {
         if self != LegendPosition::Auto {
             return self;
         }
-        let (w, h) = (size.0.clamp(0.0, 1.0), size.1.clamp(0.0, 1.0));
-        let inside = |c: LegendPosition, (x, y): (f64, f64)| {
-            let in_x = match c {
-                LegendPosition::UpperRight | LegendPosition::LowerRight => x >= 1.0 - w,
-                _ => x <= w,
-            };
-            let in_y = match c {
-                LegendPosition::UpperRight | LegendPosition::UpperLeft => y >= 1.0 - h,
-                _ => y <= h,
-            };
-            in_x && in_y
-        };
-        let mut hits = [0usize; 4];
-        for line in polylines {
-            for pair in line.windows(2).map(|p| (p[0], p[1])).chain(
-                // A lone point still counts.
-                (line.len() == 1).then(|| (line[0], line[0])),
-            ) {
-                let ((x0, y0), (x1, y1)) = pair;
-                let len = ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt();
-                let steps = ((len / 0.01).ceil() as usize).clamp(1, 200);
-                for s in 0..=steps {
-                    let t = s as f64 / steps as f64;
-                    let p = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-                    for (k, c) in Self::CORNERS.iter().enumerate() {
-                        hits[k] += usize::from(inside(*c, p));
-                    }
-                }
-            }
-        }
+        let hits = Self::CORNERS.map(|c| c.hits(polylines, size));
         let best = (0..4).min_by_key(|&k| (hits[k], k)).unwrap_or(0);
         Self::CORNERS[best]
     }
@@ -90,32 +61,37 @@ impl LegendPosition {
         } else {
             self
         };
-        // `resolve` with only this corner allowed picks it; count its hits the same way.
+        corner.hits(polylines, size) > 0
+    }
+
+    /// How many points, sampled every 0.01 along `polylines` (a lone point counts once), a
+    /// legend of `size` in this corner would cover.
+    fn hits(self, polylines: &[Vec<(f64, f64)>], size: (f64, f64)) -> usize {
         let (w, h) = (size.0.clamp(0.0, 1.0), size.1.clamp(0.0, 1.0));
-        polylines.iter().any(|line| {
-            let pairs: Vec<_> = line
-                .windows(2)
-                .map(|p| (p[0], p[1]))
-                .chain((line.len() == 1).then(|| (line[0], line[0])))
-                .collect();
-            pairs.into_iter().any(|((x0, y0), (x1, y1))| {
+        let inside = |(x, y): (f64, f64)| {
+            let in_x = match self {
+                LegendPosition::UpperRight | LegendPosition::LowerRight => x >= 1.0 - w,
+                _ => x <= w,
+            };
+            let in_y = match self {
+                LegendPosition::UpperRight | LegendPosition::UpperLeft => y >= 1.0 - h,
+                _ => y <= h,
+            };
+            in_x && in_y
+        };
+        let mut hits = 0;
+        for line in polylines {
+            let lone = (line.len() == 1).then(|| (line[0], line[0]));
+            for ((x0, y0), (x1, y1)) in line.windows(2).map(|p| (p[0], p[1])).chain(lone) {
                 let len = ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt();
                 let steps = ((len / 0.01).ceil() as usize).clamp(1, 200);
-                (0..=steps).any(|s| {
+                for s in 0..=steps {
                     let t = s as f64 / steps as f64;
-                    let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-                    let in_x = match corner {
-                        LegendPosition::UpperRight | LegendPosition::LowerRight => x >= 1.0 - w,
-                        _ => x <= w,
-                    };
-                    let in_y = match corner {
-                        LegendPosition::UpperRight | LegendPosition::UpperLeft => y >= 1.0 - h,
-                        _ => y <= h,
-                    };
-                    in_x && in_y
-                })
-            })
-        })
+                    hits += usize::from(inside((x0 + t * (x1 - x0), y0 + t * (y1 - y0))));
+                }
+            }
+        }
+        hits
     }
 
     /// The plotters position (`Auto` maps to upper right; resolve it first).
