@@ -587,12 +587,12 @@ fn architectures(report: &mut HtmlReport, specs: &[RunSpec]) {
             Ok(m) => {
                 let tree = m.model.describe();
                 report.subheading(format!(
-                    "{} ({} points at {}x{}): {} parameters",
+                    "{} ({k} point{} at {}x{}): {} parameters",
                     c.model,
-                    k,
+                    if k == 1 { "" } else { "s" },
                     c.width,
                     c.height,
-                    tree.total_params()
+                    kp_models::summary::group_thousands(tree.total_params())
                 ));
                 report.preformatted(tree.torch_repr());
             }
