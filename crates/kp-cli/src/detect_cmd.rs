@@ -143,7 +143,7 @@ pub fn detect(a: DetectArgs) -> Result<()> {
                 .flat_map(|f| f.points5.iter().map(|p| (p[0], p[1])))
                 .collect();
             let boxes: Vec<[f32; 4]> = faces.iter().map(|f| f.bbox).collect();
-            save_overlay(rgb.clone(), &pts, &boxes, 0, &path)?;
+            save_overlay(rgb.clone(), &pts, &boxes, &path)?;
         }
         let line = if a.json {
             serde_json::to_string(&PhotoJson {
@@ -193,16 +193,15 @@ pub fn overlay_path(
     })
 }
 
-/// Writes `photo` with `points` and `boxes` ([`kp_viz::overlay::faces_on_photo`]: each
-/// face's `per_face` points) to `path` as PNG.
+/// Writes `photo` with the detector's 5 `points` per face and its `boxes`
+/// ([`kp_viz::overlay::faces_on_photo`]) to `path` as PNG.
 pub fn save_overlay(
     photo: image::RgbImage,
     points: &[(f32, f32)],
     boxes: &[[f32; 4]],
-    per_face: usize,
     path: &Path,
 ) -> Result<()> {
-    let img = kp_viz::overlay::faces_on_photo(photo, points, boxes, per_face)?;
+    let img = kp_viz::overlay::faces_on_photo(photo, points, boxes, 0)?;
     kp_viz::io::save_png(&img, path)?;
     Ok(())
 }

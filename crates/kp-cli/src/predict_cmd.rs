@@ -121,13 +121,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
      -> Result<Option<String>> {
         let overlay = crate::detect_cmd::overlay_path(a.out.as_deref(), photo, folder_mode, "kp");
         if let Some(path) = &overlay {
-            let pts: Vec<(f32, f32)> = faces
-                .iter()
-                .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
-                .collect();
-            let boxes: Vec<[f32; 4]> = faces.iter().filter_map(|f| f.bbox).collect();
-            let per_face = faces.first().map_or(0, |f| f.keypoints.len());
-            crate::detect_cmd::save_overlay(rgb, &pts, &boxes, per_face, path)?;
+            kp_viz::io::save_png(&kp_train::figures::faces_image(rgb, &faces)?, path)?;
         }
         let faces: Vec<FaceOut> = faces
             .into_iter()

@@ -220,6 +220,23 @@ fn ced_axis(series: &[(String, Vec<f64>)]) -> f64 {
         .unwrap_or(0.64)
 }
 
+/// `photo` with `faces` drawn on it, as `kp predict --out` writes it: each face's box and its
+/// points ([`kp_viz::overlay::faces_on_photo`]).
+pub fn faces_image(
+    photo: RgbImage,
+    faces: &[crate::landmarker::FaceLandmarks],
+) -> Result<RgbImage> {
+    let points: Vec<(f32, f32)> = faces
+        .iter()
+        .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
+        .collect();
+    let boxes: Vec<[f32; 4]> = faces.iter().filter_map(|f| f.bbox).collect();
+    let per_face = faces.first().map_or(0, |f| f.keypoints.len());
+    Ok(kp_viz::overlay::faces_on_photo(
+        photo, &points, &boxes, per_face,
+    )?)
+}
+
 /// Photos as `kp predict --out` draws them with `lm` (every face found, its box, its points):
 /// the seed's "own collection" figure, on any photos. A caption per photo says how many
 /// faces were found; a photo that does not decode is an error naming it.
@@ -233,15 +250,7 @@ pub fn photos_grid(
     for path in photos {
         let photo = kp_data::loading::load_rgb(path)?;
         let faces = lm.landmarks(&photo)?;
-        let points: Vec<(f32, f32)> = faces
-            .iter()
-            .flat_map(|f| f.keypoints.iter().map(|p| (p.x, p.y)))
-            .collect();
-        let boxes: Vec<[f32; 4]> = faces.iter().filter_map(|f| f.bbox).collect();
-        let per_face = faces.first().map_or(0, |f| f.keypoints.len());
-        tiles.push(kp_viz::overlay::faces_on_photo(
-            photo, &points, &boxes, per_face,
-        )?);
+        tiles.push(faces_image(photo, &faces)?);
         let name = path
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
