@@ -21,6 +21,7 @@
 //! "nme", "failure_rate_8", "auc_8", "mean_px_error"}]}` (the 80/20 split's 265 validation
 //! faces in every row; NME and failure rate as fractions, inter-ocular: outer eye corners).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -34,7 +35,7 @@ use kp_train::pretrained::ReadyModel;
 use kp_train::run::RunDir;
 use kp_train::trainer::PreparedData;
 use kp_train::trainer::{train, TrainOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Arguments of `cargo xtask pretrained`.
 #[derive(Debug, Args)]
@@ -68,21 +69,46 @@ pub struct PretrainedArgs {
     all_run: Option<PathBuf>,
 }
 
-/// One evaluation of `results.json`.
-#[derive(Debug, Serialize)]
-struct Row {
-    /// The faces the scored weights were trained on: `80/20 split` or `all faces`.
-    trained_on: &'static str,
+/// One evaluation of `results.json`, as written and as the report reads it back.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Row {
+    /// The faces the scored weights were trained on: `80/20 split` or `all faces` (older
+    /// files, which hold only the 80/20 run's rows, have no such field).
+    #[serde(default = "held_out_name")]
+    pub(crate) trained_on: Cow<'static, str>,
     /// Whether the scored faces were held out from that training.
-    held_out: bool,
-    weights: &'static str,
-    boxes: &'static str,
-    faces: usize,
-    detected: Option<usize>,
-    nme: Option<f64>,
-    failure_rate_8: Option<f64>,
-    auc_8: Option<f64>,
-    mean_px_error: f64,
+    #[serde(default = "yes")]
+    pub(crate) held_out: bool,
+    pub(crate) weights: Cow<'static, str>,
+    pub(crate) boxes: Cow<'static, str>,
+    pub(crate) faces: usize,
+    pub(crate) detected: Option<usize>,
+    pub(crate) nme: Option<f64>,
+    pub(crate) failure_rate_8: Option<f64>,
+    pub(crate) auc_8: Option<f64>,
+    pub(crate) mean_px_error: f64,
+}
+
+fn held_out_name() -> Cow<'static, str> {
+    HELD_OUT.into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The rows of `model`'s `results.json` in the repository, or `None` when the file is missing
+/// or is not that schema.
+pub(crate) fn saved_rows(model: ReadyModel) -> Option<Vec<Row>> {
+    #[derive(Deserialize)]
+    struct Saved {
+        rows: Vec<Row>,
+    }
+    let path = crate::fetch::workspace_root()
+        .join(model.folder())
+        .join("results.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str::<Saved>(&text).ok().map(|s| s.rows)
 }
 
 #[derive(Debug, Serialize)]
@@ -172,10 +198,10 @@ fn score(
         "evaluated"
     );
     Ok(Row {
-        trained_on,
+        trained_on: trained_on.into(),
         held_out: trained_on == HELD_OUT,
-        weights,
-        boxes,
+        weights: weights.into(),
+        boxes: boxes.into(),
         faces: m.faces,
         detected,
         nme: m.nme,

@@ -107,7 +107,7 @@ pub fn study(data: &Path, quick: bool) -> Vec<RunSpec> {
 /// Quick mode's reductions: a small but real run of every experiment (about 3 minutes of
 /// training on 2 cores), whose errors a person can read and the CI gate can check: fewer
 /// epochs everywhere (IMM: every face, the task's own split), and 300 of the 300-W faces.
-pub(crate) fn shrink_for_quick(c: &mut TrainConfig) {
+fn shrink_for_quick(c: &mut TrainConfig) {
     match c.task {
         Task::Nose => c.epochs = 10,
         Task::Face => c.epochs = 6,

@@ -128,13 +128,12 @@ const SECTIONS: [Section; 3] = [
             TRAIN_S,
             IMG_S,
         ],
-        samples: None,
+        samples: Some("face-seed-shift"),
         sweep_curves: None,
         figures: RunFigures::Named(&[
             (
                 "face-seed-shift",
                 &[
-                    RunFigure::TrainSamples,
                     RunFigure::Curve,
                     RunFigure::ValGrid,
                     RunFigure::Filters,
@@ -356,13 +355,27 @@ pub fn write(
                 format!("{}: {} epochs on {faces}", s.experiment, s.config.epochs)
             })
             .collect();
+        // The full run's epochs per experiment, the seed's runs and kp's tuned ones.
+        let full = super::matrix::study(data, false);
+        let epochs = |tuned: bool| -> Vec<String> {
+            ["nose", "face", "ibug"]
+                .into_iter()
+                .filter_map(|exp| {
+                    full.iter()
+                        .find(|s| s.experiment == exp && s.tuned == tuned)
+                })
+                .map(|s| s.config.epochs.to_string())
+                .collect()
+        };
         report.paragraph(format!(
             "Quick mode: a small but real run of every experiment ({}), where the full \
-             run trains the seed's 25, 30 and 10 epochs and kp's tuned recipes 100, 100 and 20, \
-             on every face. Expect errors several times the full run's: they show that each \
-             recipe learns and let CI catch regressions, not the study's accuracy. The ready \
-             models' table below is what kp reaches.",
-            what.join("; ")
+             run trains the seed's {} epochs and kp's tuned recipes {}, on every face. Expect \
+             errors several times the full run's: they show that each recipe learns and let CI \
+             catch regressions, not the study's accuracy. The ready models' table below is what \
+             kp reaches.",
+            what.join("; "),
+            epochs(false).join(", "),
+            epochs(true).join(", ")
         ));
     }
     if let Some(t) = ready_models_table() {
@@ -606,7 +619,6 @@ fn architectures(report: &mut HtmlReport, specs: &[RunSpec]) {
 /// The held-out rows of the ready models' `results.json`, when the files are there.
 fn ready_models_table() -> Option<Table> {
     use kp_train::pretrained::ReadyModel;
-    let root = crate::fetch::workspace_root();
     let mut t = Table::new([
         "model",
         "boxes",
@@ -617,27 +629,17 @@ fn ready_models_table() -> Option<Table> {
         "mean px",
     ]);
     for model in [ReadyModel::Compact, ReadyModel::Resnet18] {
-        let path = root.join(model.folder()).join("results.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let pct = |x: &serde_json::Value| fmt_opt(x.as_f64().map(|x| 100.0 * x), 2);
-        for row in v["rows"].as_array().into_iter().flatten() {
-            // Older files (the ResNet's) have only held-out rows and no `held_out` field.
-            if row["held_out"] == false || row["weights"] != "f32" {
-                continue;
-            }
+        let pct = |x: Option<f64>| fmt_opt(x.map(|x| 100.0 * x), 2);
+        let rows = crate::pretrained::saved_rows(model).unwrap_or_default();
+        for row in rows.iter().filter(|r| r.held_out && r.weights == "f32") {
             t.push_row([
                 model.name().to_string(),
-                row["boxes"].as_str().unwrap_or("-").to_string(),
-                row["faces"].to_string(),
-                pct(&row["nme"]),
-                pct(&row["failure_rate_8"]),
-                fmt_opt(row["auc_8"].as_f64(), 3),
-                fmt_opt(row["mean_px_error"].as_f64(), 2),
+                row.boxes.to_string(),
+                row.faces.to_string(),
+                pct(row.nme),
+                pct(row.failure_rate_8),
+                fmt_opt(row.auc_8, 3),
+                fmt_opt(Some(row.mean_px_error), 2),
             ]);
         }
     }
@@ -685,6 +687,9 @@ mod tests {
                 for (name, _) in named {
                     assert!(runs.iter().any(|r| r.name == *name), "{name}");
                 }
+            }
+            if let Some(name) = s.samples {
+                assert!(runs.iter().any(|r| r.name == name), "{name}");
             }
         }
     }
