@@ -127,16 +127,12 @@ fn footprint(inv: &Affine, ow: u32, oh: u32) -> [u32; 4] {
     let corners = [(-0.5, -0.5), (x1, -0.5), (-0.5, y1), (x1, y1)].map(|(x, y)| inv.apply_xy(x, y));
     let lo = |v: f64| (v.floor() - 2.0).max(0.0) as u32;
     let hi = |v: f64| (v.ceil() + 3.0).clamp(0.0, u32::MAX as f64) as u32;
-    let xs = corners.map(|c| c.0);
-    let ys = corners.map(|c| c.1);
-    let (min_x, max_x) = (
-        xs.iter().copied().fold(f64::INFINITY, f64::min),
-        xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
-    let (min_y, max_y) = (
-        ys.iter().copied().fold(f64::INFINITY, f64::min),
-        ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
+    let (mut min_x, mut min_y) = (f64::INFINITY, f64::INFINITY);
+    let (mut max_x, mut max_y) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for (x, y) in corners {
+        (min_x, max_x) = (min_x.min(x), max_x.max(x));
+        (min_y, max_y) = (min_y.min(y), max_y.max(y));
+    }
     if !(min_x.is_finite() && max_x.is_finite() && min_y.is_finite() && max_y.is_finite()) {
         return [0, 0, u32::MAX, u32::MAX];
     }
