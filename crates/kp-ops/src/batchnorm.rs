@@ -139,20 +139,26 @@ fn normalize_fwd<T: Float>(
     norm: &Norm,
     (n, c, hw): (usize, usize, usize),
 ) -> Vec<T> {
-    let mut y = vec![T::from_f64(0.0); n * c * hw];
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(plane, (yp, xp))| {
-            let ch = plane % c;
-            let scale = norm.invstd[ch] * gamma[ch].to_f64();
-            let shift = beta[ch].to_f64() - norm.mean[ch] * scale;
-            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * scale + shift;
-            }
-        });
-    y
+    if hw == 0 {
+        return Vec::new();
+    }
+    // Soundness of the unzeroed output: the planes of `x` cover it.
+    assert_eq!(x.len(), n * c * hw, "batch norm input length");
+    // Each plane writes all of its values: no clearing first (outbuf's note).
+    crate::outbuf::filled(n * c * hw, |y| {
+        y.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .enumerate()
+            .for_each(|(plane, (yp, xp))| {
+                let ch = plane % c;
+                let scale = norm.invstd[ch] * gamma[ch].to_f64();
+                let shift = beta[ch].to_f64() - norm.mean[ch] * scale;
+                let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    o.write(v * scale + shift);
+                }
+            })
+    })
 }
 
 /// `y = (x - mean) * invstd * gamma + beta` on `(x, gamma, beta)`.
@@ -279,28 +285,37 @@ struct InputGradOp {
 impl InputGradOp {
     fn run<T: Float>(&self, x: &[T], dy: &[T], (n, c, hw): (usize, usize, usize)) -> Vec<T> {
         let m = (n * hw) as f64;
-        let mut dx = vec![T::from_f64(0.0); n * c * hw];
-        dx.par_chunks_mut(hw)
-            .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
-            .enumerate()
-            .for_each(|(plane, (out, (xp, gp)))| {
-                let ch = plane % c;
-                let (mean, inv) = (self.norm.mean[ch], self.norm.invstd[ch]);
-                let k = self.gamma[ch] * inv;
-                if self.norm.batch_stats {
-                    let a = self.sum_dy[ch] / m;
-                    let b = self.sum_dy_xhat[ch] / m;
-                    for ((o, &v), &g) in out.iter_mut().zip(xp).zip(gp) {
-                        let xhat = (v.to_f64() - mean) * inv;
-                        *o = T::from_f64(k * (g.to_f64() - a - xhat * b));
+        if hw == 0 {
+            return Vec::new();
+        }
+        // Soundness of the unzeroed output: the planes of `x` and `dy` cover it.
+        assert!(
+            x.len() == n * c * hw && dy.len() == n * c * hw,
+            "batch norm gradient length"
+        );
+        // Each plane writes all of its values: no clearing first (outbuf's note).
+        crate::outbuf::filled(n * c * hw, |dx| {
+            dx.par_chunks_mut(hw)
+                .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
+                .enumerate()
+                .for_each(|(plane, (out, (xp, gp)))| {
+                    let ch = plane % c;
+                    let (mean, inv) = (self.norm.mean[ch], self.norm.invstd[ch]);
+                    let k = self.gamma[ch] * inv;
+                    if self.norm.batch_stats {
+                        let a = self.sum_dy[ch] / m;
+                        let b = self.sum_dy_xhat[ch] / m;
+                        for ((o, &v), &g) in out.iter_mut().zip(xp).zip(gp) {
+                            let xhat = (v.to_f64() - mean) * inv;
+                            o.write(T::from_f64(k * (g.to_f64() - a - xhat * b)));
+                        }
+                    } else {
+                        for (o, &g) in out.iter_mut().zip(gp) {
+                            o.write(T::from_f64(k * g.to_f64()));
+                        }
                     }
-                } else {
-                    for (o, &g) in out.iter_mut().zip(gp) {
-                        *o = T::from_f64(k * g.to_f64());
-                    }
-                }
-            });
-        dx
+                })
+        })
     }
 }
 

@@ -194,59 +194,67 @@ impl ConvShape {
             self.output_plane(),
         );
         let blocks = self.blocks(n)?;
-        let mut y = vec![T::zero(); n * o * plane];
-        let yp = SyncPtr(y.as_mut_ptr());
-        let par = gemm_parallelism(blocks.len());
-        blocks
-            .par_iter()
-            .for_each_init(Scratch::<T>::take, |scratch, block| {
-                let Scratch(cols_buf, out) = scratch;
-                let cols = block.cols(ow);
-                self.unfold_block(x, block, 0..self.geometry.channels, cols_buf);
-                out.resize(o * cols, T::zero());
-                // SAFETY: out is o x cols (row stride cols), w is o x kd, cols_buf is kd x cols.
-                unsafe {
-                    gemm::gemm(
-                        o,
-                        cols,
-                        kd,
-                        out.as_mut_ptr(),
-                        1,
-                        cols as isize,
-                        false,
-                        w.as_ptr(),
-                        1,
-                        kd as isize,
-                        cols_buf.as_ptr(),
-                        1,
-                        cols as isize,
-                        T::zero(),
-                        T::one(),
-                        false,
-                        false,
-                        false,
-                        par,
-                    );
-                }
-                let seg = block.segment(ow);
-                for (j, image) in block.images.clone().enumerate() {
-                    for oc in 0..o {
-                        let at = (image * o + oc) * plane + block.rows.start * ow;
-                        // SAFETY: blocks cover disjoint (image, row range) parts of y.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(yp.get().add(at), seg) };
-                        let src = &out[oc * cols + j * seg..][..seg];
-                        let bias = b.map_or(T::zero(), |b| b[oc]);
-                        for (d, &v) in dst.iter_mut().zip(src) {
-                            let v = v + bias;
-                            *d = if self.relu && v < T::zero() {
-                                T::zero()
-                            } else {
-                                v
+        // The blocks cover every (image, output row), and each writes all of its values, so
+        // the output is not cleared first (a serial memset of the whole output otherwise).
+        let y = crate::outbuf::filled(n * o * plane, |y| {
+            let yp = SyncPtr(y.as_mut_ptr() as *mut T);
+            let par = gemm_parallelism(blocks.len());
+            blocks
+                .par_iter()
+                .for_each_init(Scratch::<T>::take, |scratch, block| {
+                    let Scratch(cols_buf, out) = scratch;
+                    let cols = block.cols(ow);
+                    self.unfold_block(x, block, 0..self.geometry.channels, cols_buf);
+                    out.resize(o * cols, T::zero());
+                    // SAFETY: out is o x cols (row stride cols), w is o x kd, cols_buf is kd x cols.
+                    unsafe {
+                        gemm::gemm(
+                            o,
+                            cols,
+                            kd,
+                            out.as_mut_ptr(),
+                            1,
+                            cols as isize,
+                            false,
+                            w.as_ptr(),
+                            1,
+                            kd as isize,
+                            cols_buf.as_ptr(),
+                            1,
+                            cols as isize,
+                            T::zero(),
+                            T::one(),
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                    }
+                    let seg = block.segment(ow);
+                    for (j, image) in block.images.clone().enumerate() {
+                        for oc in 0..o {
+                            let at = (image * o + oc) * plane + block.rows.start * ow;
+                            // SAFETY: blocks cover disjoint (image, row range) parts of y.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    yp.get().add(at) as *mut std::mem::MaybeUninit<T>,
+                                    seg,
+                                )
                             };
+                            let src = &out[oc * cols + j * seg..][..seg];
+                            let bias = b.map_or(T::zero(), |b| b[oc]);
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                let v = v + bias;
+                                d.write(if self.relu && v < T::zero() {
+                                    T::zero()
+                                } else {
+                                    v
+                                });
+                            }
                         }
                     }
-                }
-            });
+                });
+        });
         Ok(y)
     }
 

@@ -167,27 +167,40 @@ impl Geometry {
     /// Pooled values and, for each output, the arg-max index within its input plane.
     fn forward<T: PoolElem>(&self, x: &[T]) -> (Vec<T>, Vec<u32>) {
         let (in_plane, out_plane) = (self.h * self.w, self.oh * self.ow);
-        let mut out = vec![T::ZERO; self.planes * out_plane];
-        let mut idx = vec![0u32; self.planes * out_plane];
-        out.par_chunks_mut(out_plane)
-            .zip(idx.par_chunks_mut(out_plane))
-            .zip(x.par_chunks(in_plane))
-            .for_each(|((o, ix), plane)| {
-                if (self.k, self.s, self.p) == (2, 2, 0)
-                    && 2 * self.oh <= self.h
-                    && 2 * self.ow <= self.w
-                {
-                    self.forward_2x2(plane, o, ix);
-                    return;
-                }
-                for oy in 0..self.oh {
-                    for ox in 0..self.ow {
-                        let i = self.argmax(plane, oy, ox);
-                        o[oy * self.ow + ox] = plane[i];
-                        ix[oy * self.ow + ox] = i as u32;
+        if out_plane == 0 || in_plane == 0 {
+            let len = self.planes * out_plane;
+            return (vec![T::ZERO; len], vec![0u32; len]);
+        }
+        // Each worker clears its own planes (outbuf's note): no serial memset of both arrays.
+        // Soundness: the planes of `x` must cover both outputs.
+        assert_eq!(x.len(), self.planes * in_plane, "max-pool input length");
+        let len = self.planes * out_plane;
+        let mut idx = Vec::with_capacity(len);
+        let out = crate::outbuf::filled(len, |out| {
+            let ix_all = &mut idx.spare_capacity_mut()[..len];
+            out.par_chunks_mut(out_plane)
+                .zip(ix_all.par_chunks_mut(out_plane))
+                .zip(x.par_chunks(in_plane))
+                .for_each(|((o, ix), plane)| {
+                    let (o, ix) = (crate::outbuf::set(o, T::ZERO), crate::outbuf::set(ix, 0u32));
+                    if (self.k, self.s, self.p) == (2, 2, 0)
+                        && 2 * self.oh <= self.h
+                        && 2 * self.ow <= self.w
+                    {
+                        self.forward_2x2(plane, o, ix);
+                        return;
                     }
-                }
-            });
+                    for oy in 0..self.oh {
+                        for ox in 0..self.ow {
+                            let i = self.argmax(plane, oy, ox);
+                            o[oy * self.ow + ox] = plane[i];
+                            ix[oy * self.ow + ox] = i as u32;
+                        }
+                    }
+                });
+        });
+        // SAFETY: every chunk of `idx` was set above (the planes of `x` cover it, asserted).
+        unsafe { idx.set_len(len) };
         (out, idx)
     }
 

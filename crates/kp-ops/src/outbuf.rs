@@ -12,11 +12,16 @@ use std::mem::MaybeUninit;
 
 /// Zeroes `chunk` and returns it as initialised values.
 pub(crate) fn zeroed(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    set(chunk, 0.0)
+}
+
+/// Sets every element of `chunk` to `value` and returns it as initialised values.
+pub(crate) fn set<T: Copy>(chunk: &mut [MaybeUninit<T>], value: T) -> &mut [T] {
     for v in chunk.iter_mut() {
-        v.write(0.0);
+        v.write(value);
     }
-    // SAFETY: every element was just initialised, and `MaybeUninit<f32>` has `f32`'s layout.
-    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    // SAFETY: every element was just initialised, and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// `chunk` as initialised values, once something (a GEMM that overwrites its destination)
@@ -24,16 +29,15 @@ pub(crate) fn zeroed(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 ///
 /// # Safety
 /// Every element of `chunk` must have been written.
-pub(crate) unsafe fn written(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: the caller's guarantee, and `MaybeUninit<f32>` has `f32`'s layout.
-    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+pub(crate) unsafe fn written<T>(chunk: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: the caller's guarantee, and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// A vector of `len` values filled by `fill`, which receives the uninitialised storage and
-/// must pass every element through [`zeroed`] (or have it written, [`written`]) before
-/// returning.
-pub(crate) fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let mut out: Vec<f32> = Vec::with_capacity(len);
+/// must pass every element through [`zeroed`] (or write it, [`written`]) before returning.
+pub(crate) fn filled<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
     fill(&mut out.spare_capacity_mut()[..len]);
     // SAFETY: `fill` initialised all `len` elements (the callers zero every chunk they hand
     // out, and their chunks cover the slice); a panic in `fill` leaves the length at 0.

@@ -131,7 +131,7 @@ fn forward_gemm(
                             false,
                             Parallelism::None,
                         );
-                        crate::outbuf::written(ob)
+                        crate::outbuf::written::<f32>(ob)
                     };
                     for (r, row) in ob.chunks_mut(hw).enumerate() {
                         let bias = b[r0 + r];
