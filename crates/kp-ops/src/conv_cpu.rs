@@ -17,6 +17,10 @@
 //!
 //! Blocks run in parallel on rayon's pool; the GEMMs are single-threaded unless there are fewer
 //! blocks than threads. Every part is tested against candle's `conv2d` and finite differences.
+//!
+//! On CPUs with AVX-512, f32 stride-1 forwards with output rows at least [`DIRECT_MIN_WIDTH`]
+//! wide (and so the stride-1 input gradients that run as forward convolutions) skip the column
+//! matrix: [`crate::direct`] convolves straight from the input.
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
@@ -54,6 +58,10 @@ pub const TRANSPOSED_MIN_CHANNELS: usize = 64;
 /// trained from them, are the same whatever the number of threads (on 1 and 2 threads as fast
 /// as one task per thread, measured on FaceKeypointNet's and ResNet18's layers).
 pub const WEIGHT_GRAD_TASKS: usize = 4;
+
+/// Narrowest output rows the direct convolution ([`crate::direct`]) takes; narrower layers
+/// leave most of its 16-pixel vectors empty and stay on the GEMM.
+pub const DIRECT_MIN_WIDTH: usize = 32;
 
 /// A convolution's shape: input geometry, output channels and whether a ReLU follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +201,9 @@ impl ConvShape {
             self.output_width(),
             self.output_plane(),
         );
+        if let Some(y) = self.forward_direct(x, w, b, n) {
+            return Ok(y);
+        }
         let blocks = self.blocks(n)?;
         // The blocks cover every (image, output row), and each writes all of its values, so
         // the output is not cleared first (a serial memset of the whole output otherwise).
@@ -256,6 +267,52 @@ impl ConvShape {
                 });
         });
         Ok(y)
+    }
+
+    /// [`Self::forward`] through [`crate::direct`] where it applies: f32, stride 1, a kernel
+    /// of at most 7, output rows at least [`DIRECT_MIN_WIDTH`] wide, a CPU with AVX-512.
+    #[allow(unused_variables)]
+    fn forward_direct<T: WithDType>(
+        &self,
+        x: &[T],
+        w: &[T],
+        b: Option<&[T]>,
+        n: usize,
+    ) -> Option<Vec<T>> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let g = self.geometry;
+            if TypeId::of::<T>() != TypeId::of::<f32>()
+                || g.stride != 1
+                || self.output_width() < DIRECT_MIN_WIDTH
+            {
+                return None;
+            }
+            let direct = crate::direct::Direct {
+                cin: g.channels,
+                h: g.height,
+                w: g.width,
+                cout: self.out_channels,
+                k: g.kernel,
+                pad: g.padding,
+                relu: self.relu,
+            };
+            if !direct.applies() {
+                return None;
+            }
+            let f32s = |s: &[T]| -> &[f32] {
+                // SAFETY: T is f32 (checked above).
+                unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
+            };
+            let y = direct.forward(f32s(x), f32s(w), b.map(f32s), n);
+            let mut y = std::mem::ManuallyDrop::new(y);
+            // SAFETY: T is f32, so the vector's allocation and elements are a Vec<T>'s.
+            return Some(unsafe {
+                Vec::from_raw_parts(y.as_mut_ptr() as *mut T, y.len(), y.capacity())
+            });
+        }
+        #[allow(unreachable_code)]
+        None
     }
 
     /// The input gradient for the output gradient `g` (already masked after a ReLU): for

@@ -58,6 +58,8 @@ pub mod cuda_kernels;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 pub mod dispatch;
 pub mod im2col;
 pub mod maxpool;

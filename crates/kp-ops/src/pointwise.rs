@@ -174,6 +174,13 @@ mod tiled {
     unsafe impl Send for Out {}
     unsafe impl Sync for Out {}
 
+    impl Out {
+        /// The pointer (a method, so closures capture the `Send` wrapper, not its field).
+        fn get(self) -> *mut f32 {
+            self.0
+        }
+    }
+
     pub(super) fn forward(
         x: &[f32],
         w: &[f32],
@@ -193,7 +200,6 @@ mod tiled {
         crate::outbuf::filled(n * cout * hw, |out| {
             let o = Out(out.as_mut_ptr() as *mut f32);
             (0..tasks).into_par_iter().for_each(|t| {
-                let o = o;
                 for k in t * per_task..((t + 1) * per_task).min(n * cols) {
                     let (img, c) = (k / cols, k % cols);
                     let p0 = c * COL;
@@ -205,7 +211,7 @@ mod tiled {
                             x.as_ptr().add(img * cin * hw + p0),
                             w.as_ptr(),
                             b.as_ptr(),
-                            o.0.add(img * cout * hw + p0),
+                            o.get().add(img * cout * hw + p0),
                             (cin, hw, cout),
                             (hw - p0).min(COL),
                             relu,
