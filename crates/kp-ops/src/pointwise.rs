@@ -4,10 +4,10 @@
 //! A 1x1 convolution's column matrix is its input: image `n` is already a `(C_in, H·W)`
 //! row-major matrix. The general CPU convolution ([`crate::conv_cpu`]) still unfolds it into
 //! blocks (a copy of every activation) because it serves training and every kernel size; this
-//! op skips the copy. On CPUs with AVX-512 a register-tiled kernel ([`tiled`]) splits the
-//! pixels over the threads and fuses the bias and ReLU into its single store (the whole YuNet
-//! detector on a 640x480 photo, 2 threads: 11.1 ms with the GEMM path below, 9.0 ms with it,
-//! OpenCV 10.2 ms in the same runs);
+//! op skips the copy. On CPUs with AVX-512 it is [`crate::direct`]'s register-tiled kernel on
+//! the flattened image (`1 x H·W`, kernel 1): the threads split the pixels and the bias and
+//! ReLU are fused into the single store (the whole YuNet detector on a 640x480 photo, 2
+//! threads: 11.1 ms with the GEMM path below, 9.0 ms with it, OpenCV 10.2 ms in the same runs);
 //! elsewhere each thread takes a band of output channels as one GEMM and adds the bias and the
 //! optional ReLU in place. Forward only (no backward): compact networks' inference (the YuNet
 //! detector). Other dtypes and devices take candle's `conv2d`.
@@ -67,7 +67,7 @@ impl CustomOp3 for Pointwise {
 }
 
 /// `relu?(W · x + b)` for each of `n` images `x (cin, hw)`, `W (cout, cin)`: the output
-/// `(n, cout, hw)`, through the register-tiled kernel where the CPU has AVX-512, else the GEMM.
+/// `(n, cout, hw)`, through the direct kernel where the CPU has AVX-512, else the GEMM.
 fn forward(
     x: &[f32],
     w: &[f32],
@@ -76,8 +76,21 @@ fn forward(
     relu: bool,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return tiled::forward(x, w, b, dims, relu);
+    {
+        // A 1x1 convolution of a (cin, H, W) image is one of the flattened (cin, 1, H·W) image.
+        let (n, cin, hw, cout) = dims;
+        let direct = crate::direct::Direct {
+            cin,
+            h: 1,
+            w: hw,
+            cout,
+            k: 1,
+            pad: 0,
+            relu,
+        };
+        if direct.applies() {
+            return direct.forward(x, w, Some(b), n);
+        }
     }
     forward_gemm(x, w, b, dims, relu)
 }
@@ -145,165 +158,6 @@ fn forward_gemm(
     })
 }
 
-/// The AVX-512 kernel: threads split the pixels, not the channels.
-///
-/// The GEMM path hands each thread a band of output channels, so every thread streams the
-/// whole input, packs it, and a second pass adds the bias. Here a task owns a run of 64-pixel
-/// columns of one image; for each column it keeps the column (`cin x 64`, 16 KB at 64
-/// channels) in L1 and sweeps the output channels six at a time, holding `6 x 64` sums in 24
-/// of the 32 vector registers: per input channel, four loads of the column, six broadcast
-/// weights and 24 fused multiply-adds. The sums start at the bias and the ReLU is applied at
-/// the store, so each output value is written once. Each value adds its `cin` products in
-/// channel order, whatever the thread count; tails (pixels not a multiple of 64, channels not
-/// a multiple of 6) use masked loads and stores and smaller tiles.
-#[cfg(target_arch = "x86_64")]
-mod tiled {
-    use std::arch::x86_64::*;
-
-    use rayon::prelude::*;
-
-    /// Pixels per column (four 16-float vectors).
-    const COL: usize = 64;
-    /// Output channels per tile.
-    const ROWS: usize = 6;
-
-    /// A pointer the tasks share; each writes disjoint elements.
-    #[derive(Clone, Copy)]
-    struct Out(*mut f32);
-    // SAFETY: tasks write disjoint (image, channel, pixel) elements through it.
-    unsafe impl Send for Out {}
-    unsafe impl Sync for Out {}
-
-    impl Out {
-        /// The pointer (a method, so closures capture the `Send` wrapper, not its field).
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
-
-    pub(super) fn forward(
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        (n, cin, hw, cout): (usize, usize, usize, usize),
-        relu: bool,
-    ) -> Vec<f32> {
-        if n * hw * cout == 0 {
-            return vec![0f32; n * cout * hw];
-        }
-        assert!(x.len() >= n * cin * hw && w.len() >= cout * cin && b.len() >= cout);
-        let cols = hw.div_ceil(COL);
-        // About four tasks per thread over all images' columns, for balance.
-        let threads = rayon::current_num_threads().max(1);
-        let per_task = (n * cols).div_ceil(4 * threads).max(1);
-        let tasks = (n * cols).div_ceil(per_task);
-        crate::outbuf::filled(n * cout * hw, |out| {
-            let o = Out(out.as_mut_ptr() as *mut f32);
-            (0..tasks).into_par_iter().for_each(|t| {
-                for k in t * per_task..((t + 1) * per_task).min(n * cols) {
-                    let (img, c) = (k / cols, k % cols);
-                    let p0 = c * COL;
-                    // SAFETY: the CPU has AVX-512F (checked by the caller's dispatch); the
-                    // column's reads stay in image `img`'s input (masked past `hw`), its writes
-                    // in image `img`'s output, and no other task writes this column.
-                    unsafe {
-                        column(
-                            x.as_ptr().add(img * cin * hw + p0),
-                            w.as_ptr(),
-                            b.as_ptr(),
-                            o.get().add(img * cout * hw + p0),
-                            (cin, hw, cout),
-                            (hw - p0).min(COL),
-                            relu,
-                        )
-                    };
-                }
-            });
-        })
-    }
-
-    /// All output channels of one column of `len <= 64` pixels.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn column(
-        x: *const f32,
-        w: *const f32,
-        b: *const f32,
-        o: *mut f32,
-        dims: (usize, usize, usize),
-        len: usize,
-        relu: bool,
-    ) {
-        let masks: [u16; 4] = std::array::from_fn(|v| {
-            let have = len.saturating_sub(v * 16).min(16);
-            ((1u32 << have) - 1) as u16
-        });
-        let cout = dims.2;
-        let mut r0 = 0;
-        // SAFETY (all calls): rows r0..r0 + R are below `cout`; the caller's pointer contract.
-        while r0 + ROWS <= cout {
-            unsafe { tile::<ROWS>(x, w, b, o, dims, r0, masks, relu) };
-            r0 += ROWS;
-        }
-        match cout - r0 {
-            0 => {}
-            1 => unsafe { tile::<1>(x, w, b, o, dims, r0, masks, relu) },
-            2 => unsafe { tile::<2>(x, w, b, o, dims, r0, masks, relu) },
-            3 => unsafe { tile::<3>(x, w, b, o, dims, r0, masks, relu) },
-            4 => unsafe { tile::<4>(x, w, b, o, dims, r0, masks, relu) },
-            _ => unsafe { tile::<5>(x, w, b, o, dims, r0, masks, relu) },
-        }
-    }
-
-    /// Output channels `r0..r0 + R` of one column: `R x 4` vectors of sums.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize>(
-        x: *const f32,
-        w: *const f32,
-        b: *const f32,
-        o: *mut f32,
-        (cin, hw, _): (usize, usize, usize),
-        r0: usize,
-        masks: [u16; 4],
-        relu: bool,
-    ) {
-        // SAFETY (block): the caller's contract; masked-off lanes are neither read nor written,
-        // and their addresses are formed with wrapping arithmetic.
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 4]; R];
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = [_mm512_set1_ps(*b.add(r0 + r)); 4];
-            }
-            let wr = w.add(r0 * cin);
-            for ci in 0..cin {
-                let xr = x.wrapping_add(ci * hw);
-                let xv: [__m512; 4] = std::array::from_fn(|v| {
-                    _mm512_maskz_loadu_ps(masks[v], xr.wrapping_add(16 * v))
-                });
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let wv = _mm512_set1_ps(*wr.add(r * cin + ci));
-                    for v in 0..4 {
-                        a[v] = _mm512_fmadd_ps(wv, xv[v], a[v]);
-                    }
-                }
-            }
-            let zero = _mm512_setzero_ps();
-            for (r, a) in acc.iter().enumerate() {
-                let or = o.wrapping_add((r0 + r) * hw);
-                for v in 0..4 {
-                    let y = if relu {
-                        _mm512_max_ps(a[v], zero)
-                    } else {
-                        a[v]
-                    };
-                    _mm512_mask_storeu_ps(or.wrapping_add(16 * v), masks[v], y);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,7 +210,7 @@ mod tests {
 
     #[test]
     fn the_gemm_fallback_and_the_dispatched_kernel_agree() {
-        // On an AVX-512 CPU `forward` takes the tiled kernel, so this checks the GEMM path
+        // On an AVX-512 CPU `forward` takes the direct kernel, so this checks the GEMM path
         // other CPUs take (and elsewhere the GEMM against itself, still against candle above).
         for (n, cin, hw, cout) in [
             (1, 64, 19200, 64),
