@@ -13,6 +13,7 @@ mod data_cmd;
 mod detect_cmd;
 mod eval_cmd;
 mod export_cmd;
+mod launch;
 mod predict_cmd;
 mod submit_cmd;
 mod train_cmd;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use kp_train::config::{Recipe, Task, TrainConfig, TrainOverrides};
+use kp_train::distributed::World;
 use kp_train::trainer::{train as run_training, TrainOptions};
 
 /// Arguments of `kp train`.
@@ -46,6 +47,14 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Data-parallel training: one process per entry, each on its part of every batch,
+    /// gradients summed before each step (NCCL between GPUs in builds with `--features nccl`,
+    /// TCP otherwise). GPU ordinals (`0,1,2,3`, with `--device cuda`) or `cpu` entries
+    /// (`cpu,cpu`). `--batch-size` stays the global batch. Jobs over several machines are
+    /// started by torchrun or by hand with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+    /// MASTER_PORT (docs/distributed.md).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    devices: Option<Vec<String>>,
 }
 
 /// The configuration `kp train` runs: the recipe or `--config` file, `--data`, then the
@@ -98,14 +107,30 @@ pub fn train(a: TrainArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&cfg)?);
         return Ok(());
     }
+    let world = World::from_env()?;
+    if let Some(devices) = &a.devices {
+        if world.is_some() {
+            anyhow::bail!(
+                "--devices starts the ranks itself; WORLD_SIZE is already set (a launcher such \
+                 as torchrun started this process): drop one of them"
+            );
+        }
+        return crate::launch::launch(devices, cfg.device);
+    }
     let out = a.out.clone().expect("clap requires --out");
+    let main_rank = world.as_ref().is_none_or(|w| w.is_main());
     let opts = TrainOptions {
         resume: a.resume,
-        progress: !a.quiet,
+        progress: !a.quiet && main_rank,
+        world,
         ..Default::default()
     };
     let summary = run_training(cfg, &out, &opts)
         .with_context(|| format!("training into {}", out.display()))?;
+    if !main_rank {
+        // Rank 0 reports the run.
+        return Ok(());
+    }
     report_skipped(&summary.skipped);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -490,3 +490,54 @@ fn images_outside_a_label_files_folder_are_read_only_when_allowed() {
     ]));
     assert_eq!(v["faces"], 1);
 }
+
+/// `kp train --devices cpu,cpu` starts two ranks (processes) and gives the run of one process
+/// with the same global batch: NoseTipNet has no BatchNorm, so to float rounding.
+#[test]
+fn two_cpu_ranks_train_the_same_run_as_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data();
+    let args = |out: &std::path::Path| {
+        vec![
+            "train".to_string(),
+            "--task".into(),
+            "nose".into(),
+            "--data".into(),
+            d.to_str().unwrap().into(),
+            "--limit".into(),
+            "14".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--batch-size".into(),
+            "4".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--quiet".into(),
+            "--json".into(),
+        ]
+    };
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let a = args(&one);
+    let single = stdout_json(&kp(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    let mut b = args(&two);
+    b.extend(["--devices".to_string(), "cpu,cpu".into()]);
+    let o = kp(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    // Rank 0 alone prints the summary.
+    let parallel = stdout_json(&o);
+    assert_eq!(parallel["status"], "finished");
+    assert_eq!(parallel["steps"], single["steps"]);
+    let (x, y) = (
+        single["val"]["mean_px_error_input"].as_f64().unwrap(),
+        parallel["val"]["mean_px_error_input"].as_f64().unwrap(),
+    );
+    assert!((x - y).abs() < 1e-3 * x, "{x} vs {y}");
+    assert!(two.join("model.safetensors").is_file());
+
+    // A bad list is refused before anything starts.
+    let mut c = args(&tmp.path().join("three"));
+    c.extend(["--devices".to_string(), "0,1".into()]);
+    let o = kp(&c.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("add --device cuda"));
+    assert!(!tmp.path().join("three").exists());
+}

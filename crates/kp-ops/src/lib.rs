@@ -63,6 +63,8 @@ mod direct;
 pub mod dispatch;
 pub mod im2col;
 pub mod maxpool;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 mod outbuf;
 pub mod pointwise;
 pub mod reduce;

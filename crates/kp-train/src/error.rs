@@ -54,6 +54,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A data-parallel job could not start or lost a rank.
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
     /// A figure could not be drawn.
     #[error(transparent)]
     Figure(#[from] kp_viz::Error),

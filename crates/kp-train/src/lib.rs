@@ -35,6 +35,7 @@ pub mod augment;
 pub mod bench;
 pub mod config;
 pub mod detect;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -90,6 +90,28 @@ pub fn for_each_batch<F>(
     batch_size: usize,
     seed: u64,
     epoch: usize,
+    dims: (usize, usize),
+    prefetch: usize,
+    consume: F,
+) -> Result<()>
+where
+    F: FnMut(HostBatch) -> Result<()>,
+{
+    let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+    for_each_chunk(
+        cache, pipeline, &chunks, seed, epoch, dims, prefetch, consume,
+    )
+}
+
+/// Runs `consume` on the batch of every chunk of face indices, in order (an empty chunk gives an
+/// empty batch), while a background thread prepares the next `prefetch` batches.
+#[allow(clippy::too_many_arguments)]
+pub fn for_each_chunk<F>(
+    cache: &[CachedFace],
+    pipeline: &Pipeline,
+    chunks: &[&[usize]],
+    seed: u64,
+    epoch: usize,
     (width, height): (usize, usize),
     prefetch: usize,
     mut consume: F,
@@ -100,7 +122,7 @@ where
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<Result<HostBatch>>(prefetch.max(1));
         scope.spawn(move || {
-            for chunk in order.chunks(batch_size.max(1)) {
+            for chunk in chunks {
                 let batch = make_batch(cache, pipeline, chunk, seed, epoch, width, height);
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {

@@ -12,11 +12,17 @@ use crate::error::{Error, Result};
 
 /// The candle device of `kind` (`cuda` needs the `cuda` feature).
 pub fn device(kind: DeviceKind) -> Result<Device> {
+    device_on(kind, 0)
+}
+
+/// The candle device of `kind`, the CUDA device of that ordinal for `cuda` (a data-parallel
+/// rank's `LOCAL_RANK`).
+pub fn device_on(kind: DeviceKind, ordinal: usize) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
         DeviceKind::Cuda => {
             if cfg!(feature = "cuda") {
-                Ok(Device::new_cuda(0)?)
+                Ok(Device::new_cuda(ordinal)?)
             } else {
                 Err(Error::Config(
                     "this kp was built without CUDA: rebuild with `--features cuda`".into(),

@@ -10,11 +10,12 @@ use kp_data::Dataset;
 
 use crate::atomic::write_json;
 use crate::config::{SplitKind, TrainConfig};
+use crate::distributed::{self, DataParallel, World};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Evaluation};
-use crate::loader::{epoch_order, for_each_batch};
+use crate::loader::{epoch_order, for_each_chunk};
 use crate::loss::{self, Loss};
-use crate::model::{device, LoadedModel};
+use crate::model::{device_on, LoadedModel};
 use crate::optim::{Adam, AdamConfig};
 use crate::prep::{cache_faces, CachedFace};
 use crate::run::{
@@ -37,6 +38,9 @@ pub struct TrainOptions {
     pub stop_after_epochs: Option<usize>,
     /// Draw the progress bar in this group, beside other runs' bars (runs trained at once).
     pub progress_group: Option<indicatif::MultiProgress>,
+    /// This process's place in a data-parallel job ([`World::from_env`]); `None` or a world of
+    /// one trains alone. Rank 0 writes the run folder, the other ranks only train.
+    pub world: Option<World>,
 }
 
 /// A dataset split into cached training and validation faces.
@@ -228,7 +232,7 @@ fn start(
     cfg.validate()?;
     // config.json names the dataset read, not the datasets folder it was found in.
     cfg.data = cfg.dataset()?;
-    let dev = device(cfg.device)?;
+    let dev = device_on(cfg.device, opts.world.as_ref().map_or(0, |w| w.local_rank))?;
     let data = prepare_data(&cfg)?;
     cfg.num_keypoints = Some(data.num_keypoints);
     write_json(&run.config_path(), &cfg)?;
@@ -241,7 +245,15 @@ fn start(
 /// `timing.json`, `model.safetensors` and the last checkpoint. When the loss becomes NaN/inf the
 /// run stops with [`Error::Diverged`] after writing a summary with status `diverged` computed
 /// from the last good checkpoint.
+///
+/// In a data-parallel job (`opts.world` of several ranks) every rank calls `train` with the same
+/// configuration and `out`: rank 0 writes the run folder and returns the full summary, the
+/// others train their parts of each batch and return a summary without validation metrics.
 pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summary> {
+    let world = opts.world.clone().filter(|w| w.world_size > 1);
+    if let Some(w) = world.as_ref().filter(|w| !w.is_main()) {
+        return train_worker(cfg, out, opts, w);
+    }
     let existed = out.exists();
     let run = RunDir::create(out)?;
     let lock = run.lock()?;
@@ -311,43 +323,31 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         "training"
     );
 
+    // Data-parallel: join the other ranks, then start from rank 0's variables.
+    let mut dp = match &world {
+        Some(w) => Some(join_job(w, &cfg, &data, &model, epoch0, step)?),
+        None => None,
+    };
+
     let mut epoch_seconds = Vec::new();
     for epoch in epoch0 + 1..=last_epoch {
         let started = Instant::now();
-        let order = epoch_order(&data.train, cfg.seed, epoch);
-        let mut diverged: Option<(usize, f32)> = None;
-        for_each_batch(
-            &data.cache,
-            &train_pipe,
-            &order,
-            cfg.batch_size,
-            cfg.seed,
-            epoch,
-            (w, h),
-            PREFETCH,
-            |batch| {
-                if diverged.is_some() {
-                    return Ok(());
-                }
-                let b = batch.len();
-                opt.set_lr(cfg.lr_schedule.lr_at(cfg.lr, step, total_steps as usize));
-                let x = Tensor::from_slice(&batch.images, (b, 1, h, w), &dev)?;
-                let t = Tensor::from_slice(&batch.targets, (b, batch.targets.len() / b), &dev)?;
-                let y = model.model.forward(&x, true)?;
-                let objective = cfg.loss.compute(&y, &t, (w, h))?;
-                let value = loss::scalar(&objective)?;
-                step += 1;
-                if !value.is_finite() {
-                    diverged = Some((step, value));
-                    return Ok(());
-                }
+        let diverged = run_epoch(
+            &Epoch {
+                cfg: &cfg,
+                data: &data,
+                pipeline: &train_pipe,
+                device: &dev,
+                epoch,
+                total_steps: total_steps as usize,
+            },
+            &model,
+            &mut opt,
+            dp.as_mut(),
+            &mut step,
+            |step, value, mse| {
                 // The metrics keep the normalised MSE whatever the objective, so train and
                 // validation curves compare.
-                let mse = match cfg.loss {
-                    Loss::Mse => value,
-                    _ => loss::scalar(&Loss::Mse.compute(&y, &t, (w, h))?)?,
-                };
-                opt.backward_step(&objective)?;
                 rows.push(MetricRow {
                     step,
                     epoch,
@@ -358,7 +358,6 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                     bar.inc(1);
                     bar.set_message(format!("epoch {epoch}/{} loss {value:.5}", cfg.epochs));
                 }
-                Ok(())
             },
         )?;
         let seconds = started.elapsed().as_secs_f64();
@@ -374,6 +373,10 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                 epoch,
                 loss,
             });
+        }
+        if let Some(dp) = dp.as_mut() {
+            // BatchNorm's running statistics differ per rank: keep rank 0's everywhere.
+            dp.broadcast_vars()?;
         }
         let ev = data.evaluate_val(&model, &eval_pipe, cfg.seed)?;
         rows.push(MetricRow {
@@ -438,6 +441,230 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         },
     )?;
     Ok(summary)
+}
+
+/// What one epoch of training reads.
+struct Epoch<'a> {
+    cfg: &'a TrainConfig,
+    data: &'a PreparedData,
+    pipeline: &'a kp_augment::Pipeline,
+    device: &'a candle_core::Device,
+    epoch: usize,
+    total_steps: usize,
+}
+
+/// Trains one epoch: every batch of the epoch's order (this rank's part of it in a
+/// data-parallel job), one optimizer step each, `on_step(step, loss, mse)` after each. Returns
+/// the step and loss at which the loss stopped being finite (the rest of the epoch is skipped,
+/// that step's update too).
+fn run_epoch(
+    e: &Epoch,
+    model: &LoadedModel,
+    opt: &mut Adam,
+    mut dp: Option<&mut DataParallel>,
+    step: &mut usize,
+    mut on_step: impl FnMut(usize, f32, f32),
+) -> Result<Option<(usize, f32)>> {
+    let cfg = e.cfg;
+    let (w, h) = (cfg.width, cfg.height);
+    let order = epoch_order(&e.data.train, cfg.seed, e.epoch);
+    let global: Vec<&[usize]> = order.chunks(cfg.batch_size.max(1)).collect();
+    let parts: Vec<&[usize]> = match dp.as_deref() {
+        Some(dp) => global
+            .iter()
+            .map(|c| &c[dp.world().shard(c.len())])
+            .collect(),
+        None => global.clone(),
+    };
+    let mut diverged: Option<(usize, f32)> = None;
+    let mut k = 0;
+    for_each_chunk(
+        &e.data.cache,
+        e.pipeline,
+        &parts,
+        cfg.seed,
+        e.epoch,
+        (w, h),
+        PREFETCH,
+        |batch| {
+            let global_len = global[k].len();
+            k += 1;
+            if diverged.is_some() {
+                return Ok(());
+            }
+            let b = batch.len();
+            opt.set_lr(cfg.lr_schedule.lr_at(cfg.lr, *step, e.total_steps));
+            *step += 1;
+            // This rank's loss, its normalised MSE and (data-parallel) its gradients.
+            let mut local = (0.0f32, 0.0f32, None);
+            if b > 0 {
+                let x = Tensor::from_slice(&batch.images, (b, 1, h, w), e.device)?;
+                let t = Tensor::from_slice(&batch.targets, (b, batch.targets.len() / b), e.device)?;
+                let y = model.model.forward(&x, true)?;
+                let objective = cfg.loss.compute(&y, &t, (w, h))?;
+                let value = loss::scalar(&objective)?;
+                if dp.is_none() && !value.is_finite() {
+                    diverged = Some((*step, value));
+                    return Ok(());
+                }
+                let mse = match cfg.loss {
+                    Loss::Mse => value,
+                    _ => loss::scalar(&Loss::Mse.compute(&y, &t, (w, h))?)?,
+                };
+                local = (value, mse, Some(objective));
+            }
+            let (value, mse) = match dp.as_deref_mut() {
+                None => {
+                    opt.backward_step(&local.2.expect("a non-empty batch"))?;
+                    (local.0, local.1)
+                }
+                Some(dp) => {
+                    // Every rank takes part in the sums, also with an empty part or a
+                    // non-finite loss, so that all ranks stop (or step) together.
+                    let grads = local.2.map(|o| o.backward()).transpose()?;
+                    let weight = b as f64 / global_len as f64;
+                    let r = dp.reduce(grads.as_ref(), weight, &[local.0, local.1])?;
+                    let (value, mse) = (r.scalars[0], r.scalars[1]);
+                    if !value.is_finite() {
+                        diverged = Some((*step, value));
+                        return Ok(());
+                    }
+                    opt.step(&r.grads)?;
+                    (value, mse)
+                }
+            };
+            on_step(*step, value, mse);
+            Ok(())
+        },
+    )?;
+    Ok(diverged)
+}
+
+/// What ranks compare at the rendezvous to know they train the same run from the same point:
+/// the configuration (without the data's path, which may differ between machines), the split's
+/// sizes and the epoch and step they start from.
+fn run_fingerprint(cfg: &TrainConfig, data: &PreparedData, epoch0: usize, step: usize) -> u64 {
+    let mut c = cfg.clone();
+    c.data = Default::default();
+    let mut bytes = serde_json::to_vec(&c).unwrap_or_default();
+    for n in [data.train.len(), data.val.len(), epoch0, step] {
+        bytes.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    distributed::fingerprint(&bytes)
+}
+
+/// Joins the data-parallel job of `world` and sets the model to rank 0's variables.
+fn join_job(
+    world: &World,
+    cfg: &TrainConfig,
+    data: &PreparedData,
+    model: &LoadedModel,
+    epoch0: usize,
+    step: usize,
+) -> Result<DataParallel> {
+    let comm = distributed::connect(
+        world,
+        &model.device,
+        run_fingerprint(cfg, data, epoch0, step),
+    )?;
+    let mut dp = DataParallel::new(comm, model.named_vars(), distributed::DEFAULT_BUCKET_BYTES)?;
+    dp.broadcast_vars()?;
+    tracing::info!(
+        rank = world.rank,
+        world = world.world_size,
+        buckets = dp.plan().buckets().len(),
+        "data-parallel job joined"
+    );
+    Ok(dp)
+}
+
+/// A rank other than 0 of a data-parallel job: trains its parts of the batches in step with
+/// rank 0 and writes nothing (with `resume` it reads rank 0's last checkpoint).
+fn train_worker(
+    cfg: TrainConfig,
+    out: &Path,
+    opts: &TrainOptions,
+    world: &World,
+) -> Result<Summary> {
+    let mut cfg = if opts.resume {
+        resume_config(out)?
+    } else {
+        cfg
+    };
+    cfg.validate()?;
+    cfg.data = cfg.dataset()?;
+    let dev = device_on(cfg.device, world.local_rank)?;
+    let data = prepare_data(&cfg)?;
+    cfg.num_keypoints = Some(data.num_keypoints);
+    let train_pipe = cfg.augment.pipeline(cfg.width, cfg.height)?;
+    let mut model = LoadedModel::build(&cfg, data.num_keypoints, &dev)?;
+    let mut opt = Adam::new(
+        model.named_vars(),
+        AdamConfig {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let (mut epoch0, mut step) = (0usize, 0usize);
+    if opts.resume {
+        if let Some(st) = RunDir::open(out)?.read_state()? {
+            let ck = out.join(&st.checkpoint);
+            model.load(&ck.join("model.safetensors"))?;
+            opt.load(&ck.join("optimizer.safetensors"))?;
+            (epoch0, step) = (st.epochs_done, st.steps_done);
+        }
+    }
+    let mut dp = join_job(world, &cfg, &data, &model, epoch0, step)?;
+    let total_steps = data.train.len().div_ceil(cfg.batch_size) * cfg.epochs;
+    let last_epoch = match opts.stop_after_epochs {
+        Some(n) => (epoch0 + n).min(cfg.epochs),
+        None => cfg.epochs,
+    };
+    for epoch in epoch0 + 1..=last_epoch {
+        let e = Epoch {
+            cfg: &cfg,
+            data: &data,
+            pipeline: &train_pipe,
+            device: &dev,
+            epoch,
+            total_steps,
+        };
+        if let Some((at, loss)) =
+            run_epoch(&e, &model, &mut opt, Some(&mut dp), &mut step, |_, _, _| {})?
+        {
+            return Err(Error::Diverged {
+                step: at,
+                epoch,
+                loss,
+            });
+        }
+        dp.broadcast_vars()?;
+    }
+    if last_epoch < cfg.epochs {
+        return Err(Error::Run {
+            path: out.to_path_buf(),
+            msg: format!(
+                "stopped after epoch {last_epoch} of {} as asked",
+                cfg.epochs
+            ),
+        });
+    }
+    Ok(Summary {
+        status: RunStatus::Finished,
+        task: cfg.task.name().into(),
+        model: cfg.model,
+        epochs: cfg.epochs,
+        steps: step,
+        train_faces: data.train.len(),
+        val_faces: data.val.len(),
+        final_train_loss: None,
+        final_val_loss: None,
+        diverged_at_step: None,
+        skipped: data.skipped.messages.clone(),
+        val: None,
+        val_errors: None,
+    })
 }
 
 fn progress_bar(show: bool, total: u64, done: u64) -> Option<ProgressBar> {
