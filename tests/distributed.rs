@@ -109,6 +109,25 @@ fn two_ranks_follow_one_process_with_the_same_global_batch() {
 }
 
 #[test]
+fn a_world_of_one_goes_through_the_sums_and_gives_plain_trainings_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, one) = (tmp.path().join("plain"), tmp.path().join("one"));
+    train(config(), &plain, &TrainOptions::default()).unwrap();
+    let opts = TrainOptions {
+        world: Some(World::single()),
+        ..Default::default()
+    };
+    train(config(), &one, &opts).unwrap();
+    for f in ["model.safetensors", "metrics.csv", "summary.json"] {
+        assert_eq!(
+            std::fs::read(plain.join(f)).unwrap(),
+            std::fs::read(one.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
 fn a_stopped_two_rank_job_resumes_to_the_unbroken_jobs_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, broken) = (tmp.path().join("whole"), tmp.path().join("broken"));

@@ -7,7 +7,9 @@
 # kp-models --features cudnn --test cuda_ops --no-run`: each CUDA layer against the CPU's) and
 # xtask.xz (xtask built with `--features cudnn`: then the study's 300-W part, `reproduce --only
 # ibug --device cuda`, runs too; it also needs datasets/ibug_300W_large_face_landmark_dataset/
-# labels_ibug_300W_test_parsed.xml for the Kaggle submission).
+# labels_ibug_300W_test_parsed.xml for the Kaggle submission). A `kp` built with `--features
+# cudnn,nccl` (libnccl.so from PyPI's nvidia-nccl-cu13 on LIBRARY_PATH) also runs the NCCL step:
+# `kp train --devices 0` (a world of one through NCCL) against plain `kp train`.
 # The machine provides python3 with PyTorch and its CUDA libraries. Writes logs, JSON lines and
 # a summary table under $OUT (default /tmp/kp-gpu-out).
 #
@@ -98,6 +100,24 @@ for b in ${BATCHES//,/ }; do
   echo "b$b rc $?"
   cp "/tmp/train-b$b/timing.json" "$OUT/timing-b$b.json" 2>/dev/null && cat "$OUT/timing-b$b.json"
 done
+
+if ldd /tmp/kp | grep -q nccl; then
+  say "NCCL: a world of one (kp train --devices 0) against plain training"
+  for v in plain nccl; do
+    rm -rf "/tmp/dp-$v"
+    extra=""; [ $v = nccl ] && extra="--devices 0"
+    timeout 180 /tmp/kp train --task ibug --data "$XML" --limit 256 --epochs 2 --batch-size 32 \
+      --device "$DEV" $extra --out "/tmp/dp-$v" --quiet > "$OUT/dp-$v.log" 2>&1
+    echo "$v rc $?"; cat "/tmp/dp-$v/timing.json" 2>/dev/null; echo
+  done
+  grep -i nccl "$OUT/dp-nccl.log" | head -3
+  python3 - <<'EOF2' | tee "$OUT/nccl.txt"
+import csv
+a, b = (list(csv.DictReader(open(f"/tmp/dp-{v}/metrics.csv"))) for v in ("plain", "nccl"))
+worst = max(abs(float(x["loss"]) - float(y["loss"])) / abs(float(x["loss"])) for x, y in zip(a, b))
+print(f"NCCL world of one: {len(a)} / {len(b)} metric rows, largest relative loss difference {worst:.2e}")
+EOF2
+fi
 
 if [ -f "$G/xtask.xz" ]; then
   say "xtask reproduce --only ibug --device $DEV (the study's 300-W part)"

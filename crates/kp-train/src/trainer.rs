@@ -38,8 +38,9 @@ pub struct TrainOptions {
     pub stop_after_epochs: Option<usize>,
     /// Draw the progress bar in this group, beside other runs' bars (runs trained at once).
     pub progress_group: Option<indicatif::MultiProgress>,
-    /// This process's place in a data-parallel job ([`World::from_env`]); `None` or a world of
-    /// one trains alone. Rank 0 writes the run folder, the other ranks only train.
+    /// This process's place in a data-parallel job ([`World::from_env`]); `None` trains alone.
+    /// Rank 0 writes the run folder, the other ranks only train. A world of one goes through
+    /// the data-parallel path with the numbers of training alone.
     pub world: Option<World>,
 }
 
@@ -250,7 +251,9 @@ fn start(
 /// configuration and `out`: rank 0 writes the run folder and returns the full summary, the
 /// others train their parts of each batch and return a summary without validation metrics.
 pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summary> {
-    let world = opts.world.clone().filter(|w| w.world_size > 1);
+    // A world of one still runs the data-parallel path (as DDP does under torchrun): its sums
+    // are of one rank, so the numbers are plain training's, and NCCL can be checked on one GPU.
+    let world = opts.world.clone();
     if let Some(w) = world.as_ref().filter(|w| !w.is_main()) {
         return train_worker(cfg, out, opts, w);
     }
