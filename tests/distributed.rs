@@ -56,7 +56,10 @@ fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {
     let t = candle_core::safetensors::load(run.join("model.safetensors"), &Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = t
         .into_iter()
-        .map(|(k, t): (String, Tensor)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .map(|(k, t): (String, Tensor)| {
+            let t = t.to_dtype(candle_core::DType::F32).unwrap();
+            (k, t.flatten_all().unwrap().to_vec1().unwrap())
+        })
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
@@ -105,6 +108,44 @@ fn two_ranks_follow_one_process_with_the_same_global_batch() {
     let (va, vb) = (single.val.unwrap(), main.val.clone().unwrap());
     assert!(
         (va.mean_px_error_input - vb.mean_px_error_input).abs() < 1e-3 * va.mean_px_error_input
+    );
+}
+
+#[test]
+fn a_network_with_batch_norm_trains_on_two_ranks() {
+    // The compact model: BatchNorm (float statistics broadcast from rank 0 after each epoch,
+    // an integer batch counter left to each rank).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("compact");
+    let mut cfg = config();
+    cfg.model = "compact".parse().unwrap();
+    (cfg.width, cfg.height) = (64, 64);
+    let master = format!("127.0.0.1:{}", free_port());
+    let ranks: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|rank| {
+                let opts = TrainOptions {
+                    world: Some(World {
+                        rank,
+                        world_size: 2,
+                        local_rank: rank,
+                        master: master.clone(),
+                    }),
+                    ..Default::default()
+                };
+                let (cfg, out) = (cfg.clone(), &out);
+                s.spawn(move || train(cfg, out, &opts))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let main = ranks[0].as_ref().unwrap();
+    assert_eq!(ranks[1].as_ref().unwrap().steps, main.steps);
+    assert!(main.val.as_ref().unwrap().mean_px_error_input.is_finite());
+    let bn = weights(&out);
+    assert!(
+        bn.iter().any(|(k, _)| k.ends_with("running_var")),
+        "a BatchNorm network"
     );
 }
 

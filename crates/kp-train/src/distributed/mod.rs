@@ -153,13 +153,16 @@ pub struct DataParallel {
 }
 
 impl DataParallel {
-    /// Keeps `vars` (name, variable; every rank's list in the same order) in step over `comm`,
-    /// with buckets of about `bucket_bytes`.
+    /// Keeps the float variables of `vars` (name, variable; every rank's list in the same order)
+    /// in step over `comm`, with buckets of about `bucket_bytes`. Integer variables (BatchNorm's
+    /// `num_batches_tracked`, a count of training batches) are left to each rank: rank 0's,
+    /// the one checkpoints hold, counts every step, as one process's would.
     pub fn new(
         comm: Box<dyn Collective>,
-        vars: Vec<(String, Var)>,
+        mut vars: Vec<(String, Var)>,
         bucket_bytes: usize,
     ) -> Result<Self> {
+        vars.retain(|(_, v)| v.dtype().is_float());
         if let Some((name, v)) = vars.iter().find(|(_, v)| v.dtype() != DType::F32) {
             return Err(Error::Config(format!(
                 "data-parallel training needs f32 variables; `{name}` is {:?}",
