@@ -4,6 +4,7 @@
 //! decoded images ([`prep`]), feeds shuffled, augmented batches from a background thread
 //! ([`loader`]) to a model from kp-models ([`model`]), updates it with [`optim::Adam`], and
 //! writes a run folder ([`run`]) after every epoch so a stopped run resumes with the same numbers.
+//! [`distributed`] runs the same loop data-parallel, one process per GPU (or CPU share).
 //! [`eval`] scores a model ([`metrics`]) and [`predict`] runs a trained run folder on new photos.
 //!
 //! Recipes are data (`crates/kp-train/recipes/*.toml`, [`config::Recipe`]); a run is one call:
