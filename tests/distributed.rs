@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use kp_tests::data_dir;
+use kp_tests::{assert_same_files, data_dir};
 use kp_train::config::{Task, TrainConfig};
 use kp_train::distributed::World;
 use kp_train::run::{RunDir, Summary};
@@ -30,8 +30,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `train` on two ranks (threads) into `out`; returns each rank's result.
-fn two_ranks(out: &Path, base: TrainOptions) -> Vec<kp_train::Result<Summary>> {
+/// Runs `train` of `cfg` on two ranks (threads) into `out`; returns each rank's result.
+fn two_ranks(cfg: &TrainConfig, out: &Path, base: TrainOptions) -> Vec<kp_train::Result<Summary>> {
     let master = format!("127.0.0.1:{}", free_port());
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..2)
@@ -45,7 +45,8 @@ fn two_ranks(out: &Path, base: TrainOptions) -> Vec<kp_train::Result<Summary>> {
                     }),
                     ..base.clone()
                 };
-                s.spawn(move || train(config(), out, &opts))
+                let cfg = cfg.clone();
+                s.spawn(move || train(cfg, out, &opts))
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -81,7 +82,7 @@ fn two_ranks_follow_one_process_with_the_same_global_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     let single = train(config(), &one, &TrainOptions::default()).unwrap();
-    let ranks = two_ranks(&two, TrainOptions::default());
+    let ranks = two_ranks(&config(), &two, TrainOptions::default());
     let main = ranks[0].as_ref().unwrap();
     let worker = ranks[1].as_ref().unwrap();
     assert_eq!(main.steps, single.steps);
@@ -120,25 +121,7 @@ fn a_network_with_batch_norm_trains_on_two_ranks() {
     let mut cfg = config();
     cfg.model = "compact".parse().unwrap();
     (cfg.width, cfg.height) = (64, 64);
-    let master = format!("127.0.0.1:{}", free_port());
-    let ranks: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
-            .map(|rank| {
-                let opts = TrainOptions {
-                    world: Some(World {
-                        rank,
-                        world_size: 2,
-                        local_rank: rank,
-                        master: master.clone(),
-                    }),
-                    ..Default::default()
-                };
-                let (cfg, out) = (cfg.clone(), &out);
-                s.spawn(move || train(cfg, out, &opts))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let ranks = two_ranks(&cfg, &out, TrainOptions::default());
     let main = ranks[0].as_ref().unwrap();
     assert_eq!(ranks[1].as_ref().unwrap().steps, main.steps);
     assert!(main.val.as_ref().unwrap().mean_px_error_input.is_finite());
@@ -159,20 +142,18 @@ fn a_world_of_one_goes_through_the_sums_and_gives_plain_trainings_bits() {
         ..Default::default()
     };
     train(config(), &one, &opts).unwrap();
-    for f in ["model.safetensors", "metrics.csv", "summary.json"] {
-        assert_eq!(
-            std::fs::read(plain.join(f)).unwrap(),
-            std::fs::read(one.join(f)).unwrap(),
-            "{f}"
-        );
-    }
+    assert_same_files(
+        &plain,
+        &one,
+        &["model.safetensors", "metrics.csv", "summary.json"],
+    );
 }
 
 #[test]
 fn a_stopped_two_rank_job_resumes_to_the_unbroken_jobs_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, broken) = (tmp.path().join("whole"), tmp.path().join("broken"));
-    two_ranks(&whole, TrainOptions::default())
+    two_ranks(&config(), &whole, TrainOptions::default())
         .into_iter()
         .for_each(|r| {
             r.unwrap();
@@ -181,14 +162,14 @@ fn a_stopped_two_rank_job_resumes_to_the_unbroken_jobs_numbers() {
         stop_after_epochs: Some(1),
         ..Default::default()
     };
-    for r in two_ranks(&broken, stop) {
+    for r in two_ranks(&config(), &broken, stop) {
         assert!(r.unwrap_err().to_string().contains("stopped after epoch 1"));
     }
     let resume = TrainOptions {
         resume: true,
         ..Default::default()
     };
-    let ranks = two_ranks(&broken, resume);
+    let ranks = two_ranks(&config(), &broken, resume);
     let (a, b) = (ranks[0].as_ref().unwrap(), ranks[1].as_ref().unwrap());
     assert_eq!(a.steps, b.steps);
     assert_eq!(weights(&whole), weights(&broken));

@@ -1,7 +1,7 @@
 //! Training on a handful of real faces: the loss falls, the run folder is complete, a saved model
 //! loads and evaluates to the same numbers, same seed gives the same summary, resume is exact.
 
-use kp_tests::{data_dir, imm_dir};
+use kp_tests::{assert_same_files, data_dir, imm_dir};
 use kp_train::augment::AugmentPreset;
 use kp_train::config::{LrSchedule, Task, TrainConfig};
 use kp_train::figures;
@@ -94,10 +94,7 @@ fn same_seed_same_summary_and_resume_is_exact() {
     let c = tmp.path().join("c");
     let sa = train(nose_config(12, 3), &a, &TrainOptions::default()).unwrap();
     let sb = train(nose_config(12, 3), &b, &TrainOptions::default()).unwrap();
-    assert_eq!(
-        std::fs::read(a.join("summary.json")).unwrap(),
-        std::fs::read(b.join("summary.json")).unwrap()
-    );
+    assert_same_files(&a, &b, &["summary.json"]);
     assert_eq!(sa, sb);
 
     // Stop after one epoch, then resume: identical to the unbroken run.
@@ -113,14 +110,7 @@ fn same_seed_same_summary_and_resume_is_exact() {
     };
     let sc = train(nose_config(12, 3), &c, &resume).unwrap();
     assert_eq!(sa, sc);
-    assert_eq!(
-        std::fs::read(a.join("model.safetensors")).unwrap(),
-        std::fs::read(c.join("model.safetensors")).unwrap()
-    );
-    assert_eq!(
-        std::fs::read(a.join("metrics.csv")).unwrap(),
-        std::fs::read(c.join("metrics.csv")).unwrap()
-    );
+    assert_same_files(&a, &c, &["model.safetensors", "metrics.csv"]);
 }
 
 /// Training in a pool of 1 thread and one of 3 gives the same weights and metrics bit for bit
@@ -139,13 +129,7 @@ fn the_number_of_threads_does_not_change_the_numbers() {
         out
     };
     let (one, three) = (run_with(1, "one"), run_with(3, "three"));
-    for file in ["model.safetensors", "metrics.csv"] {
-        assert_eq!(
-            std::fs::read(one.join(file)).unwrap(),
-            std::fs::read(three.join(file)).unwrap(),
-            "{file}"
-        );
-    }
+    assert_same_files(&one, &three, &["model.safetensors", "metrics.csv"]);
 }
 
 /// The cosine schedule changes training (it is not the constant rate) and, being a function of
@@ -177,10 +161,7 @@ fn cosine_schedule_trains_differently_and_resumes_exactly() {
         ..Default::default()
     };
     assert_eq!(train(cosine(), &r, &resume).unwrap(), unbroken);
-    assert_eq!(
-        std::fs::read(tmp.path().join("u/model.safetensors")).unwrap(),
-        std::fs::read(r.join("model.safetensors")).unwrap()
-    );
+    assert_same_files(&tmp.path().join("u"), &r, &["model.safetensors"]);
 }
 
 /// A pixel loss trains a different model, while the metrics still log the normalised MSE: the

@@ -230,14 +230,68 @@ fn start(
             msg,
         })?;
     }
+    let (cfg, dev, data) = load(cfg, opts.world.as_ref().map_or(0, |w| w.local_rank))?;
+    write_json(&run.config_path(), &cfg)?;
+    Ok((cfg, state, dev, data))
+}
+
+/// What every rank does with its configuration before training: checks it, names the dataset
+/// read, opens the device (CUDA ordinal `ordinal`) and loads the data.
+fn load(
+    mut cfg: TrainConfig,
+    ordinal: usize,
+) -> Result<(TrainConfig, candle_core::Device, PreparedData)> {
     cfg.validate()?;
     // config.json names the dataset read, not the datasets folder it was found in.
     cfg.data = cfg.dataset()?;
-    let dev = device_on(cfg.device, opts.world.as_ref().map_or(0, |w| w.local_rank))?;
+    let dev = device_on(cfg.device, ordinal)?;
     let data = prepare_data(&cfg)?;
     cfg.num_keypoints = Some(data.num_keypoints);
-    write_json(&run.config_path(), &cfg)?;
-    Ok((cfg, state, dev, data))
+    Ok((cfg, dev, data))
+}
+
+/// The model of `cfg` and its optimizer, both restored from `checkpoint` when given.
+fn model_and_optimizer(
+    cfg: &TrainConfig,
+    data: &PreparedData,
+    dev: &candle_core::Device,
+    checkpoint: Option<&Path>,
+) -> Result<(LoadedModel, Adam)> {
+    let mut model = LoadedModel::build(cfg, data.num_keypoints, dev)?;
+    let mut opt = Adam::new(
+        model.named_vars(),
+        AdamConfig {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    if let Some(ck) = checkpoint {
+        model.load(&ck.join("model.safetensors"))?;
+        opt.load(&ck.join("optimizer.safetensors"))?;
+    }
+    Ok((model, opt))
+}
+
+/// The optimizer steps of the whole run (the learning-rate schedule's length).
+fn total_steps(cfg: &TrainConfig, data: &PreparedData) -> usize {
+    data.train.len().div_ceil(cfg.batch_size) * cfg.epochs
+}
+
+/// The last epoch this session trains: all, or `stop_after_epochs` more than `epoch0`.
+fn last_epoch(opts: &TrainOptions, epoch0: usize, epochs: usize) -> usize {
+    match opts.stop_after_epochs {
+        Some(n) => (epoch0 + n).min(epochs),
+        None => epochs,
+    }
+}
+
+/// The error of a session that stopped before the run's last epoch, as it was asked to.
+fn stopped_as_asked(out: &Path, last_epoch: usize, epochs: usize) -> Error {
+    Error::Run {
+        path: out.to_path_buf(),
+        msg: format!("stopped after epoch {last_epoch} of {epochs} as asked"),
+    }
 }
 
 /// Trains `cfg` into the run folder `out` and returns the summary.
@@ -279,22 +333,13 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
     let train_pipe = cfg.augment.pipeline(w, h)?;
     let eval_pipe = cfg.eval_augment.pipeline(w, h)?;
 
-    let mut model = LoadedModel::build(&cfg, data.num_keypoints, &dev)?;
-    let mut opt = Adam::new(
-        model.named_vars(),
-        AdamConfig {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let resumed = state.as_ref().filter(|_| opts.resume);
+    let checkpoint = resumed.map(|st| run.path().join(&st.checkpoint));
+    let (mut model, mut opt) = model_and_optimizer(&cfg, &data, &dev, checkpoint.as_deref())?;
 
     let mut rows: Vec<MetricRow> = Vec::new();
     let (mut epoch0, mut step, mut train_seconds) = (0usize, 0usize, 0.0f64);
-    if let (true, Some(st)) = (opts.resume, &state) {
-        let ck = run.path().join(&st.checkpoint);
-        model.load(&ck.join("model.safetensors"))?;
-        opt.load(&ck.join("optimizer.safetensors"))?;
+    if let Some(st) = resumed {
         rows = run.read_metrics()?;
         rows.retain(|r| r.epoch <= st.epochs_done);
         epoch0 = st.epochs_done;
@@ -303,9 +348,8 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         tracing::info!(epoch = epoch0, step, "resuming");
     }
 
-    let steps_per_epoch = data.train.len().div_ceil(cfg.batch_size);
-    let total_steps = (steps_per_epoch * cfg.epochs) as u64;
-    let bar = progress_bar(opts.progress, total_steps, step as u64).map(|bar| {
+    let total_steps = total_steps(&cfg, &data);
+    let bar = progress_bar(opts.progress, total_steps as u64, step as u64).map(|bar| {
         let name = run.path().file_name().unwrap_or_default();
         bar.set_prefix(name.to_string_lossy().into_owned());
         match &opts.progress_group {
@@ -313,10 +357,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
             None => bar,
         }
     });
-    let last_epoch = match opts.stop_after_epochs {
-        Some(n) => (epoch0 + n).min(cfg.epochs),
-        None => cfg.epochs,
-    };
+    let last_epoch = last_epoch(opts, epoch0, cfg.epochs);
     tracing::info!(
         task = cfg.task.name(),
         model = %cfg.model,
@@ -342,7 +383,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
                 pipeline: &train_pipe,
                 device: &dev,
                 epoch,
-                total_steps: total_steps as usize,
+                total_steps,
             },
             &model,
             &mut opt,
@@ -402,13 +443,7 @@ pub fn train(cfg: TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Summar
         bar.finish_and_clear();
     }
     if last_epoch < cfg.epochs {
-        return Err(Error::Run {
-            path: out.to_path_buf(),
-            msg: format!(
-                "stopped after epoch {last_epoch} of {} as asked",
-                cfg.epochs
-            ),
-        });
+        return Err(stopped_as_asked(out, last_epoch, cfg.epochs));
     }
 
     if epoch0 == cfg.epochs {
@@ -589,41 +624,24 @@ fn train_worker(
     opts: &TrainOptions,
     world: &World,
 ) -> Result<Summary> {
-    let mut cfg = if opts.resume {
+    let cfg = if opts.resume {
         resume_config(out)?
     } else {
         cfg
     };
-    cfg.validate()?;
-    cfg.data = cfg.dataset()?;
-    let dev = device_on(cfg.device, world.local_rank)?;
-    let data = prepare_data(&cfg)?;
-    cfg.num_keypoints = Some(data.num_keypoints);
+    let (cfg, dev, data) = load(cfg, world.local_rank)?;
     let train_pipe = cfg.augment.pipeline(cfg.width, cfg.height)?;
-    let mut model = LoadedModel::build(&cfg, data.num_keypoints, &dev)?;
-    let mut opt = Adam::new(
-        model.named_vars(),
-        AdamConfig {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
-    let (mut epoch0, mut step) = (0usize, 0usize);
-    if opts.resume {
-        if let Some(st) = RunDir::open(out)?.read_state()? {
-            let ck = out.join(&st.checkpoint);
-            model.load(&ck.join("model.safetensors"))?;
-            opt.load(&ck.join("optimizer.safetensors"))?;
-            (epoch0, step) = (st.epochs_done, st.steps_done);
-        }
-    }
-    let mut dp = join_job(world, &cfg, &data, &model, epoch0, step)?;
-    let total_steps = data.train.len().div_ceil(cfg.batch_size) * cfg.epochs;
-    let last_epoch = match opts.stop_after_epochs {
-        Some(n) => (epoch0 + n).min(cfg.epochs),
-        None => cfg.epochs,
+    let state = if opts.resume {
+        RunDir::open(out)?.read_state()?
+    } else {
+        None
     };
+    let checkpoint = state.as_ref().map(|st| out.join(&st.checkpoint));
+    let (model, mut opt) = model_and_optimizer(&cfg, &data, &dev, checkpoint.as_deref())?;
+    let (epoch0, mut step) = state.map_or((0, 0), |st| (st.epochs_done, st.steps_done));
+    let mut dp = join_job(world, &cfg, &data, &model, epoch0, step)?;
+    let total_steps = total_steps(&cfg, &data);
+    let last_epoch = last_epoch(opts, epoch0, cfg.epochs);
     for epoch in epoch0 + 1..=last_epoch {
         let e = Epoch {
             cfg: &cfg,
@@ -645,13 +663,7 @@ fn train_worker(
         dp.broadcast_vars()?;
     }
     if last_epoch < cfg.epochs {
-        return Err(Error::Run {
-            path: out.to_path_buf(),
-            msg: format!(
-                "stopped after epoch {last_epoch} of {} as asked",
-                cfg.epochs
-            ),
-        });
+        return Err(stopped_as_asked(out, last_epoch, cfg.epochs));
     }
     Ok(Summary {
         status: RunStatus::Finished,

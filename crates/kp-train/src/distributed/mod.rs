@@ -192,11 +192,11 @@ impl DataParallel {
                 .map(|(_, v)| v.as_tensor().flatten_all())
                 .collect::<candle_core::Result<_>>()?;
             let flat = self.comm.broadcast(&Tensor::cat(&parts, 0)?)?;
-            let mut off = 0;
-            for (_, v) in &self.vars[b] {
-                let n = v.elem_count();
-                v.set(&flat.narrow(0, off, n)?.reshape(v.shape())?)?;
-                off += n;
+            for ((_, v), t) in self.vars[b.clone()]
+                .iter()
+                .zip(unflatten(&flat, &self.vars[b])?)
+            {
+                v.set(&t)?;
             }
         }
         Ok(())
@@ -243,13 +243,11 @@ impl DataParallel {
                 })
                 .collect::<candle_core::Result<_>>()?;
             let sum = self.comm.all_reduce_sum(&Tensor::cat(&parts, 0)?)?;
-            let mut off = 0;
-            for (i, (_, v)) in self.vars[b.clone()].iter().enumerate() {
-                let n = v.elem_count();
+            let vars = &self.vars[b.clone()];
+            for (i, ((_, v), g)) in vars.iter().zip(unflatten(&sum, vars)?).enumerate() {
                 if present[b.start + i] > 0.0 {
-                    out.insert(v.as_tensor(), sum.narrow(0, off, n)?.reshape(v.shape())?);
+                    out.insert(v.as_tensor(), g);
                 }
-                off += n;
             }
         }
         Ok(Reduced {
@@ -259,11 +257,22 @@ impl DataParallel {
     }
 }
 
+/// A bucket's flat buffer cut back into tensors of its variables' shapes, in order.
+fn unflatten(flat: &Tensor, vars: &[(String, Var)]) -> Result<Vec<Tensor>> {
+    let mut off = 0;
+    vars.iter()
+        .map(|(_, v)| {
+            let n = v.elem_count();
+            off += n;
+            Ok(flat.narrow(0, off - n, n)?.reshape(v.shape())?)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::time::Duration;
 
     proptest! {
         #[test]
@@ -297,28 +306,9 @@ mod tests {
 
     /// Runs `f` on two ranks joined over loopback TCP.
     fn two_ranks<T: Send>(f: impl Fn(usize, Box<dyn Collective>) -> T + Sync) -> Vec<T> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..2)
-                .map(|rank| {
-                    let f = &f;
-                    s.spawn(move || {
-                        let w = World {
-                            rank,
-                            world_size: 2,
-                            local_rank: rank,
-                            master: format!("127.0.0.1:{port}"),
-                        };
-                        let g = TcpGroup::connect(&w, 9, &[], Duration::from_secs(5)).unwrap();
-                        f(rank, Box::new(g))
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        tcp::tests::run(tcp::tests::worlds(2), vec![9; 2], |g| {
+            let g = g.unwrap();
+            f(g.world().rank, Box::new(g))
         })
     }
 

@@ -388,7 +388,7 @@ fn join(world: &World, fingerprint: u64, timeout: Duration) -> Result<(TcpStream
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A free port on the loopback interface.
@@ -412,7 +412,9 @@ mod tests {
             .collect()
     }
 
-    fn run<T: Send>(
+    /// Joins the ranks of `worlds` (threads), each with its fingerprint, and runs `f` on each
+    /// rank's group.
+    pub(crate) fn run<T: Send>(
         worlds: Vec<World>,
         fingerprints: Vec<u64>,
         f: impl Fn(Result<TcpGroup>) -> T + Sync,
