@@ -137,6 +137,11 @@ impl PoolElem for f32 {
             // SAFETY: the CPU has AVX-512F (checked above).
             return unsafe { update_run_avx512(v, i, c, base, step) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above).
+            return unsafe { update_run_avx2(v, i, c, base, step) };
+        }
         update_run(v, i, c, base, step)
     }
 }
@@ -178,6 +183,53 @@ unsafe fn update_run_avx512(v: &mut [f32], i: &mut [u32], c: &[f32], base: u32, 
         }
         j += 16;
     }
+}
+
+/// [`update_run`] on f32 with AVX2 (CPUs without AVX-512, e.g. AMD's Zen 2-3): 8 outputs per
+/// step, the rule as compare masks and the values and indices blended under them; the tail
+/// (fewer than 8 outputs) takes the portable loop. (With the portable loop ResNet18's max-pool
+/// was 3.5% of its training step at batch 16 on a Zen 3 EPYC.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_run_avx2(v: &mut [f32], i: &mut [u32], c: &[f32], base: u32, step: u32) {
+    use std::arch::x86_64::*;
+    let n = v.len().min(i.len()).min(c.len());
+    let lane_steps = _mm256_mullo_epi32(
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm256_set1_epi32(step as i32),
+    );
+    let mut j = 0;
+    while j + 8 <= n {
+        // SAFETY: lanes j..j + 8 lie inside all three slices (j + 8 <= n).
+        unsafe {
+            let vv = _mm256_loadu_ps(v.as_ptr().add(j));
+            let cv = _mm256_loadu_ps(c.as_ptr().add(j));
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(cv, vv);
+            let c_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(cv, cv);
+            let v_num = _mm256_cmp_ps::<_CMP_ORD_Q>(vv, vv);
+            let take = _mm256_or_ps(gt, _mm256_and_ps(c_nan, v_num));
+            let idx = _mm256_add_epi32(
+                _mm256_set1_epi32((base + j as u32 * step) as i32),
+                lane_steps,
+            );
+            let iv = _mm256_loadu_si256(i.as_ptr().add(j) as *const __m256i);
+            let iv = _mm256_castps_si256(_mm256_blendv_ps(
+                _mm256_castsi256_ps(iv),
+                _mm256_castsi256_ps(idx),
+                take,
+            ));
+            _mm256_storeu_ps(v.as_mut_ptr().add(j), _mm256_blendv_ps(vv, cv, take));
+            _mm256_storeu_si256(i.as_mut_ptr().add(j) as *mut __m256i, iv);
+        }
+        j += 8;
+    }
+    update_run(
+        &mut v[j..n],
+        &mut i[j..n],
+        &c[j..n],
+        base + j as u32 * step,
+        step,
+    );
 }
 
 impl PoolElem for f64 {
@@ -612,30 +664,62 @@ mod tests {
         assert_eq!(fast, slow);
     }
 
+    /// A run update's signature (the portable loop's and its vector versions').
+    type RunUpdate = fn(&mut [f32], &mut [u32], &[f32], u32, u32);
+
     #[test]
-    fn the_cpus_f32_run_update_equals_the_portable_one() {
-        for n in [0, 1, 15, 16, 17, 40] {
-            let v0: Vec<f32> = (0..n)
-                .map(|j| if j % 7 == 3 { f32::NAN } else { (j % 3) as f32 })
-                .collect();
-            let c: Vec<f32> = (0..n)
-                .map(|j| {
-                    if j % 5 == 1 {
-                        f32::NAN
-                    } else {
-                        ((j * 7) % 4) as f32
-                    }
-                })
-                .collect();
-            let i0: Vec<u32> = (0..n as u32).map(|j| 1000 + j).collect();
-            let (mut va, mut ia) = (v0.clone(), i0.clone());
-            let (mut vb, mut ib) = (v0.clone(), i0.clone());
-            update_run(&mut va, &mut ia, &c, 7, 2);
-            <f32 as PoolElem>::update_run(&mut vb, &mut ib, &c, 7, 2);
-            assert_eq!(ia, ib, "indices, n = {n}");
-            for (a, b) in va.iter().zip(&vb) {
-                assert!(a == b || (a.is_nan() && b.is_nan()), "n = {n}: {a} vs {b}");
+    fn the_cpus_f32_run_updates_equal_the_portable_one() {
+        // Every vector version this CPU can run (AVX-512 and AVX2 where present), and the one
+        // `PoolElem` picks.
+        let mut versions: Vec<(&str, RunUpdate)> =
+            vec![("dispatched", <f32 as PoolElem>::update_run)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                versions.push(("avx512", |v, i, c, b, s| unsafe {
+                    update_run_avx512(v, i, c, b, s)
+                }));
             }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                versions.push(("avx2", |v, i, c, b, s| unsafe {
+                    update_run_avx2(v, i, c, b, s)
+                }));
+            }
+        }
+        for (name, update) in versions {
+            for n in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
+                check_run_update(name, update, n);
+            }
+        }
+    }
+
+    /// One run update against the portable loop on `n` outputs, NaNs and ties included.
+    fn check_run_update(name: &str, update: RunUpdate, n: usize) {
+        let v0: Vec<f32> = (0..n)
+            .map(|j| if j % 7 == 3 { f32::NAN } else { (j % 3) as f32 })
+            .collect();
+        let c: Vec<f32> = (0..n)
+            .map(|j| {
+                if j % 5 == 1 {
+                    f32::NAN
+                } else {
+                    ((j * 7) % 4) as f32
+                }
+            })
+            .collect();
+        let i0: Vec<u32> = (0..n as u32).map(|j| 1000 + j).collect();
+        let (mut va, mut ia) = (v0.clone(), i0.clone());
+        let (mut vb, mut ib) = (v0.clone(), i0.clone());
+        update_run(&mut va, &mut ia, &c, 7, 2);
+        update(&mut vb, &mut ib, &c, 7, 2);
+        assert_eq!(ia, ib, "{name}: indices, n = {n}");
+        for (a, b) in va.iter().zip(&vb) {
+            assert!(
+                a == b || (a.is_nan() && b.is_nan()),
+                "{name}, n = {n}: {a} vs {b}"
+            );
         }
     }
 
