@@ -103,6 +103,9 @@ impl CustomOp3 for Depthwise3x3 {
         );
         let (_, c, h, wd) = xl.shape().dims4()?;
         let plane = h * wd;
+        // One row of zeros for the rows above and below every plane (allocated per plane, it
+        // was a malloc, a memset and a free per channel of every image).
+        let zeros = vec![0f32; wd];
         let out = crate::outbuf::filled(x.len(), |out| {
             if plane > 0 {
                 out.par_chunks_mut(plane)
@@ -111,7 +114,8 @@ impl CustomOp3 for Depthwise3x3 {
                     .for_each(|(i, (o, inp))| {
                         let ch = i % c;
                         let o = crate::outbuf::zeroed(o);
-                        plane_3x3(inp, o, h, wd, &w[ch * 9..ch * 9 + 9], b[ch], self.relu);
+                        let k = &w[ch * 9..ch * 9 + 9];
+                        plane_3x3(inp, o, (h, wd), &zeros, k, b[ch], self.relu);
                     });
             }
         });
@@ -260,19 +264,27 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// for baseline x86-64, whose SSE2 vectors hold 4 floats; AVX-512 holds 16). Every variant does
 /// the same multiplications and additions in the same order (no FMA contraction), so the
 /// results do not depend on the CPU.
-fn plane_3x3(inp: &[f32], out: &mut [f32], h: usize, w: usize, k: &[f32], b: f32, relu: bool) {
+fn plane_3x3(
+    inp: &[f32],
+    out: &mut [f32],
+    hw: (usize, usize),
+    zeros: &[f32],
+    k: &[f32],
+    b: f32,
+    relu: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { plane_3x3_avx512(inp, out, h, w, k, b, relu) };
+            return unsafe { plane_3x3_avx512(inp, out, hw, zeros, k, b, relu) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked above).
-            return unsafe { plane_3x3_avx2(inp, out, h, w, k, b, relu) };
+            return unsafe { plane_3x3_avx2(inp, out, hw, zeros, k, b, relu) };
         }
     }
-    plane_3x3_body(inp, out, h, w, k, b, relu)
+    plane_3x3_body(inp, out, hw, zeros, k, b, relu)
 }
 
 /// `plane_3x3_body` compiled with a target feature: `name`, `feature`.
@@ -283,27 +295,36 @@ macro_rules! plane_3x3_with {
         unsafe fn $name(
             inp: &[f32],
             out: &mut [f32],
-            h: usize,
-            w: usize,
+            hw: (usize, usize),
+            zeros: &[f32],
             k: &[f32],
             b: f32,
             relu: bool,
         ) {
-            plane_3x3_body(inp, out, h, w, k, b, relu)
+            plane_3x3_body(inp, out, hw, zeros, k, b, relu)
         }
     };
 }
 plane_3x3_with!(plane_3x3_avx512, "avx512f");
 plane_3x3_with!(plane_3x3_avx2, "avx2");
 
-/// One plane: `out = relu?(b + Σ_ky Σ_kx k[ky][kx] · in[y + ky - 1][x + kx - 1])`, zero outside.
+/// One plane: `out = relu?(b + Σ_ky Σ_kx k[ky][kx] · in[y + ky - 1][x + kx - 1])`, zero outside;
+/// `zeros` (at least `w` zeros) stands for the rows above and below the plane.
 ///
 /// Each output row is one pass over the three input rows (rows outside the plane read as
 /// zeros): the interior columns as nine equal-length slice streams the compiler vectorises,
 /// the two edge columns apart.
 #[inline(always)]
-fn plane_3x3_body(inp: &[f32], out: &mut [f32], h: usize, w: usize, k: &[f32], b: f32, relu: bool) {
-    let zeros = vec![0f32; w];
+fn plane_3x3_body(
+    inp: &[f32],
+    out: &mut [f32],
+    (h, w): (usize, usize),
+    zeros: &[f32],
+    k: &[f32],
+    b: f32,
+    relu: bool,
+) {
+    let zeros = &zeros[..w];
     let row = |y: Option<usize>| match y {
         Some(y) if y < h => &inp[y * w..(y + 1) * w],
         _ => &zeros[..],
