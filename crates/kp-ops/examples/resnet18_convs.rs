@@ -13,7 +13,18 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 
 /// (name, input channels, output channels, input size, kernel, stride, padding, count in the net).
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize, usize); 11] = [
+type Layer = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
+const LAYERS: [Layer; 11] = [
     ("conv1", 1, 64, 224, 7, 2, 3, 1),
     ("l1", 64, 64, 56, 3, 1, 1, 4),
     ("l2a", 64, 128, 56, 3, 2, 1, 1),

@@ -327,7 +327,7 @@ fn plane_3x3_body(
     let zeros = &zeros[..w];
     let row = |y: Option<usize>| match y {
         Some(y) if y < h => &inp[y * w..(y + 1) * w],
-        _ => &zeros[..],
+        _ => zeros,
     };
     let act = |v: f32| if relu { v.max(0.0) } else { v };
     for y in 0..h {

@@ -151,7 +151,7 @@ fn exp_le0(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n from n + 127 in 1..=127: added to 2^23, the integer is the float's low mantissa bits
     // (a float-to-int `as` cast saturates lane by lane and kept the loop scalar).
