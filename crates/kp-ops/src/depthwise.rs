@@ -260,53 +260,19 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// [`plane_3x3_body`] compiled for the widest vector unit the CPU has (kp's crates are built
-/// for baseline x86-64, whose SSE2 vectors hold 4 floats; AVX-512 holds 16). Every variant does
-/// the same multiplications and additions in the same order (no FMA contraction), so the
-/// results do not depend on the CPU.
-fn plane_3x3(
-    inp: &[f32],
-    out: &mut [f32],
-    hw: (usize, usize),
-    zeros: &[f32],
-    k: &[f32],
-    b: f32,
-    relu: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { plane_3x3_avx512(inp, out, hw, zeros, k, b, relu) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked above).
-            return unsafe { plane_3x3_avx2(inp, out, hw, zeros, k, b, relu) };
-        }
-    }
-    plane_3x3_body(inp, out, hw, zeros, k, b, relu)
+crate::vector::widest_vectors! {
+    /// [`plane_3x3_body`] compiled for the widest vector unit the CPU has
+    /// ([`crate::vector`]): the same results on every CPU.
+    fn plane_3x3(
+        inp: &[f32],
+        out: &mut [f32],
+        hw: (usize, usize),
+        zeros: &[f32],
+        k: &[f32],
+        b: f32,
+        relu: bool,
+    ) = plane_3x3_body;
 }
-
-/// `plane_3x3_body` compiled with a target feature: `name`, `feature`.
-macro_rules! plane_3x3_with {
-    ($name:ident, $feature:literal) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $feature)]
-        unsafe fn $name(
-            inp: &[f32],
-            out: &mut [f32],
-            hw: (usize, usize),
-            zeros: &[f32],
-            k: &[f32],
-            b: f32,
-            relu: bool,
-        ) {
-            plane_3x3_body(inp, out, hw, zeros, k, b, relu)
-        }
-    };
-}
-plane_3x3_with!(plane_3x3_avx512, "avx512f");
-plane_3x3_with!(plane_3x3_avx2, "avx2");
 
 /// One plane: `out = relu?(b + Σ_ky Σ_kx k[ky][kx] · in[y + ky - 1][x + kx - 1])`, zero outside;
 /// `zeros` (at least `w` zeros) stands for the rows above and below the plane.

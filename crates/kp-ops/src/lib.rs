@@ -71,3 +71,4 @@ pub mod reduce;
 pub mod relu;
 pub mod softargmax;
 pub mod upsample;
+mod vector;

@@ -64,43 +64,12 @@ impl CustomOp1 for SoftArgmax {
 /// Vector lanes of the per-row sums.
 const LANES: usize = 8;
 
-/// One map's `(Σ e·x, Σ e·y, Σ e)` with `e = exp(beta · l - beta · max)`, compiled for the
-/// widest vector unit the CPU has (kp's crates are built for baseline x86-64). Every variant does
-/// the same operations in the same order (no FMA contraction), so the results do not depend on
-/// the CPU.
-fn decode(map: &[f32], w: usize, beta: f32, xs: &[f32], ys: &[f32]) -> (f32, f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { decode_avx512(map, w, beta, xs, ys) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked above).
-            return unsafe { decode_avx2(map, w, beta, xs, ys) };
-        }
-    }
-    decode_body(map, w, beta, xs, ys)
+crate::vector::widest_vectors! {
+    /// One map's `(Σ e·x, Σ e·y, Σ e)` with `e = exp(beta · l - beta · max)`: [`decode_body`]
+    /// compiled for the widest vector unit the CPU has ([`crate::vector`]), the same results on
+    /// every CPU.
+    fn decode(map: &[f32], w: usize, beta: f32, xs: &[f32], ys: &[f32]) -> (f32, f32, f32) = decode_body;
 }
-
-/// `decode_body` compiled with a target feature: `name`, `feature`.
-macro_rules! decode_with {
-    ($name:ident, $feature:literal) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $feature)]
-        unsafe fn $name(
-            map: &[f32],
-            w: usize,
-            beta: f32,
-            xs: &[f32],
-            ys: &[f32],
-        ) -> (f32, f32, f32) {
-            decode_body(map, w, beta, xs, ys)
-        }
-    };
-}
-decode_with!(decode_avx512, "avx512f");
-decode_with!(decode_avx2, "avx2");
 
 /// [`decode`]: the maximum, then each row's exponentials in [`LANES`] lanes (vectorised, with
 /// [`exp_le0`] instead of the C library's scalar `expf`, which was a third of the decoder's
