@@ -32,3 +32,15 @@ pub fn assert_same_files(a: &Path, b: &Path, files: &[&str]) {
         );
     }
 }
+
+/// The training loss of each epoch of the run in `run` (its metrics.csv's `train` rows).
+pub fn train_losses(run: &Path) -> Vec<f64> {
+    kp_train::run::RunDir::open(run)
+        .unwrap()
+        .read_metrics()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.split == "train")
+        .map(|r| r.loss)
+        .collect()
+}

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use kp_tests::{assert_same_files, data_dir};
+use kp_tests::{assert_same_files, data_dir, train_losses};
 use kp_train::config::{Task, TrainConfig};
 use kp_train::distributed::World;
-use kp_train::run::{RunDir, Summary};
+use kp_train::run::Summary;
 use kp_train::trainer::{train, TrainOptions};
 
 /// NoseTipNet (no BatchNorm, so the ranks' parts of a batch do not change its numbers) on 23
@@ -64,17 +64,6 @@ fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
-}
-
-fn train_losses(run: &Path) -> Vec<f64> {
-    RunDir::open(run)
-        .unwrap()
-        .read_metrics()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.split == "train")
-        .map(|r| r.loss)
-        .collect()
 }
 
 #[test]

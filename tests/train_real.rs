@@ -1,7 +1,7 @@
 //! Training on a handful of real faces: the loss falls, the run folder is complete, a saved model
 //! loads and evaluates to the same numbers, same seed gives the same summary, resume is exact.
 
-use kp_tests::{assert_same_files, data_dir, imm_dir};
+use kp_tests::{assert_same_files, data_dir, imm_dir, train_losses};
 use kp_train::augment::AugmentPreset;
 use kp_train::config::{LrSchedule, Task, TrainConfig};
 use kp_train::figures;
@@ -183,17 +183,10 @@ fn wing_loss_trains_differently_and_logs_the_mse() {
     .unwrap();
     let sw = train(wing(), &tmp.path().join("w"), &TrainOptions::default()).unwrap();
     assert_ne!(sm, sw);
-    let train_losses = |name: &str| -> Vec<f64> {
-        RunDir::open(tmp.path().join(name))
-            .unwrap()
-            .read_metrics()
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.split == "train")
-            .map(|r| r.loss)
-            .collect()
-    };
-    let (m, w) = (train_losses("m"), train_losses("w"));
+    let (m, w) = (
+        train_losses(&tmp.path().join("m")),
+        train_losses(&tmp.path().join("w")),
+    );
     assert_eq!(m[0], w[0]);
     assert_ne!(m[1], w[1]);
     assert!(w.iter().all(|&l| l < 1.0), "not a normalised MSE: {w:?}");
