@@ -12,6 +12,8 @@
 //! optional ReLU in place. Forward only (no backward): compact networks' inference (the YuNet
 //! detector). Other dtypes and devices take candle's `conv2d`.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -95,8 +97,14 @@ fn forward(
     forward_gemm(x, w, b, dims, relu)
 }
 
-/// The portable path: per image, bands of output channels (one or more per thread) as GEMMs,
-/// then the bias and ReLU over each band.
+/// The portable path: GEMMs of weight rows by an image, then the bias and ReLU over each
+/// GEMM's rows while they are in cache (skipped when the bias is zero and there is no ReLU,
+/// as in the compact model's units, whose batch norm lives in the depthwise filter after).
+///
+/// A batch of at least as many images as threads runs whole images per task: one fork-join
+/// per layer. Fewer images split each image's output channels into bands, one or more per
+/// thread (a fork-join per image, which at batch 64 was most of the threads' idle time).
+/// Either way each output is one GEMM dot product over the input channels.
 fn forward_gemm(
     x: &[f32],
     w: &[f32],
@@ -107,53 +115,63 @@ fn forward_gemm(
     if hw == 0 || cout == 0 {
         return vec![0f32; n * cout * hw];
     }
-    // Bands of output channels, one or more per thread (at least 8 rows each).
+    let epilogue = relu || b.iter().any(|&v| v != 0.0);
+    // Rows r0.. of image `img`'s output, `ob` (rows x hw, uninitialised).
+    let rows_of_image = |img: usize, r0: usize, ob: &mut [MaybeUninit<f32>]| {
+        let rows = ob.len() / hw;
+        let xi = &x[img * cin * hw..(img + 1) * cin * hw];
+        let wb = &w[r0 * cin..(r0 + rows) * cin];
+        // SAFETY: `ob` is rows x hw, `wb` rows x cin, `xi` cin x hw, all row-major and in
+        // bounds; the destination is not read (beta = 0 with read_dst false), so it may be
+        // uninitialised, and gemm writes all of it.
+        let ob = unsafe {
+            gemm::gemm(
+                rows,
+                hw,
+                cin,
+                ob.as_mut_ptr() as *mut f32,
+                1,
+                hw as isize,
+                false,
+                wb.as_ptr(),
+                1,
+                cin as isize,
+                xi.as_ptr(),
+                1,
+                hw as isize,
+                0f32,
+                1f32,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+            crate::outbuf::written::<f32>(ob)
+        };
+        if epilogue {
+            for (r, row) in ob.chunks_mut(hw).enumerate() {
+                let bias = b[r0 + r];
+                for v in row.iter_mut() {
+                    let y = *v + bias;
+                    *v = if relu { y.max(0.0) } else { y };
+                }
+            }
+        }
+    };
     let threads = rayon::current_num_threads().max(1);
-    let band = cout.div_ceil(threads).max(8).min(cout);
     crate::outbuf::filled(n * cout * hw, |out| {
+        if n >= threads {
+            out.par_chunks_mut(cout * hw)
+                .enumerate()
+                .for_each(|(img, o)| rows_of_image(img, 0, o));
+            return;
+        }
+        // Bands of output channels, one or more per thread (at least 8 rows each).
+        let band = cout.div_ceil(threads).max(8).min(cout);
         for (img, o) in out.chunks_mut(cout * hw).enumerate() {
-            let xi = &x[img * cin * hw..(img + 1) * cin * hw];
             o.par_chunks_mut(band * hw)
                 .enumerate()
-                .for_each(|(bi, ob)| {
-                    let r0 = bi * band;
-                    let rows = ob.len() / hw;
-                    let wb = &w[r0 * cin..(r0 + rows) * cin];
-                    // SAFETY: `ob` is rows x hw, `wb` rows x cin, `xi` cin x hw, all row-major
-                    // and in bounds; the destination is not read (beta = 0 with read_dst false),
-                    // so it may be uninitialised, and gemm writes all of it.
-                    let ob = unsafe {
-                        gemm::gemm(
-                            rows,
-                            hw,
-                            cin,
-                            ob.as_mut_ptr() as *mut f32,
-                            1,
-                            hw as isize,
-                            false,
-                            wb.as_ptr(),
-                            1,
-                            cin as isize,
-                            xi.as_ptr(),
-                            1,
-                            hw as isize,
-                            0f32,
-                            1f32,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                        crate::outbuf::written::<f32>(ob)
-                    };
-                    for (r, row) in ob.chunks_mut(hw).enumerate() {
-                        let bias = b[r0 + r];
-                        for v in row.iter_mut() {
-                            let y = *v + bias;
-                            *v = if relu { y.max(0.0) } else { y };
-                        }
-                    }
-                });
+                .for_each(|(bi, ob)| rows_of_image(img, bi * band, ob));
         }
     })
 }
@@ -203,6 +221,48 @@ mod tests {
                         (g - r).abs() <= 1e-5 * (1.0 + r.abs()),
                         "{n}x{cin}->{cout} {h}x{w} relu={relu}: {g} vs {r}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_gemm_path_gives_the_plain_sums_whether_it_splits_images_or_channel_bands() {
+        // 1 and 3 threads; 1, 2 and 5 images: whole images per task when there are at least
+        // as many images as threads, else bands of channels; zero bias without ReLU skips the
+        // epilogue.
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (n, cin, hw, cout) in [(1, 5, 37, 20), (2, 8, 16, 9), (5, 3, 70, 33)] {
+                let x: Vec<f32> = (0..n * cin * hw)
+                    .map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.01)
+                    .collect();
+                let w: Vec<f32> = (0..cout * cin)
+                    .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.02)
+                    .collect();
+                for (bias, relu) in [(0.0, false), (0.0, true), (0.3, false), (-0.2, true)] {
+                    let b: Vec<f32> = (0..cout).map(|i| bias * i as f32).collect();
+                    let got = pool.install(|| forward_gemm(&x, &w, &b, (n, cin, hw, cout), relu));
+                    for img in 0..n {
+                        for r in 0..cout {
+                            for p in 0..hw {
+                                let s: f32 = (0..cin)
+                                    .map(|c| w[r * cin + c] * x[(img * cin + c) * hw + p])
+                                    .sum::<f32>()
+                                    + b[r];
+                                let want = if relu { s.max(0.0) } else { s };
+                                let g = got[(img * cout + r) * hw + p];
+                                assert!(
+                                    (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                    "{threads} threads, {n}x{cin}x{hw}->{cout} bias {bias} \
+                                     relu {relu} @({img},{r},{p}): {g} vs {want}"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
