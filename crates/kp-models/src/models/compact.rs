@@ -171,6 +171,10 @@ impl DpUnit {
             None => {
                 let y =
                     kp_ops::pointwise::pointwise_conv2d(x, self.pw.weight(), &self.zeros, false)?;
+                if self.residual {
+                    // The skip connection added in the filter's pass.
+                    return self.dw.forward_add(&y, true, x);
+                }
                 self.dw.forward(&y, true)?
             }
         };
@@ -351,7 +355,7 @@ impl CompactNet {
         let up = Upsample { scale: 2 };
         let mut top = levels.pop().expect("four stages");
         while let Some(finer) = levels.pop() {
-            top = (finer + up.forward(&top)?)?;
+            top = up.forward_add(&top, &finer)?;
         }
         let y = self.fuse.forward(&top, train)?;
         match (self.is_folded(), self.final_layer.bias()) {

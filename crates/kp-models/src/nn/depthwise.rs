@@ -86,6 +86,27 @@ impl DepthwiseConv2d {
         )?)
     }
 
+    /// `relu?(conv(x) + b) + residual`: for prediction on the CPU one fused pass
+    /// ([`kp_ops::depthwise::depthwise_conv2d_add`]); while anything tracks gradients, the
+    /// differentiable [`Self::forward`] and an add.
+    pub fn forward_add(&self, x: &Tensor, relu: bool, residual: &Tensor) -> Result<Tensor> {
+        let tracked = [x, residual, &self.weight]
+            .into_iter()
+            .chain(self.bias.as_ref())
+            .any(Tensor::track_op);
+        if tracked {
+            return Ok((self.forward(x, relu)? + residual)?);
+        }
+        let b = self.bias.as_ref().unwrap_or(&self.zeros);
+        Ok(kp_ops::depthwise::depthwise_conv2d_add(
+            x,
+            &self.weight,
+            b,
+            relu,
+            residual,
+        )?)
+    }
+
     /// Writes `relu?(conv(x) + b)` into an ONNX graph: a `Conv` with one group per channel.
     pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str, relu: bool) -> Result<String> {
         let y = g.conv(x, &self.weight, self.bias.as_ref(), 1, 1, self.channels())?;

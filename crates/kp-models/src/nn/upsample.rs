@@ -48,6 +48,26 @@ impl Upsample {
 }
 
 impl Upsample {
+    /// `addend + self.forward(x)` (a feature pyramid's top-down sum): for prediction on the
+    /// CPU one pass ([`kp_ops::upsample::upsample_nearest_add`]) without the upsampled tensor
+    /// in between; otherwise the differentiable upsampling and an add.
+    pub fn forward_add(&self, x: &Tensor, addend: &Tensor) -> Result<Tensor> {
+        if self.scale >= 1
+            && !x.track_op()
+            && !addend.track_op()
+            && x.dtype() == candle_core::DType::F32
+            && addend.dtype() == candle_core::DType::F32
+            && kp_ops::dispatch::uses_cpu_kernels(x.device())
+        {
+            return Ok(kp_ops::upsample::upsample_nearest_add(
+                x, self.scale, addend,
+            )?);
+        }
+        Ok((addend + self.forward(x)?)?)
+    }
+}
+
+impl Upsample {
     /// Writes the layer into an ONNX graph: `Resize` by `(1, 1, s, s)`, nearest, with the
     /// `asymmetric` / `floor` rule that makes output pixel `i` copy input pixel `i / s`, as the
     /// broadcast does.
