@@ -94,8 +94,7 @@ impl FaceDetector {
         let faces = if scale < 1.0 {
             let sw = ((w as f32 * scale).round() as u32).max(1);
             let sh = ((h as f32 * scale).round() as u32).max(1);
-            let small =
-                image::imageops::resize(photo, sw, sh, image::imageops::FilterType::Triangle);
+            let small = kp_data::loading::resize_rgb8(photo, sw, sh);
             // Map back with the exact per-axis ratio the resize used.
             let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
             self.net
