@@ -312,8 +312,8 @@ impl YuNet {
         let c4 = b[8].forward(&b[7].forward(&pool.forward(&c3)?)?)?; // model4, stride 16
         let c5 = b[10].forward(&b[9].forward(&pool.forward(&c4)?)?)?; // model5, stride 32
         let p5 = self.lateral[2].forward(&c5)?;
-        let p4 = self.lateral[1].forward(&(c4 + up.forward(&p5)?)?)?;
-        let p3 = self.lateral[0].forward(&(c3 + up.forward(&p4)?)?)?;
+        let p4 = self.lateral[1].forward(&up.forward_add(&p5, &c4)?)?;
+        let p3 = self.lateral[0].forward(&up.forward_add(&p4, &c3)?)?;
         let level = |i: usize, p: &Tensor| -> Result<LevelOutput> {
             let [shared, cls, bbox, obj, kps] = &self.heads[i];
             let s = shared.forward(p)?;
