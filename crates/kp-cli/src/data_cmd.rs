@@ -39,6 +39,11 @@ pub enum DataCommand {
         /// JSON file to write (e.g. models/yunet/box_calibration_ibug.json).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Fit the map from the box around each face's labelled keypoints to its box instead
+        /// (no detector; what `--refine` re-frames a face with after a first prediction, e.g.
+        /// models/landmarks/box_from_points_ibug.json).
+        #[arg(long)]
+        from_points: bool,
         #[command(flatten)]
         detector: crate::detect_cmd::DetectorArgs,
     },
@@ -107,7 +112,14 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Calibrate {
             path,
             out,
+            from_points: true,
+            ..
+        } => calibrate_from_points(&path, out.as_deref()),
+        DataCommand::Calibrate {
+            path,
+            out,
             detector,
+            ..
         } => calibrate(&path, out.as_deref(), &detector),
     }
 }
@@ -143,7 +155,32 @@ fn calibrate(
         pairs.len(),
         boxed.len()
     );
-    let json = serde_json::to_string_pretty(&cal)?;
+    write_calibration(&cal, out)
+}
+
+/// `kp data calibrate --from-points`: the keypoints-to-box map on every face with a box and
+/// keypoints.
+fn calibrate_from_points(path: &std::path::Path, out: Option<&std::path::Path>) -> Result<()> {
+    let dataset = kp_data::format::load_dataset(path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let faces: Vec<&kp_data::Face> = dataset.faces.iter().collect();
+    let cal = kp_train::detect::BoxCalibration::fit_points(&faces)
+        .with_context(|| format!("{}: no face with a box and keypoints", path.display()))?;
+    eprintln!(
+        "{}: fitted on {} of {} faces",
+        path.display(),
+        cal.faces,
+        faces.len()
+    );
+    write_calibration(&cal, out)
+}
+
+/// Prints a calibration as JSON and writes it to `out`.
+fn write_calibration(
+    cal: &kp_train::detect::BoxCalibration,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let json = serde_json::to_string_pretty(cal)?;
     println!("{json}");
     if let Some(out) = out {
         kp_fs::write_atomic(out, format!("{json}\n").as_bytes())?;

@@ -44,6 +44,12 @@ pub struct EvalArgs {
     /// (for comparisons with other tools on the same faces and boxes).
     #[arg(long, value_name = "FILE")]
     faces: Option<PathBuf>,
+    /// Second-stage passes: each re-frames every face around the last prediction (the box
+    /// the training faces' labels give for the box around their keypoints, fitted on the
+    /// training split) and predicts again with the run's own preprocessing (no `--augment`
+    /// box noise: the box now comes from the face).
+    #[arg(long, default_value_t = 0, value_name = "PASSES")]
+    refine: usize,
     #[command(flatten)]
     mirror: MirrorArgs,
 }
@@ -96,7 +102,22 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         let (found, of) = predictor.use_detector_boxes(&mut prepared, split, &detector, &cal)?;
         eprintln!("face detector: {found} of {of} faces found (the others keep the dataset's box)");
     }
-    let ev = predictor.evaluate_prepared(&prepared, split)?;
+    let mut ev = predictor.evaluate_prepared(&prepared, split)?;
+    if a.refine > 0 {
+        let train: Vec<&kp_data::Face> = prepared
+            .train
+            .iter()
+            .map(|&i| &prepared.dataset.faces[i])
+            .collect();
+        let map = kp_train::detect::BoxCalibration::fit_points(&train)
+            .context("fitting the keypoints-to-box map on the training split")?;
+        let mut second = a.mirror.apply(a.model.predictor()?)?;
+        second.config.skip_bad |= a.skip_bad;
+        for _ in 0..a.refine {
+            second.refine_boxes(&mut prepared, split, &ev.predictions, &map)?;
+            ev = second.evaluate_prepared(&prepared, split)?;
+        }
+    }
     if let Some(path) = &a.faces {
         let xy = |p: &[kp_data::Point]| p.iter().map(|p| [p.x, p.y]).collect::<Vec<_>>();
         let mut text = String::new();

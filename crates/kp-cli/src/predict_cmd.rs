@@ -38,6 +38,11 @@ pub struct PredictArgs {
     /// first; score and box empty where no detector ran).
     #[arg(long)]
     csv: bool,
+    /// Second-stage passes for detected faces: each re-frames every face around its last
+    /// keypoints (the box the 300-W labels give for the box around their points) and predicts
+    /// again (0: the detector's calibrated box only).
+    #[arg(long, default_value_t = Landmarker::DEFAULT_REFINE, value_name = "PASSES")]
+    refine: usize,
     #[command(flatten)]
     mirror: MirrorArgs,
     #[command(flatten)]
@@ -92,7 +97,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     let predictor = a.mirror.apply(predictor)?;
     let model = a.model.label();
     let scheme = predictor.config.scheme();
-    let landmarker = Landmarker::from_predictor(predictor, a.detector.config())?;
+    let landmarker =
+        Landmarker::from_predictor(predictor, a.detector.config())?.with_refinement(a.refine);
     let input = a
         .photo
         .as_ref()

@@ -143,6 +143,14 @@ pub const IBUG_CALIBRATION_JSON: &str = include_str!(concat!(
     "/../../models/yunet/box_calibration_ibug.json"
 ));
 
+/// The bundled map from the box around a face's 68 keypoints to 300-W's crop box, fitted by
+/// `kp data calibrate --from-points` on the 1,326 training crops: how
+/// [`crate::landmarker::Landmarker`] re-frames a face around a first prediction.
+pub const IBUG_POINTS_CALIBRATION_JSON: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../models/landmarks/box_from_points_ibug.json"
+));
+
 impl BoxCalibration {
     /// The bundled 300-W calibration.
     pub fn ibug() -> Self {
@@ -150,9 +158,20 @@ impl BoxCalibration {
             .expect("the bundled calibration parses (tested)")
     }
 
+    /// The bundled 300-W keypoints-to-box map ([`IBUG_POINTS_CALIBRATION_JSON`]).
+    pub fn ibug_points() -> Self {
+        serde_json::from_str(IBUG_POINTS_CALIBRATION_JSON)
+            .expect("the bundled keypoints-to-box map parses (tested)")
+    }
+
     /// The box a model trained with this convention expects for detection `d`.
     pub fn apply(&self, d: &Detection) -> BBox {
-        let [l, t, w, h] = d.bbox;
+        self.apply_rect(d.bbox)
+    }
+
+    /// The box for any rectangle `[left, top, width, height]` of the kind the map was fitted
+    /// on (a detection's box, or the box around predicted keypoints: [`Self::fit_rects`]).
+    pub fn apply_rect(&self, [l, t, w, h]: [f32; 4]) -> BBox {
         let (cx, cy) = (l + w / 2.0 + self.dx * w, t + h / 2.0 + self.dy * h);
         let side = self.side * (w * h).max(0.0).sqrt();
         BBox::new(cx - side / 2.0, cy - side / 2.0, side, side)
@@ -165,12 +184,21 @@ impl BoxCalibration {
                 "box calibration: no face was detected on the dataset".into(),
             ));
         }
+        let rects: Vec<([f32; 4], BBox)> = pairs.iter().map(|(d, b)| (d.bbox, *b)).collect();
+        Self::fit_rects(&rects)
+    }
+
+    /// Fits the map on `(rectangle, dataset box)` pairs: the medians of the centre shifts and
+    /// of the side ratio.
+    pub fn fit_rects(pairs: &[([f32; 4], BBox)]) -> Result<Self> {
+        if pairs.is_empty() {
+            return Err(Error::Config("box calibration: no (box, box) pair".into()));
+        }
         let median = |v: Vec<f32>| {
             crate::bench::median(&v.into_iter().map(f64::from).collect::<Vec<_>>()) as f32
         };
         let (mut dx, mut dy, mut side) = (Vec::new(), Vec::new(), Vec::new());
-        for (d, b) in pairs {
-            let [l, t, w, h] = d.bbox;
+        for ([l, t, w, h], b) in pairs {
             let c = b.center();
             dx.push((c.x - (l + w / 2.0)) / w);
             dy.push((c.y - (t + h / 2.0)) / h);
@@ -183,8 +211,29 @@ impl BoxCalibration {
             faces: pairs.len(),
             median_iou: 0.0,
         };
-        cal.median_iou = median(pairs.iter().map(|(d, b)| iou(&cal.apply(d), b)).collect());
+        cal.median_iou = median(
+            pairs
+                .iter()
+                .map(|(r, b)| iou(&cal.apply_rect(*r), b))
+                .collect(),
+        );
         Ok(cal)
+    }
+
+    /// The map from the box around a face's 68 keypoints to its dataset box, fitted on
+    /// `faces`' labels: what re-frames a face around a first prediction
+    /// ([`crate::predict::Predictor::refine_boxes`]). Faces without a box or keypoints are
+    /// left out.
+    pub fn fit_points(faces: &[&kp_data::Face]) -> Result<Self> {
+        let pairs: Vec<([f32; 4], BBox)> = faces
+            .iter()
+            .filter_map(|f| {
+                let r = BBox::around(&f.keypoints)?;
+                let b = f.bbox?;
+                (r.width > 0.0 && r.height > 0.0).then_some(([r.left, r.top, r.width, r.height], b))
+            })
+            .collect();
+        Self::fit_rects(&pairs)
     }
 }
 
@@ -261,6 +310,60 @@ mod tests {
             "{fit:?}"
         );
         assert!(BoxCalibration::fit(&[]).is_err());
+    }
+
+    #[test]
+    fn the_keypoints_to_box_map_is_bundled_and_fits_faces_boxes_around_their_points() {
+        // 300-W's crop boxes are squares centred on the box around the 68 points.
+        let bundled = BoxCalibration::ibug_points();
+        assert!(
+            bundled.faces > 1000 && bundled.median_iou > 0.9,
+            "{bundled:?}"
+        );
+        assert!(
+            bundled.dx.abs() < 0.01 && bundled.dy.abs() < 0.01,
+            "{bundled:?}"
+        );
+        // Faces whose box is the known map of their points' box; one without a box and one
+        // whose points are a single spot are left out.
+        let truth = BoxCalibration {
+            dx: -0.02,
+            dy: 0.08,
+            side: 1.1,
+            faces: 0,
+            median_iou: 0.0,
+        };
+        let mut faces: Vec<kp_data::Face> = (0..7)
+            .map(|i| {
+                let k = i as f32;
+                let pts = vec![
+                    kp_data::Point::new(10.0 + k, 20.0),
+                    kp_data::Point::new(60.0 + 2.0 * k, 35.0),
+                    kp_data::Point::new(30.0, 90.0 + k),
+                ];
+                let r = BBox::around(&pts).unwrap();
+                let mut f = kp_data::Face::new("a.png", pts);
+                f.bbox = Some(truth.apply_rect([r.left, r.top, r.width, r.height]));
+                f
+            })
+            .collect();
+        faces.push(kp_data::Face::new(
+            "b.png",
+            vec![kp_data::Point::new(1.0, 1.0)],
+        ));
+        let mut spot = kp_data::Face::new("c.png", vec![kp_data::Point::new(5.0, 5.0); 3]);
+        spot.bbox = Some(BBox::new(0.0, 0.0, 10.0, 10.0));
+        faces.push(spot);
+        let refs: Vec<&kp_data::Face> = faces.iter().collect();
+        let fit = BoxCalibration::fit_points(&refs).unwrap();
+        assert_eq!(fit.faces, 7);
+        assert!(
+            (fit.dx + 0.02).abs() < 1e-5
+                && (fit.dy - 0.08).abs() < 1e-5
+                && (fit.side - 1.1).abs() < 1e-5,
+            "{fit:?}"
+        );
+        assert!(BoxCalibration::fit_points(&refs[7..]).is_err());
     }
 
     #[test]

@@ -294,6 +294,56 @@ impl Predictor {
         Ok((detected, indices.len()))
     }
 
+    /// Re-frames `split`'s faces around a first prediction: face `split[j]` gets the box
+    /// `map` gives for the box around `predictions[j]` (its points in original pixels) and is
+    /// cached again with it, so a second [`Self::evaluate_prepared`] sees each face framed as
+    /// the training faces were (a cascade's second stage, with the same network). Returns
+    /// how many faces were re-framed (those whose prediction has a box).
+    pub fn refine_boxes(
+        &self,
+        prepared: &mut PreparedData,
+        split: EvalSplit,
+        predictions: &[Vec<Point>],
+        map: &crate::detect::BoxCalibration,
+    ) -> Result<usize> {
+        let indices = split.indices(prepared);
+        if indices.len() != predictions.len() {
+            return Err(Error::Config(format!(
+                "refining boxes: {} predictions for {} faces",
+                predictions.len(),
+                indices.len()
+            )));
+        }
+        let cfg = &self.config;
+        let faces = &prepared.dataset.faces;
+        let recached = indices
+            .par_iter()
+            .zip(predictions)
+            .map(|(&i, pred)| {
+                let Some(r) = BBox::around(pred).filter(|r| r.width > 0.0 && r.height > 0.0) else {
+                    return Ok(None);
+                };
+                let bbox = map.apply_rect([r.left, r.top, r.width, r.height]);
+                let mut f = faces[i].clone();
+                f.bbox = Some(bbox);
+                let gray = kp_data::loading::load_gray(&f.image)?;
+                let subset = cfg.keypoints.as_deref();
+                Ok(Some((
+                    i,
+                    bbox,
+                    cache_decoded(&gray, &f, subset, cfg.width, cfg.height),
+                )))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut refined = 0;
+        for (i, bbox, c) in recached.into_iter().flatten() {
+            prepared.cache[i] = c;
+            prepared.dataset.faces[i].bbox = Some(bbox);
+            refined += 1;
+        }
+        Ok(refined)
+    }
+
     /// The network inputs of `prepared`'s faces `indices` after the evaluation preprocessing:
     /// what [`Self::evaluate_prepared`] feeds the model.
     pub fn samples(&self, prepared: &PreparedData, indices: &[usize]) -> Result<Vec<Sample>> {
