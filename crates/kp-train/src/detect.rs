@@ -220,6 +220,12 @@ impl BoxCalibration {
         Ok(cal)
     }
 
+    /// The box for the box around `points` (a prediction's keypoints, for a map fitted by
+    /// [`Self::fit_points`]), or `None` when they span no area.
+    pub fn apply_points(&self, points: &[kp_data::Point]) -> Option<BBox> {
+        points_rect(points).map(|r| self.apply_rect(r))
+    }
+
     /// The map from the box around a face's 68 keypoints to its dataset box, fitted on
     /// `faces`' labels: what re-frames a face around a first prediction
     /// ([`crate::predict::Predictor::refine_boxes`]). Faces without a box or keypoints are
@@ -227,14 +233,16 @@ impl BoxCalibration {
     pub fn fit_points(faces: &[&kp_data::Face]) -> Result<Self> {
         let pairs: Vec<([f32; 4], BBox)> = faces
             .iter()
-            .filter_map(|f| {
-                let r = BBox::around(&f.keypoints)?;
-                let b = f.bbox?;
-                (r.width > 0.0 && r.height > 0.0).then_some(([r.left, r.top, r.width, r.height], b))
-            })
+            .filter_map(|f| Some((points_rect(&f.keypoints)?, f.bbox?)))
             .collect();
         Self::fit_rects(&pairs)
     }
+}
+
+/// `[left, top, width, height]` of the box around `points`, when it has an area.
+fn points_rect(points: &[kp_data::Point]) -> Option<[f32; 4]> {
+    let r = BBox::around(points)?;
+    (r.width > 0.0 && r.height > 0.0).then_some([r.left, r.top, r.width, r.height])
 }
 
 /// Intersection over union of two boxes.

@@ -245,15 +245,7 @@ impl Landmarker {
             let reframed: Vec<(&GrayF32, Option<BBox>)> = items
                 .iter()
                 .zip(&points)
-                .map(|((img, b), p)| {
-                    let around = BBox::around(p).filter(|r| r.width > 0.0 && r.height > 0.0);
-                    let b2 = around.map(|r| {
-                        self.refine
-                            .map
-                            .apply_rect([r.left, r.top, r.width, r.height])
-                    });
-                    (*img, b2.or(*b))
-                })
+                .map(|((img, b), p)| (*img, self.refine.map.apply_points(p).or(*b)))
                 .collect();
             points = self.predictor.predict_many(&reframed)?;
         }

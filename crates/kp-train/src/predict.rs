@@ -26,6 +26,21 @@ pub enum EvalSplit {
     All,
 }
 
+/// Puts faces cached again with new boxes (`(index, box, cache)`, `None` for faces that keep
+/// theirs) into `prepared`; returns how many there were.
+fn store_boxed(
+    prepared: &mut PreparedData,
+    recached: Vec<Option<(usize, BBox, CachedFace)>>,
+) -> usize {
+    let mut n = 0;
+    for (i, bbox, c) in recached.into_iter().flatten() {
+        prepared.cache[i] = c;
+        prepared.dataset.faces[i].bbox = Some(bbox);
+        n += 1;
+    }
+    n
+}
+
 impl EvalSplit {
     /// Parses `train`, `val` or `all`.
     pub fn parse(s: &str) -> Result<Self> {
@@ -259,7 +274,6 @@ impl Predictor {
         calibration: &crate::detect::BoxCalibration,
     ) -> Result<(usize, usize)> {
         let indices = split.indices(prepared);
-        let cfg = &self.config;
         let faces = &prepared.dataset.faces;
         let recached = indices
             .par_iter()
@@ -273,25 +287,22 @@ impl Predictor {
                 let Some(d) = own.and_then(|b| crate::detect::best_match(&found, &b)) else {
                     return Ok(None);
                 };
-                let mut f = face.clone();
                 let bbox = calibration.apply(d);
-                f.bbox = Some(bbox);
                 let gray = kp_data::gray_from_u8(&photo.into_luma8());
-                let subset = cfg.keypoints.as_deref();
-                Ok(Some((
-                    i,
-                    bbox,
-                    cache_decoded(&gray, &f, subset, cfg.width, cfg.height),
-                )))
+                Ok(Some((i, bbox, self.cache_boxed(&gray, face, bbox))))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut detected = 0;
-        for (i, bbox, c) in recached.into_iter().flatten() {
-            prepared.cache[i] = c;
-            prepared.dataset.faces[i].bbox = Some(bbox);
-            detected += 1;
-        }
+        let detected = store_boxed(prepared, recached);
         Ok((detected, indices.len()))
+    }
+
+    /// `face` cached from its decoded photo `gray` with the box `bbox` (the run's size and
+    /// keypoint subset).
+    fn cache_boxed(&self, gray: &GrayF32, face: &Face, bbox: BBox) -> CachedFace {
+        let mut f = face.clone();
+        f.bbox = Some(bbox);
+        let cfg = &self.config;
+        cache_decoded(gray, &f, cfg.keypoints.as_deref(), cfg.width, cfg.height)
     }
 
     /// Re-frames `split`'s faces around a first prediction: face `split[j]` gets the box
@@ -314,34 +325,19 @@ impl Predictor {
                 indices.len()
             )));
         }
-        let cfg = &self.config;
         let faces = &prepared.dataset.faces;
         let recached = indices
             .par_iter()
             .zip(predictions)
             .map(|(&i, pred)| {
-                let Some(r) = BBox::around(pred).filter(|r| r.width > 0.0 && r.height > 0.0) else {
+                let Some(bbox) = map.apply_points(pred) else {
                     return Ok(None);
                 };
-                let bbox = map.apply_rect([r.left, r.top, r.width, r.height]);
-                let mut f = faces[i].clone();
-                f.bbox = Some(bbox);
-                let gray = kp_data::loading::load_gray(&f.image)?;
-                let subset = cfg.keypoints.as_deref();
-                Ok(Some((
-                    i,
-                    bbox,
-                    cache_decoded(&gray, &f, subset, cfg.width, cfg.height),
-                )))
+                let gray = kp_data::loading::load_gray(&faces[i].image)?;
+                Ok(Some((i, bbox, self.cache_boxed(&gray, &faces[i], bbox))))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut refined = 0;
-        for (i, bbox, c) in recached.into_iter().flatten() {
-            prepared.cache[i] = c;
-            prepared.dataset.faces[i].bbox = Some(bbox);
-            refined += 1;
-        }
-        Ok(refined)
+        Ok(store_boxed(prepared, recached))
     }
 
     /// The network inputs of `prepared`'s faces `indices` after the evaluation preprocessing:
