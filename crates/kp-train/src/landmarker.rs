@@ -108,10 +108,11 @@ impl Landmarker {
         })
     }
 
-    /// Second-stage passes by default: one (held out, with detector boxes it lowered the
-    /// compact recipe's NME by 0.8-3.9% relative and its failures by a third; a second added
-    /// nothing: `models/landmarks/ibug68-compact/README.md`, `kp eval --refine`).
-    pub const DEFAULT_REFINE: usize = 1;
+    /// Second-stage passes by default: none. Held out on 300-W with YuNet's boxes one pass
+    /// lowered the NME by 0.5-0.8% relative (3-4% with simulated detector boxes), but on the
+    /// 43 labelled faces of dlib's example photos (smaller faces) it raised it by 1-22%
+    /// (`models/landmarks/ibug68-compact/README.md`), so it is asked for (`--refine 1`).
+    pub const DEFAULT_REFINE: usize = 0;
 
     /// With `passes` second-stage passes (0: the detector's calibrated box only): each
     /// re-frames every face around its last keypoints and predicts again. Box models only.
