@@ -75,6 +75,7 @@ pub enum BoxSource {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let mut predictor = a.model.predictor()?;
+    let own_preprocessing = predictor.config.eval_augment.clone();
     if let Some(spec) = a.augment.clone() {
         predictor = predictor
             .with_preprocessing(spec.clone(), a.seed)
@@ -111,11 +112,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             .collect();
         let map = kp_train::detect::BoxCalibration::fit_points(&train)
             .context("fitting the keypoints-to-box map on the training split")?;
-        let mut second = a.mirror.apply(a.model.predictor()?)?;
-        second.config.skip_bad |= a.skip_bad;
+        // The second stage: the same model with the run's own preprocessing.
+        let predictor = predictor.with_preprocessing(own_preprocessing, 0)?;
         for _ in 0..a.refine {
-            second.refine_boxes(&mut prepared, split, &ev.predictions, &map)?;
-            ev = second.evaluate_prepared(&prepared, split)?;
+            predictor.refine_boxes(&mut prepared, split, &ev.predictions, &map)?;
+            ev = predictor.evaluate_prepared(&prepared, split)?;
         }
     }
     if let Some(path) = &a.faces {

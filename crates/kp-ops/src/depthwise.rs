@@ -36,15 +36,7 @@ pub fn depthwise_conv2d(
     padding: usize,
     relu: bool,
 ) -> Result<Tensor> {
-    let (_, c, _, _) = x.dims4()?;
-    let (wc, one, kh, kw) = weight.dims4()?;
-    if wc != c || one != 1 || bias.dims() != [c] {
-        candle_core::bail!(
-            "depthwise conv2d: input has {c} channels, weight {:?}, bias {:?} (expected ({c}, 1, k, k) and ({c}))",
-            weight.dims(),
-            bias.dims()
-        );
-    }
+    let (c, kh, kw) = check_operands(x, weight, bias)?;
     let fast = crate::dispatch::uses_cpu_kernels(x.device())
         && x.dtype() == candle_core::DType::F32
         && (kh, kw, stride, padding) == (3, 3, 1, 1);
@@ -77,23 +69,13 @@ pub fn depthwise_conv2d_add(
             residual.dims()
         );
     }
+    let (c, kh, kw) = check_operands(x, weight, bias)?;
     let fast = crate::dispatch::uses_cpu_kernels(x.device())
         && x.dtype() == candle_core::DType::F32
         && residual.dtype() == candle_core::DType::F32
-        && weight
-            .dims4()
-            .is_ok_and(|(_, _, kh, kw)| (kh, kw) == (3, 3));
+        && (kh, kw) == (3, 3);
     if !fast {
         return depthwise_conv2d(x, weight, bias, 1, 1, relu)? + residual;
-    }
-    let (_, c, _, _) = x.dims4()?;
-    let (wc, one, _, _) = weight.dims4()?;
-    if wc != c || one != 1 || bias.dims() != [c] {
-        candle_core::bail!(
-            "depthwise conv2d: input has {c} channels, weight {:?}, bias {:?} (expected ({c}, 1, 3, 3) and ({c}))",
-            weight.dims(),
-            bias.dims()
-        );
     }
     // The filters and biases as one (C, 10) operand, so the op's three inputs are the image,
     // the residual and the parameters.
@@ -106,6 +88,21 @@ pub fn depthwise_conv2d_add(
     )?;
     x.contiguous()?
         .apply_op3_no_bwd(&residual.contiguous()?, &params, &Depthwise3x3Add { relu })
+}
+
+/// The channels and kernel size of a depthwise convolution's operands, `x (N, C, H, W)`,
+/// `weight (C, 1, kh, kw)`, `bias (C)`, or an error naming the mismatch.
+fn check_operands(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<(usize, usize, usize)> {
+    let (_, c, _, _) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    if wc != c || one != 1 || bias.dims() != [c] {
+        candle_core::bail!(
+            "depthwise conv2d: input has {c} channels, weight {:?}, bias {:?} (expected ({c}, 1, k, k) and ({c}))",
+            weight.dims(),
+            bias.dims()
+        );
+    }
+    Ok((c, kh, kw))
 }
 
 /// Runs a fused `(input, weight, bias)` CPU op on contiguous copies of its operands.

@@ -245,6 +245,17 @@ mod tests {
         }
     }
 
+    /// Varied images `(n, cin, hw)` and weights `(cout, cin)` for the kernel tests.
+    fn operands(n: usize, cin: usize, hw: usize, cout: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..n * cin * hw)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.01)
+            .collect();
+        let w = (0..cout * cin)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.02)
+            .collect();
+        (x, w)
+    }
+
     #[test]
     fn the_gemm_path_gives_the_plain_sums_whether_it_splits_images_or_channel_bands() {
         // 1 and 3 threads; 1, 2 and 5 images: whole images per task when there are at least
@@ -262,12 +273,7 @@ mod tests {
                 (5, 3, 70, 33),
                 (1, 4, 1000, 70),
             ] {
-                let x: Vec<f32> = (0..n * cin * hw)
-                    .map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.01)
-                    .collect();
-                let w: Vec<f32> = (0..cout * cin)
-                    .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.02)
-                    .collect();
+                let (x, w) = operands(n, cin, hw, cout);
                 for (bias, relu) in [(0.0, false), (0.0, true), (0.3, false), (-0.2, true)] {
                     let b: Vec<f32> = (0..cout).map(|i| bias * i as f32).collect();
                     let got = pool.install(|| forward_gemm(&x, &w, &b, (n, cin, hw, cout), relu));
@@ -303,12 +309,7 @@ mod tests {
             (3, 3, 1, 6),
             (1, 16, 300, 32),
         ] {
-            let x: Vec<f32> = (0..n * cin * hw)
-                .map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.01)
-                .collect();
-            let w: Vec<f32> = (0..cout * cin)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.02)
-                .collect();
+            let (x, w) = operands(n, cin, hw, cout);
             let b: Vec<f32> = (0..cout).map(|i| i as f32 * 0.1 - 1.0).collect();
             for relu in [false, true] {
                 let got = forward(&x, &w, &b, (n, cin, hw, cout), relu);

@@ -126,13 +126,18 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// `(n, c, h, w)` holding 0, 1, 2, ... in order.
+    fn counting((n, c, h, w): (usize, usize, usize, usize)) -> Tensor {
+        Tensor::arange(0f32, (n * c * h * w) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((n, c, h, w))
+            .unwrap()
+    }
+
     #[test]
     fn every_output_pixel_copies_the_input_pixel_it_falls_in() {
         let (n, c, h, w) = (2, 3, 3, 5);
-        let x = Tensor::arange(0f32, (n * c * h * w) as f32, &Device::Cpu)
-            .unwrap()
-            .reshape((n, c, h, w))
-            .unwrap();
+        let x = counting((n, c, h, w));
         for s in [1, 2, 3] {
             let y = upsample_nearest(&x, s).unwrap();
             assert_eq!(y.dims(), [n, c, h * s, w * s]);
@@ -155,16 +160,9 @@ mod tests {
     #[test]
     fn the_fused_add_equals_the_upsampled_tensor_plus_the_addend() {
         let (n, c, h, w) = (2, 3, 3, 5);
-        let x = Tensor::arange(0f32, (n * c * h * w) as f32, &Device::Cpu)
-            .unwrap()
-            .reshape((n, c, h, w))
-            .unwrap();
+        let x = counting((n, c, h, w));
         for s in [1, 2, 3] {
-            let a = (Tensor::arange(0f32, (n * c * h * w * s * s) as f32, &Device::Cpu)
-                .unwrap()
-                .reshape((n, c, h * s, w * s))
-                .unwrap()
-                * 0.37)
+            let a = (counting((n, c, h * s, w * s)) * 0.37)
                 .unwrap()
                 .sin()
                 .unwrap();

@@ -34,10 +34,7 @@ impl Upsample {
             return Ok(x.clone());
         }
         let (n, c, h, w) = x.dims4()?;
-        if !x.track_op()
-            && x.dtype() == candle_core::DType::F32
-            && kp_ops::dispatch::uses_cpu_kernels(x.device())
-        {
+        if predicting_on_cpu(x) {
             // Prediction on the CPU: one pass instead of a strided broadcast copy.
             return Ok(kp_ops::upsample::upsample_nearest(x, s)?);
         }
@@ -47,18 +44,20 @@ impl Upsample {
     }
 }
 
+/// Whether `x` takes kp-ops' forward-only CPU kernels: an f32 tensor on the CPU that no
+/// gradient is tracked through (prediction).
+fn predicting_on_cpu(x: &Tensor) -> bool {
+    !x.track_op()
+        && x.dtype() == candle_core::DType::F32
+        && kp_ops::dispatch::uses_cpu_kernels(x.device())
+}
+
 impl Upsample {
     /// `addend + self.forward(x)` (a feature pyramid's top-down sum): for prediction on the
     /// CPU one pass ([`kp_ops::upsample::upsample_nearest_add`]) without the upsampled tensor
     /// in between; otherwise the differentiable upsampling and an add.
     pub fn forward_add(&self, x: &Tensor, addend: &Tensor) -> Result<Tensor> {
-        if self.scale >= 1
-            && !x.track_op()
-            && !addend.track_op()
-            && x.dtype() == candle_core::DType::F32
-            && addend.dtype() == candle_core::DType::F32
-            && kp_ops::dispatch::uses_cpu_kernels(x.device())
-        {
+        if self.scale >= 1 && predicting_on_cpu(x) && predicting_on_cpu(addend) {
             return Ok(kp_ops::upsample::upsample_nearest_add(
                 x, self.scale, addend,
             )?);
