@@ -116,6 +116,7 @@ impl Case {
                 .model
                 .parse()
                 .expect("train and infer cases name registry models"),
+            channel_multiplier: 1.0,
             batch: self.batch,
             kind: match self.kind {
                 Kind::Train => StepKind::Train,

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// The registry model to time.
     #[arg(long, value_enum, default_value_t = kp_models::ModelKind::ResNet18)]
     model: kp_models::ModelKind,
+    /// The compact model's width multiplier (every channel count times this, rounded to a
+    /// multiple of 8), as `kp train --channel-multiplier`.
+    #[arg(long, default_value_t = 1.0)]
+    channel_multiplier: f64,
     /// Batch sizes to time (repeat or comma separate).
     #[arg(long = "batch-size", value_delimiter = ',', default_values_t = [16usize, 64, 256])]
     batch_sizes: Vec<usize>,
@@ -80,6 +84,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     for &batch in &args.batch_sizes {
         let bench = StepBench {
             model: args.model,
+            channel_multiplier: args.channel_multiplier,
             batch,
             kind: if args.infer {
                 StepKind::Infer

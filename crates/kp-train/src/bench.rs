@@ -30,6 +30,9 @@ pub enum StepKind {
 pub struct StepBench {
     /// The registry model, at its default sizes.
     pub model: ModelKind,
+    /// The compact model's width multiplier (1 for every other model); named in the case as
+    /// `compact-x1.5` when not 1.
+    pub channel_multiplier: f64,
     /// Images per iteration.
     pub batch: usize,
     /// Training step or inference.
@@ -83,7 +86,11 @@ impl StepBench {
             Some(1) => "_1thread".into(),
             Some(n) => format!("_{n}threads"),
         };
-        format!("{}_{kind}_b{}{threads}", self.model, self.batch)
+        let model = match self.channel_multiplier {
+            1.0 => self.model.to_string(),
+            m => format!("{}-x{m}", self.model),
+        };
+        format!("{model}_{kind}_b{}{threads}", self.batch)
     }
 
     /// Builds the model on `device` (weights from seed 0) and times the iterations; inference
@@ -102,7 +109,10 @@ impl StepBench {
     }
 
     fn run_here(&self, device: &Device) -> Result<StepTimes> {
-        let cfg = ModelConfig::for_model(self.model);
+        let cfg = ModelConfig {
+            channel_multiplier: self.channel_multiplier,
+            ..ModelConfig::for_model(self.model)
+        };
         let varmap = VarMap::new();
         let model = build_model(
             self.model,
@@ -153,6 +163,7 @@ mod tests {
         for kind in [StepKind::Train, StepKind::Infer] {
             let b = StepBench {
                 model: ModelKind::NoseTipNet,
+                channel_multiplier: 1.0,
                 batch: 2,
                 kind,
                 warmup: 1,
@@ -166,6 +177,7 @@ mod tests {
         }
         let b = StepBench {
             model: ModelKind::NoseTipNet,
+            channel_multiplier: 1.0,
             batch: 4,
             kind: StepKind::Train,
             warmup: 0,
@@ -182,6 +194,12 @@ mod tests {
         };
         assert_eq!(one.name(), "compact_infer_b4_1thread");
         assert_eq!(one.run(&Device::Cpu).unwrap().ms.len(), 1);
+        let wide = StepBench {
+            channel_multiplier: 1.5,
+            ..one.clone()
+        };
+        assert_eq!(wide.name(), "compact-x1.5_infer_b4_1thread");
+        assert_eq!(wide.run(&Device::Cpu).unwrap().ms.len(), 1);
         assert_eq!(
             StepBench {
                 threads: Some(2),

@@ -191,6 +191,14 @@ pub const MAX_BATCH: usize = 65_536;
 /// The most epochs [`TrainConfig::validate`] accepts.
 pub const MAX_EPOCHS: usize = 1_000_000;
 
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
 /// Everything a training run needs; saved as `config.json` in the run folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -232,6 +240,10 @@ pub struct TrainConfig {
     pub width: usize,
     /// Network input height.
     pub height: usize,
+    /// The compact model's width multiplier (MobileNet's α: every channel count times this,
+    /// `kp_models::CompactConfig::with_channel_multiplier`); 1, the default, for every model.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub channel_multiplier: f64,
     /// Which of the dataset's points the model predicts (`None` = all).
     pub keypoints: Option<Vec<usize>>,
     /// Train/validation split.
@@ -284,6 +296,10 @@ pub struct TrainOverrides {
     /// The network (default: the recipe's).
     #[cfg_attr(feature = "clap", arg(long, value_enum))]
     pub model: Option<ModelKind>,
+    /// The compact model's width multiplier (every channel count times this, rounded to a
+    /// multiple of 8; 1.5: stages of 48-384 channels), in [0.25, 4].
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub channel_multiplier: Option<f64>,
     /// Seed for initialisation, shuffling and augmentation (default: the recipe's, 0).
     #[cfg_attr(feature = "clap", arg(long))]
     pub seed: Option<u64>,
@@ -321,6 +337,7 @@ impl TrainOverrides {
         set(&mut cfg.loss, &self.loss);
         set(&mut cfg.augment, &self.augment);
         set(&mut cfg.model, &self.model);
+        set(&mut cfg.channel_multiplier, &self.channel_multiplier);
         set(&mut cfg.seed, &self.seed);
         set(&mut cfg.device, &self.device);
         if self.limit.is_some() {
@@ -488,6 +505,16 @@ impl TrainConfig {
                     self.scheme().name
                 ));
             }
+        }
+        let m = self.channel_multiplier;
+        if !kp_models::ModelConfig::CHANNEL_MULTIPLIERS.contains(&m) {
+            return bad(format!("channel multiplier must be in [0.25, 4], got {m}"));
+        }
+        if m != 1.0 && self.model != ModelKind::Compact {
+            return bad(format!(
+                "channel multiplier {m}: only the compact model takes one, not {}",
+                self.model
+            ));
         }
         if let SplitKind::Random { val_fraction } = self.split {
             if !(0.0..1.0).contains(&val_fraction) {
@@ -672,6 +699,22 @@ mod tests {
             .contains("weight decay"));
         assert!(Task::parse("nosee").is_err());
         assert!(LrSchedule::parse("cosin").is_err());
+        let mut c = TrainConfig::recipe(Task::Nose, "d");
+        c.channel_multiplier = 1.5;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("only the compact model") && e.contains("nosetipnet"),
+            "{e}"
+        );
+        let mut c = TrainConfig::compact(Task::Ibug, "d");
+        c.channel_multiplier = 1.5;
+        c.validate().unwrap();
+        c.channel_multiplier = 8.0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("channel multiplier must be in [0.25, 4], got 8"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -695,6 +738,7 @@ mod tests {
         assert!(!c.test_time_mirror);
         assert_eq!(c.weight_decay, 0.0);
         assert_eq!(c.loss, Loss::Mse);
+        assert_eq!(c.channel_multiplier, 1.0);
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl LoadedModel {
             num_keypoints,
             width: cfg.width,
             height: cfg.height,
+            channel_multiplier: cfg.channel_multiplier,
         };
         let model = build_model(cfg.model, vb, &mcfg)?;
         let mirror = cfg.prediction_mirror(num_keypoints)?;

@@ -83,6 +83,20 @@ impl CompactConfig {
     /// The input sides must be multiples of this (the coarsest stage's stride).
     pub const DIVISOR: usize = 32;
 
+    /// These sizes with every channel count (stem, stages, head) times `m`, MobileNet's width
+    /// multiplier, each rounded to the nearest multiple of 8 (at least 8) so the depthwise
+    /// and pointwise kernels keep whole vector runs: 1.5 gives a 24-channel stem, stages of
+    /// 48, 96, 192 and 384 channels and a 48-channel head. 1 changes nothing.
+    pub fn with_channel_multiplier(mut self, m: f64) -> Self {
+        let scale = |c: usize| (((c as f64 * m) / 8.0).round() as usize).max(1) * 8;
+        if m != 1.0 {
+            self.stem_channels = scale(self.stem_channels);
+            self.channels = self.channels.map(scale);
+            self.head_channels = scale(self.head_channels);
+        }
+        self
+    }
+
     /// Heatmap `(width, height)`: a quarter of the input.
     pub fn heatmap_size(&self) -> (usize, usize) {
         (self.width / 4, self.height / 4)
@@ -563,5 +577,27 @@ mod tests {
         // ≤ 5 MB of f32 weights is the goal; the default is far below it.
         assert!(params * 4 < 5_000_000, "{params} parameters");
         assert!(params > 100_000, "{params} parameters");
+    }
+
+    #[test]
+    fn a_channel_multiplier_scales_every_width_to_multiples_of_8() {
+        let d = CompactConfig::default();
+        assert_eq!(d.clone().with_channel_multiplier(1.0), d);
+        let wide = d.clone().with_channel_multiplier(1.5);
+        assert_eq!(
+            (wide.stem_channels, wide.channels, wide.head_channels),
+            (24, [48, 96, 192, 384], 48)
+        );
+        let narrow = d.with_channel_multiplier(0.25);
+        assert_eq!(
+            (narrow.stem_channels, narrow.channels, narrow.head_channels),
+            (8, [8, 16, 32, 64], 8)
+        );
+        // The wider network builds and runs.
+        let vm = VarMap::new();
+        let cfg = small().with_channel_multiplier(1.5);
+        let m = net(&vm, cfg.clone());
+        let out = m.forward(&input(&cfg, 2, 0), false).unwrap();
+        assert_eq!(out.dims(), &[2, cfg.num_keypoints * 2]);
     }
 }

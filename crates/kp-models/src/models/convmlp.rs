@@ -213,6 +213,7 @@ macro_rules! conv_mlp_sizes {
                 num_keypoints: self.num_keypoints,
                 width: self.width,
                 height: self.height,
+                channel_multiplier: 1.0,
             }
         }
 

@@ -51,7 +51,7 @@ pub trait KeypointModel: Send + Sync {
 }
 
 /// The generic sizes every registered model is built from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelConfig {
     /// Input channels.
@@ -62,18 +62,27 @@ pub struct ModelConfig {
     pub width: usize,
     /// Input height in pixels.
     pub height: usize,
+    /// MobileNet's width multiplier: the compact family's channel counts times this
+    /// ([`CompactConfig::with_channel_multiplier`]); every other model takes only 1.
+    pub channel_multiplier: f64,
 }
 
 impl Default for ModelConfig {
-    /// The ResNet18 setting: 1 channel, 68 keypoints, 224x224.
+    /// The ResNet18 setting: 1 channel, 68 keypoints, 224x224, channel multiplier 1.
     fn default() -> Self {
         Self {
             in_channels: 1,
             num_keypoints: 68,
             width: 224,
             height: 224,
+            channel_multiplier: 1.0,
         }
     }
+}
+
+impl ModelConfig {
+    /// The channel multipliers [`build_model`] accepts.
+    pub const CHANNEL_MULTIPLIERS: std::ops::RangeInclusive<f64> = 0.25..=4.0;
 }
 
 impl ModelConfig {
@@ -240,6 +249,7 @@ const MODELS: [Entry; 5] = [
                 num_keypoints: c.num_keypoints,
                 width: c.width,
                 height: c.height,
+                channel_multiplier: 1.0,
             }
         },
         build: |vb, cfg| {
@@ -249,7 +259,8 @@ const MODELS: [Entry; 5] = [
                 width: cfg.width,
                 height: cfg.height,
                 ..Default::default()
-            };
+            }
+            .with_channel_multiplier(cfg.channel_multiplier);
             Ok(Box::new(CompactNet::new(vb, c)?))
         },
     },
@@ -264,6 +275,18 @@ pub fn build_model(
     if cfg.in_channels == 0 || cfg.num_keypoints == 0 || cfg.width == 0 || cfg.height == 0 {
         return Err(Error::Config(format!(
             "model config has a zero size: {cfg:?}"
+        )));
+    }
+    let m = cfg.channel_multiplier;
+    if !ModelConfig::CHANNEL_MULTIPLIERS.contains(&m) {
+        return Err(Error::Config(format!(
+            "channel multiplier {m} is not in {:?}",
+            ModelConfig::CHANNEL_MULTIPLIERS
+        )));
+    }
+    if m != 1.0 && kind != ModelKind::Compact {
+        return Err(Error::Config(format!(
+            "only the compact model takes a channel multiplier; {kind} takes 1, got {m}"
         )));
     }
     (kind.entry().build)(vb, cfg)
@@ -402,5 +425,27 @@ mod tests {
         let partial: ModelConfig = serde_json::from_str(r#"{"num_keypoints": 5}"#).unwrap();
         assert_eq!(partial.num_keypoints, 5);
         assert_eq!(partial.width, 224);
+    }
+
+    #[test]
+    fn a_channel_multiplier_widens_the_compact_model_and_is_refused_elsewhere() {
+        let build = |kind, m| {
+            let cfg = ModelConfig {
+                channel_multiplier: m,
+                ..ModelConfig::for_model(kind)
+            };
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            build_model(kind, vb, &cfg).map(|m| m.describe().total_params())
+        };
+        let base = build(ModelKind::Compact, 1.0).unwrap();
+        let wide = build(ModelKind::Compact, 1.5).unwrap();
+        assert!(wide > 2 * base, "{base} → {wide} parameters");
+        let e = build(ModelKind::NoseTipNet, 1.5).unwrap_err().to_string();
+        assert!(e.contains("nosetipnet") && e.contains("1.5"), "{e}");
+        let e = build(ModelKind::Compact, 0.0).unwrap_err().to_string();
+        assert!(e.contains("channel multiplier 0"), "{e}");
+        let e = build(ModelKind::Compact, f64::NAN).unwrap_err().to_string();
+        assert!(e.contains("NaN"), "{e}");
     }
 }
