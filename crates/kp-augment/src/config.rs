@@ -194,6 +194,11 @@ pub enum StepConfig {
     Contrast(ContrastConfig),
     /// `v → (v + 0.5)^g − 0.5`.
     Gamma(GammaConfig),
+    /// Cover a random rectangle of the output with one grey value (cutout). The keypoints
+    /// keep their labels, so a network learns to place hidden points from the rest of the face.
+    Occlude(OccludeConfig),
+    /// Gaussian blur of the output (a face out of focus, or a small face enlarged).
+    Blur(BlurConfig),
 }
 
 /// Units of a [`TranslateConfig`] shift.
@@ -433,6 +438,55 @@ impl Default for GammaConfig {
     }
 }
 
+/// Occlusion (cutout) parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OccludeConfig {
+    /// Probability that the step runs.
+    #[serde(default = "one")]
+    pub p: f32,
+    /// Range of the rectangle's width and of its height (drawn apart) as fractions of the
+    /// output's, in (0, 1]; its place is uniform over the positions where it fits.
+    pub size: Range,
+    /// Range of the grey value it is filled with (pixels are in `[-0.5, 0.5]`).
+    pub value: Range,
+}
+
+impl Default for OccludeConfig {
+    /// A rectangle of 10-40% of each side, any grey, with probability 0.5.
+    fn default() -> Self {
+        Self {
+            p: 0.5,
+            size: Range::uniform(0.1, 0.4),
+            value: Range::uniform(-0.5, 0.5),
+        }
+    }
+}
+
+/// Blur parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlurConfig {
+    /// Probability that the step runs.
+    #[serde(default = "one")]
+    pub p: f32,
+    /// Range of the Gaussian's standard deviation in output pixels, in (0, 16].
+    pub sigma: Range,
+}
+
+impl Default for BlurConfig {
+    /// σ 0.5-2 output pixels with probability 0.3.
+    fn default() -> Self {
+        Self {
+            p: 0.3,
+            sigma: Range::uniform(0.5, 2.0),
+        }
+    }
+}
+
+/// The largest blur σ a pipeline accepts, in output pixels (the kernel has `6σ + 1` taps).
+pub const MAX_BLUR_SIGMA: f32 = 16.0;
+
 impl StepConfig {
     /// The step's probability.
     pub fn probability(&self) -> f32 {
@@ -446,6 +500,8 @@ impl StepConfig {
             StepConfig::Brightness(c) => c.p,
             StepConfig::Contrast(c) => c.p,
             StepConfig::Gamma(c) => c.p,
+            StepConfig::Occlude(c) => c.p,
+            StepConfig::Blur(c) => c.p,
         }
     }
 
@@ -461,6 +517,8 @@ impl StepConfig {
             StepConfig::Brightness(_) => "brightness",
             StepConfig::Contrast(_) => "contrast",
             StepConfig::Gamma(_) => "gamma",
+            StepConfig::Occlude(_) => "occlude",
+            StepConfig::Blur(_) => "blur",
         }
     }
 
@@ -468,7 +526,11 @@ impl StepConfig {
     pub fn is_geometric(&self) -> bool {
         !matches!(
             self,
-            StepConfig::Brightness(_) | StepConfig::Contrast(_) | StepConfig::Gamma(_)
+            StepConfig::Brightness(_)
+                | StepConfig::Contrast(_)
+                | StepConfig::Gamma(_)
+                | StepConfig::Occlude(_)
+                | StepConfig::Blur(_)
         )
     }
 
@@ -522,6 +584,27 @@ impl StepConfig {
                 Ok(())
             }
             StepConfig::Gamma(c) => range("gamma", c.gamma, true),
+            StepConfig::Occlude(c) => {
+                range("size", c.size, true)?;
+                range("value", c.value, false)?;
+                if c.size.max > 1.0 {
+                    return Err(bad(format!(
+                        "size must be at most 1 (the whole side), got max {}",
+                        c.size.max
+                    )));
+                }
+                Ok(())
+            }
+            StepConfig::Blur(c) => {
+                range("sigma", c.sigma, true)?;
+                if c.sigma.max > MAX_BLUR_SIGMA {
+                    return Err(bad(format!(
+                        "sigma must be at most {MAX_BLUR_SIGMA} output pixels, got max {}",
+                        c.sigma.max
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }

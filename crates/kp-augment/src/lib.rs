@@ -5,7 +5,8 @@
 //! once, bilinearly, straight into the output size: a chain of five steps blurs no more
 //! than one, and the cost is proportional to the output pixels. Keypoints go through the
 //! same map exactly; flips also reorder them with the landmark scheme's left/right
-//! permutation. Photometric steps (brightness, contrast, gamma) run on the warped output.
+//! permutation. Photometric steps (brightness, contrast, gamma, occlusion, blur) run on the
+//! warped output.
 //!
 //! Coordinates are 0-based with pixel centres at integers, so a resize by `s` maps
 //! `x → (x + 0.5)·s − 0.5` and a flip maps `x → (W − 1) − x`.
@@ -52,9 +53,9 @@ use std::path::PathBuf;
 
 pub use affine::Affine;
 pub use config::{
-    BoxJitterConfig, BrightnessConfig, Center, ContrastConfig, CropBoxConfig, FlipConfig,
-    GammaConfig, PipelineConfig, Range, RotateConfig, ScaleConfig, ShiftUnit, StepConfig,
-    TranslateConfig, PRESETS,
+    BlurConfig, BoxJitterConfig, BrightnessConfig, Center, ContrastConfig, CropBoxConfig,
+    FlipConfig, GammaConfig, OccludeConfig, PipelineConfig, Range, RotateConfig, ScaleConfig,
+    ShiftUnit, StepConfig, TranslateConfig, PRESETS,
 };
 /// The image and point types pipelines take (from kp-data), so that this crate works alone.
 pub use kp_data::{BBox, GrayF32, Point};

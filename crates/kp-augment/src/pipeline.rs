@@ -6,7 +6,9 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Center, PipelineConfig, Range, ShiftUnit, StepConfig};
-use crate::photometric::{adjust_brightness, adjust_contrast, adjust_gamma};
+use crate::photometric::{
+    adjust_brightness, adjust_contrast, adjust_gamma, fill_rect, gaussian_blur,
+};
 
 use crate::warp::{warp_affine, WarpOptions};
 use crate::{Affine, Error, Result};
@@ -75,6 +77,21 @@ pub enum PhotometricOp {
     Contrast(f32),
     /// `v → (v + 0.5)^g − 0.5`.
     Gamma(f32),
+    /// Fill the rectangle `[x, x + w) × [y, y + h)` of output pixels with `value`.
+    Occlude {
+        /// Left column.
+        x: u32,
+        /// Top row.
+        y: u32,
+        /// Width in pixels.
+        w: u32,
+        /// Height in pixels.
+        h: u32,
+        /// The grey value.
+        value: f32,
+    },
+    /// Gaussian blur with this σ in output pixels.
+    Blur(f32),
 }
 
 impl PhotometricOp {
@@ -84,6 +101,8 @@ impl PhotometricOp {
             PhotometricOp::Brightness(d) => adjust_brightness(img, d),
             PhotometricOp::Contrast(c) => adjust_contrast(img, c),
             PhotometricOp::Gamma(g) => adjust_gamma(img, g),
+            PhotometricOp::Occlude { x, y, w, h, value } => fill_rect(img, (x, y, w, h), value),
+            PhotometricOp::Blur(sigma) => gaussian_blur(img, sigma),
         }
     }
 }
@@ -136,7 +155,7 @@ impl Plan {
 /// Applies photometric changes in order, then clamps to `[-0.5, 0.5]` (nothing when `ops`
 /// is empty). Same result as [`PhotometricOp::apply`] one by one plus [`clamp_pixels`], but
 /// runs of brightness and contrast fuse into one linear map, so it takes at most two passes
-/// per gamma plus two.
+/// per gamma plus two (an occlusion or a blur applies the pending map first).
 ///
 /// [`clamp_pixels`]: crate::photometric::clamp_pixels
 pub fn apply_photometric(img: &mut GrayF32, ops: &[PhotometricOp]) {
@@ -159,6 +178,15 @@ pub fn apply_photometric(img: &mut GrayF32, ops: &[PhotometricOp]) {
                 for v in img.iter_mut() {
                     *v = (alpha * *v + beta + 0.5).max(0.0).powf(g) - 0.5;
                 }
+                (alpha, beta, mean) = (1.0, 0.0, None);
+            }
+            PhotometricOp::Occlude { .. } | PhotometricOp::Blur(_) => {
+                if (alpha, beta) != (1.0, 0.0) {
+                    for v in img.iter_mut() {
+                        *v = alpha * *v + beta;
+                    }
+                }
+                op.apply(img);
                 (alpha, beta, mean) = (1.0, 0.0, None);
             }
         }
@@ -484,6 +512,30 @@ impl Pipeline {
                         photometric.push(PhotometricOp::Gamma(v as f32));
                     }
                 }
+                StepConfig::Occlude(c) => {
+                    let (fw, fh) = (draw(rng, c.size), draw(rng, c.size));
+                    let (u, v) = (rng.random::<f64>(), rng.random::<f64>());
+                    let value = draw(rng, c.value);
+                    if fire {
+                        let (w_out, h_out) = (self.config.width, self.config.height);
+                        let side = |f: f64, n: u32| ((f * n as f64).round() as u32).clamp(1, n);
+                        let (w, h) = (side(fw, w_out), side(fh, h_out));
+                        let place = |t: f64, room: u32| ((t * (room + 1) as f64) as u32).min(room);
+                        photometric.push(PhotometricOp::Occlude {
+                            x: place(u, w_out - w),
+                            y: place(v, h_out - h),
+                            w,
+                            h,
+                            value: value as f32,
+                        });
+                    }
+                }
+                StepConfig::Blur(c) => {
+                    let sigma = draw(rng, c.sigma);
+                    if fire {
+                        photometric.push(PhotometricOp::Blur(sigma as f32));
+                    }
+                }
             }
         }
         let transform = st.m.then(Affine::resize(st.cw, st.ch, ow, oh));
@@ -573,7 +625,17 @@ mod tests {
             PhotometricOp::Contrast(1.3),
             PhotometricOp::Gamma(1.4),
             PhotometricOp::Contrast(0.9),
+            PhotometricOp::Occlude {
+                x: 2,
+                y: 1,
+                w: 4,
+                h: 3,
+                value: 0.3,
+            },
             PhotometricOp::Brightness(0.2),
+            PhotometricOp::Contrast(1.2),
+            PhotometricOp::Blur(0.8),
+            PhotometricOp::Brightness(-0.1),
         ];
         for k in 0..=ops.len() {
             let mut seq = img.clone();

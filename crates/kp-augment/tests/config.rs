@@ -195,6 +195,22 @@ fn bad_configs_are_typed_errors() {
         invalid(&step("kind = \"hflip\"\npermutation = []")),
         Error::BadPermutation(_)
     ));
+    assert!(matches!(
+        invalid(&step("kind = \"occlude\"\nsize = [0.1, 1.5]\nvalue = [0.0, 0.0]")),
+        Error::InvalidConfig(m) if m.contains("occlude") && m.contains("at most 1")
+    ));
+    assert!(matches!(
+        invalid(&step("kind = \"occlude\"\nsize = [0.0, 0.5]\nvalue = [0.0, 0.0]")),
+        Error::InvalidConfig(m) if m.contains("size")
+    ));
+    assert!(matches!(
+        invalid(&step("kind = \"blur\"\nsigma = [1.0, 100.0]")),
+        Error::InvalidConfig(m) if m.contains("blur") && m.contains("sigma")
+    ));
+    assert!(matches!(
+        invalid(&step("kind = \"blur\"\nsigma = [0.0, 1.0]")),
+        Error::InvalidConfig(m) if m.contains("sigma")
+    ));
     // Unknown kinds and fields, missing fields and wrong types fail to parse.
     assert!(matches!(
         invalid(&step("kind = \"shear\"")),

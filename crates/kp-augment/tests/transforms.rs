@@ -2,8 +2,9 @@
 
 use image::Luma;
 use kp_augment::{
-    hflip_points, is_involution, Affine, BoxJitterConfig, Center, CropBoxConfig, Error, FlipConfig,
-    Pipeline, PipelineConfig, RotateConfig, ScaleConfig, ShiftUnit, StepConfig, TranslateConfig,
+    hflip_points, is_involution, Affine, BlurConfig, BoxJitterConfig, Center, CropBoxConfig, Error,
+    FlipConfig, OccludeConfig, PhotometricOp, Pipeline, PipelineConfig, RotateConfig, ScaleConfig,
+    ShiftUnit, StepConfig, TranslateConfig,
 };
 use kp_data::scheme::{IBUG68, IMM58};
 use kp_data::{BBox, GrayF32, Point};
@@ -316,6 +317,75 @@ fn box_jitter_shifts_and_scales_the_crop() {
         )
         .unwrap();
     assert_close(out.keypoints[0], 49.5, 49.5);
+}
+
+#[test]
+fn occlusion_covers_one_rectangle_inside_the_output_and_keeps_the_points() {
+    let img = textured(64, 48);
+    let kps = [Point::new(10.0, 10.0), Point::new(50.0, 30.0)];
+    let p = one_step(
+        40,
+        30,
+        StepConfig::Occlude(OccludeConfig {
+            p: 1.0,
+            size: [0.2, 0.6].into(),
+            value: [-0.5, 0.5].into(),
+        }),
+    );
+    let plain = Pipeline::new(PipelineConfig::resize_only(40, 30)).unwrap();
+    let base = plain.apply(&img, &kps, None, 0).unwrap();
+    let mut sizes = std::collections::BTreeSet::new();
+    for seed in 0..40 {
+        let plan = p.plan(64, 48, &kps, None, seed).unwrap();
+        let [PhotometricOp::Occlude { x, y, w, h, value }] = plan.photometric[..] else {
+            panic!("{:?}", plan.photometric)
+        };
+        assert!(x + w <= 40 && y + h <= 30, "seed {seed}: {x} {y} {w} {h}");
+        assert!((8..=24).contains(&w) && (6..=18).contains(&h), "{w}x{h}");
+        sizes.insert((w, h));
+        let out = p.apply(&img, &kps, None, seed).unwrap();
+        assert_eq!(out.keypoints, base.keypoints);
+        for (i, (a, b)) in out.image.iter().zip(base.image.iter()).enumerate() {
+            let (px, py) = (i as u32 % 40, i as u32 / 40);
+            let inside = (x..x + w).contains(&px) && (y..y + h).contains(&py);
+            assert_eq!(
+                *a,
+                if inside { value } else { *b },
+                "seed {seed} ({px}, {py})"
+            );
+        }
+    }
+    assert!(sizes.len() > 10, "{sizes:?}");
+}
+
+#[test]
+fn blur_smooths_the_output_and_keeps_the_points() {
+    let img = textured(64, 48);
+    let kps = [Point::new(10.0, 10.0)];
+    let blur = one_step(
+        32,
+        24,
+        StepConfig::Blur(BlurConfig {
+            p: 1.0,
+            sigma: [1.5, 2.0].into(),
+        }),
+    );
+    let plain = Pipeline::new(PipelineConfig::resize_only(32, 24)).unwrap();
+    let (a, b) = (
+        blur.apply(&img, &kps, None, 3).unwrap(),
+        plain.apply(&img, &kps, None, 3).unwrap(),
+    );
+    assert_eq!(a.keypoints, b.keypoints);
+    let roughness = |g: &GrayF32| -> f32 {
+        let r = g.as_raw();
+        r.windows(2).map(|w| (w[1] - w[0]).abs()).sum()
+    };
+    assert!(
+        roughness(&a.image) < 0.5 * roughness(&b.image),
+        "{} vs {}",
+        roughness(&a.image),
+        roughness(&b.image)
+    );
 }
 
 #[test]
