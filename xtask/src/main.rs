@@ -14,6 +14,7 @@ mod onnx;
 mod pretrained;
 mod reproduce;
 mod venv;
+mod versus_dlib;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "kp project automation", version)]
@@ -34,6 +35,9 @@ enum Command {
     Onnx(onnx::OnnxArgs),
     /// Train (or take --run), write and measure the ready model in models/landmarks/ibug68.
     Pretrained(pretrained::PretrainedArgs),
+    /// Score a 300-W model and dlib's 68-point model on the same held-out faces and boxes,
+    /// with CED curves of both (needs a Python with dlib-bin and face-recognition-models).
+    VersusDlib(versus_dlib::VersusDlibArgs),
 }
 
 fn main() {
@@ -56,6 +60,7 @@ fn main() {
             println!("{passed} of {} ONNX files match kp", rows.len());
         }),
         Command::Pretrained(args) => pretrained::run(args),
+        Command::VersusDlib(args) => versus_dlib::run(args),
     };
     if let Err(e) = result {
         // `{:#}`: the whole cause chain on one line, without a backtrace.

@@ -54,16 +54,6 @@ pub struct EvalArgs {
     mirror: MirrorArgs,
 }
 
-/// One line of `kp eval --faces`.
-#[derive(serde::Serialize)]
-struct FaceLine<'a> {
-    image: &'a std::path::Path,
-    r#box: Option<[f32; 4]>,
-    truth: Vec<[f32; 2]>,
-    pred: Vec<[f32; 2]>,
-    nme: Option<f64>,
-}
-
 /// Where `kp eval` takes face boxes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BoxSource {
@@ -120,22 +110,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     if let Some(path) = &a.faces {
-        let xy = |p: &[kp_data::Point]| p.iter().map(|p| [p.x, p.y]).collect::<Vec<_>>();
-        let mut text = String::new();
-        for (j, &i) in split.indices(&prepared).iter().enumerate() {
-            let face = &prepared.dataset.faces[i];
-            let line = FaceLine {
-                image: &face.image,
-                r#box: face.bbox.map(|b| [b.left, b.top, b.width, b.height]),
-                truth: xy(&prepared.cache[i].original),
-                pred: xy(&ev.predictions[j]),
-                nme: ev.errors.nme.get(j).copied(),
-            };
-            text.push_str(&serde_json::to_string(&line)?);
-            text.push('\n');
-        }
-        kp_fs::write_atomic(path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        let records = kp_train::predict::FaceRecord::of(&prepared, split, &ev);
+        kp_train::predict::FaceRecord::write_jsonl(path, &records)?;
     }
     let m = &ev.metrics;
     if a.json {

@@ -1,6 +1,6 @@
 //! Using a trained run folder: predict keypoints on new photos, evaluate on any dataset.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kp_augment::Pipeline;
 use kp_data::{BBox, Face, GrayF32, Point};
@@ -360,6 +360,62 @@ impl Predictor {
             prepared.eye_corners,
             self.seed,
         )
+    }
+}
+
+/// One evaluated face, as `kp eval --faces` writes it (one JSON line each) and
+/// `xtask/bench/dlib_landmarks.py` reads it to score another system on the same faces and boxes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FaceRecord {
+    /// The image file.
+    pub image: PathBuf,
+    /// The face's box in original pixels, `[left, top, width, height]`: the dataset's, or the
+    /// detector's after [`Predictor::use_detector_boxes`] (an evaluation's box noise moves it
+    /// only before the model sees it).
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+    /// The labelled points, `[x, y]` in original pixels.
+    pub truth: Vec<[f32; 2]>,
+    /// The predicted points, `[x, y]` in original pixels.
+    pub pred: Vec<[f32; 2]>,
+    /// The face's NME (when the full scheme is predicted).
+    pub nme: Option<f64>,
+}
+
+impl FaceRecord {
+    /// The faces of `split` that `ev` evaluated (`Predictor::evaluate_prepared` on `prepared`
+    /// and `split`), in its order.
+    pub fn of(prepared: &PreparedData, split: EvalSplit, ev: &Evaluation) -> Vec<Self> {
+        let xy = |p: &[Point]| p.iter().map(|p| [p.x, p.y]).collect::<Vec<_>>();
+        split
+            .indices(prepared)
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let face = &prepared.dataset.faces[i];
+                FaceRecord {
+                    image: face.image.clone(),
+                    bbox: face.bbox.map(|b| [b.left, b.top, b.width, b.height]),
+                    truth: xy(&prepared.cache[i].original),
+                    pred: xy(&ev.predictions[j]),
+                    nme: ev.errors.nme.get(j).copied(),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes `records` as JSON lines to `path`, atomically.
+    pub fn write_jsonl(path: &Path, records: &[Self]) -> Result<()> {
+        let mut text = String::new();
+        for r in records {
+            let line = serde_json::to_string(r).map_err(|source| Error::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            text.push_str(&line);
+            text.push('\n');
+        }
+        Ok(kp_fs::write_atomic(path, text.as_bytes())?)
     }
 }
 
