@@ -506,15 +506,14 @@ impl TrainConfig {
                 ));
             }
         }
-        let m = self.channel_multiplier;
-        if !kp_models::ModelConfig::CHANNEL_MULTIPLIERS.contains(&m) {
-            return bad(format!("channel multiplier must be in [0.25, 4], got {m}"));
-        }
-        if m != 1.0 && self.model != ModelKind::Compact {
-            return bad(format!(
-                "channel multiplier {m}: only the compact model takes one, not {}",
-                self.model
-            ));
+        let sizes = kp_models::ModelConfig {
+            channel_multiplier: self.channel_multiplier,
+            ..Default::default()
+        };
+        match sizes.check_channel_multiplier(self.model) {
+            Err(kp_models::Error::Config(m)) => return bad(m),
+            Err(e) => return bad(e.to_string()),
+            Ok(()) => {}
         }
         if let SplitKind::Random { val_fraction } = self.split {
             if !(0.0..1.0).contains(&val_fraction) {
@@ -703,7 +702,7 @@ mod tests {
         c.channel_multiplier = 1.5;
         let e = c.validate().unwrap_err().to_string();
         assert!(
-            e.contains("only the compact model") && e.contains("nosetipnet"),
+            e.contains("only the compact model") && e.contains("nosetipnet") && e.contains("1.5"),
             "{e}"
         );
         let mut c = TrainConfig::compact(Task::Ibug, "d");
@@ -712,7 +711,7 @@ mod tests {
         c.channel_multiplier = 8.0;
         let e = c.validate().unwrap_err().to_string();
         assert!(
-            e.contains("channel multiplier must be in [0.25, 4], got 8"),
+            e.contains("channel multiplier 8 is not in 0.25..=4.0"),
             "{e}"
         );
     }

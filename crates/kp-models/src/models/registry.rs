@@ -81,8 +81,27 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// The channel multipliers [`build_model`] accepts.
+    /// The channel multipliers the compact model accepts.
     pub const CHANNEL_MULTIPLIERS: std::ops::RangeInclusive<f64> = 0.25..=4.0;
+
+    /// Checks that the model `kind` takes [`Self::channel_multiplier`]: 1 for every model, or
+    /// within [`Self::CHANNEL_MULTIPLIERS`] for the compact one ([`build_model`] checks it;
+    /// so does a training configuration before a run starts).
+    pub fn check_channel_multiplier(&self, kind: ModelKind) -> Result<()> {
+        let m = self.channel_multiplier;
+        if !Self::CHANNEL_MULTIPLIERS.contains(&m) {
+            return Err(Error::Config(format!(
+                "channel multiplier {m} is not in {:?}",
+                Self::CHANNEL_MULTIPLIERS
+            )));
+        }
+        if m != 1.0 && kind != ModelKind::Compact {
+            return Err(Error::Config(format!(
+                "only the compact model takes a channel multiplier; {kind} takes 1, got {m}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ModelConfig {
@@ -277,18 +296,7 @@ pub fn build_model(
             "model config has a zero size: {cfg:?}"
         )));
     }
-    let m = cfg.channel_multiplier;
-    if !ModelConfig::CHANNEL_MULTIPLIERS.contains(&m) {
-        return Err(Error::Config(format!(
-            "channel multiplier {m} is not in {:?}",
-            ModelConfig::CHANNEL_MULTIPLIERS
-        )));
-    }
-    if m != 1.0 && kind != ModelKind::Compact {
-        return Err(Error::Config(format!(
-            "only the compact model takes a channel multiplier; {kind} takes 1, got {m}"
-        )));
-    }
+    cfg.check_channel_multiplier(kind)?;
     (kind.entry().build)(vb, cfg)
 }
 
