@@ -642,8 +642,8 @@ impl PipelineConfig {
     /// - `shift-rotate-jitter`: plus brightness, contrast and gamma jitter (p = 0.5 each).
     ///
     /// Recipes tuned for one dataset (kp's `nose-tuned`, `face-tuned` and the 300-W box-crop
-    /// pipelines `ibug`, `ibug-eval`, `ibug-detector`) are TOML files in the kp-train crate
-    /// (`recipes/augment/`), read with [`PipelineConfig::from_file`] or
+    /// pipelines `ibug`, `ibug-eval`, `ibug-detector`, `ibug-strong`) are TOML files in the
+    /// kp-train crate (`recipes/augment/`), read with [`PipelineConfig::from_file`] or
     /// [`PipelineConfig::from_toml_str`].
     pub fn preset(name: &str) -> Result<Self> {
         let seed_shift = || {

@@ -3,7 +3,7 @@
 //! kp-augment is the generic crate: it knows transforms, TOML/JSON pipelines and four plain
 //! presets (`none`, `seed-shift`, `shift-rotate`, `shift-rotate-jitter`). The pipelines this
 //! project tuned for its own experiments (`nose-tuned`, `face-tuned`, and the 300-W recipe's
-//! `ibug`, `ibug-eval`, `ibug-detector`) are data beside the training recipes, in
+//! `ibug`, `ibug-eval`, `ibug-detector`, `ibug-strong`) are data beside the training recipes, in
 //! `crates/kp-train/recipes/augment/*.toml`, compiled into the crate: a user reads, copies and
 //! edits the same file the study trains with (`kp train --augment my-ibug.toml`).
 //!
@@ -43,11 +43,14 @@ pub enum AugmentPreset {
     /// `ibug-eval` after the training recipe's box jitter: tight-box datasets scored as if a
     /// face detector gave the boxes, seeded per face (`ibug-detector.toml`).
     IbugDetector,
+    /// `ibug` made stronger: rotation ±30°, zoom 0.8–1.2, gamma, an occluding rectangle and
+    /// blur (`ibug-strong.toml`, with what it measured).
+    IbugStrong,
 }
 
 impl AugmentPreset {
     /// Every preset.
-    pub const ALL: [AugmentPreset; 9] = [
+    pub const ALL: [AugmentPreset; 10] = [
         Self::None,
         Self::SeedShift,
         Self::ShiftRotate,
@@ -57,6 +60,7 @@ impl AugmentPreset {
         Self::Ibug,
         Self::IbugEval,
         Self::IbugDetector,
+        Self::IbugStrong,
     ];
 
     /// The preset's name, as configurations and `--augment` write it.
@@ -71,6 +75,7 @@ impl AugmentPreset {
             Self::Ibug => "ibug",
             Self::IbugEval => "ibug-eval",
             Self::IbugDetector => "ibug-detector",
+            Self::IbugStrong => "ibug-strong",
         }
     }
 
@@ -85,6 +90,7 @@ impl AugmentPreset {
             Self::Ibug => include_str!("../recipes/augment/ibug.toml"),
             Self::IbugEval => include_str!("../recipes/augment/ibug-eval.toml"),
             Self::IbugDetector => include_str!("../recipes/augment/ibug-detector.toml"),
+            Self::IbugStrong => include_str!("../recipes/augment/ibug-strong.toml"),
         })
     }
 
