@@ -14,8 +14,8 @@
 //!
 //! dlib's model was trained on all of 300-W, very likely on these faces too; a run trained on
 //! the 80/20 split (`kp train --task ibug ... --val-fraction 0.2`) never saw them, and neither
-//! did the ResNet ready model. The compact ready model was trained on all 1,326 faces: compare
-//! its held-out run (`--run`) instead.
+//! did the ready models (both trained on the split's 1,061 training faces). A model trained on
+//! all faces (`cargo xtask pretrained --all-faces`) saw them: compare its held-out run instead.
 //!
 //! Writes into `--out`, per comparison NAME: `faces_NAME.jsonl` (kp's faces as `kp eval
 //! --faces` writes them), `dlib_NAME.json` (the script's table), `errors_NAME.csv`
