@@ -17,9 +17,10 @@
 //! did the ready models (both trained on the split's 1,061 training faces). A model trained on
 //! all faces (`cargo xtask pretrained --all-faces`) saw them: compare its held-out run instead.
 //!
-//! Writes into `--out`, per comparison NAME: `faces_NAME.jsonl` (kp's faces as `kp eval
-//! --faces` writes them), `dlib_NAME.json` (the script's table), `errors_NAME.csv`
-//! (`image,kp_nme,dlib_nme`, one row per face) and `ced_NAME.png` (both CED curves); and
+//! Writes into `--out`: `faces_dataset.jsonl` and `faces_yunet.jsonl` (kp's faces with each
+//! kind of box, as `kp eval --faces` writes them); per comparison NAME `dlib_NAME.json` (the
+//! script's table), `errors_NAME.csv` (`image,kp_nme,dlib_nme`, one row per face) and
+//! `ced_NAME.png` (both CED curves); and
 //! `versus_dlib.json`: `{"model", "comparisons": [{"name", "kp_boxes", "dlib_boxes",
 //! "faces", "missed", "rows": [{"system", "nme", "fr_8", "auc_8", "auc_10", "mean_px"}]}]}`.
 
@@ -126,29 +127,36 @@ pub fn run(args: VersusDlibArgs) -> Result<()> {
     let mut prepared = predictor.prepare(&data)?;
 
     let ev = predictor.evaluate_prepared(&prepared, split)?;
-    let dataset_faces = FaceRecord::of(&prepared, split, &ev);
+    let dataset_faces = args.out.join("faces_dataset.jsonl");
+    FaceRecord::write_jsonl(&dataset_faces, &FaceRecord::of(&prepared, split, &ev))?;
     let detector = FaceDetector::bundled(&predictor.model.device, DetectConfig::default())?;
     let (found, of) =
         predictor.use_detector_boxes(&mut prepared, split, &detector, &BoxCalibration::ibug())?;
     tracing::info!(found, of, "YuNet boxes (the others keep the dataset's)");
     let ev = predictor.evaluate_prepared(&prepared, split)?;
-    let yunet_faces = FaceRecord::of(&prepared, split, &ev);
+    let yunet_faces = args.out.join("faces_yunet.jsonl");
+    FaceRecord::write_jsonl(&yunet_faces, &FaceRecord::of(&prepared, split, &ev))?;
 
-    let plan: [(&'static str, &[FaceRecord], &'static str, &'static str); 3] = [
-        ("dataset", &dataset_faces, "dataset", "same"),
-        ("yunet", &yunet_faces, "YuNet, calibrated", "same"),
-        ("own-detector", &yunet_faces, "YuNet, calibrated", "hog"),
+    const YUNET: &str = "YuNet, calibrated";
+    // (comparison, kp's faces, kp's boxes, the script's --dlib-boxes, dlib's boxes)
+    let plan = [
+        ("dataset", &dataset_faces, "dataset", "same", "dataset"),
+        ("yunet", &yunet_faces, YUNET, "same", YUNET),
+        (
+            "own-detector",
+            &yunet_faces,
+            YUNET,
+            "hog",
+            "dlib's HOG detector (upsampled once)",
+        ),
     ];
     let mut comparisons = Vec::new();
-    for (name, faces, kp_boxes, dlib_boxes) in plan {
-        let c = compare(&args, name, faces, dlib_boxes)?;
+    for (name, faces, kp_boxes, dlib_flag, dlib_boxes) in plan {
+        let c = compare(&args, name, faces, dlib_flag)?;
         comparisons.push(Comparison {
             name,
             kp_boxes,
-            dlib_boxes: match dlib_boxes {
-                "hog" => "dlib's HOG detector (upsampled once)",
-                _ => kp_boxes,
-            },
+            dlib_boxes,
             faces: c.faces,
             missed: c.missed,
             rows: c.rows,
@@ -180,25 +188,23 @@ pub fn run(args: VersusDlibArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes `faces`, runs the script on them with `dlib_boxes` (`same` or `hog`), draws the CED
-/// of both systems' per-face errors; returns the script's table.
+/// Runs the script on kp's faces in `faces_path` with `dlib_boxes` (`same` or `hog`), draws
+/// the CED of both systems' per-face errors; returns the script's table.
 fn compare(
     args: &VersusDlibArgs,
     name: &str,
-    faces: &[FaceRecord],
+    faces_path: &Path,
     dlib_boxes: &str,
 ) -> Result<ScriptTable> {
     let out = |f: String| args.out.join(f);
-    let (faces_path, table_path, errors_path) = (
-        out(format!("faces_{name}.jsonl")),
+    let (table_path, errors_path) = (
         out(format!("dlib_{name}.json")),
         out(format!("errors_{name}.csv")),
     );
-    FaceRecord::write_jsonl(&faces_path, faces)?;
     let script = crate::fetch::workspace_root().join("xtask/bench/dlib_landmarks.py");
     let status = Command::new(&args.dlib_python)
         .arg(&script)
-        .arg(&faces_path)
+        .arg(faces_path)
         .arg("--json")
         .arg(&table_path)
         .arg("--errors")

@@ -387,11 +387,7 @@ impl Pipeline {
             return Err(Error::NonFinite(format!("keypoint {i}")));
         }
         if let Some(b) = bbox {
-            let ok = [b.left, b.top, b.width, b.height]
-                .iter()
-                .all(|v| v.is_finite())
-                && b.width >= 0.0
-                && b.height >= 0.0;
+            let ok = b.ltwh().iter().all(|v| v.is_finite()) && b.width >= 0.0 && b.height >= 0.0;
             if !ok {
                 return Err(Error::NonFinite(format!("face box {b:?}")));
             }

@@ -71,14 +71,11 @@ fn face_problems(face: &Face, (w, h): (u32, u32), out: &mut Vec<String>) {
         let inside = b.intersection_area(&BBox::new(0.0, 0.0, wf, hf));
         let area = b.width * b.height;
         if area.is_nan() || area <= 0.0 {
-            out.push(format!(
-                "{name}: the face box {:?} is empty",
-                [b.left, b.top, b.width, b.height]
-            ));
+            out.push(format!("{name}: the face box {:?} is empty", b.ltwh()));
         } else if inside < 0.5 * area {
             out.push(format!(
                 "{name}: the face box {:?} lies mostly outside the {w}x{h} image",
-                [b.left, b.top, b.width, b.height]
+                b.ltwh()
             ));
         }
     }

@@ -52,6 +52,11 @@ impl BBox {
         }
     }
 
+    /// `[left, top, width, height]`: the box as detections, JSON outputs and messages write it.
+    pub const fn ltwh(&self) -> [f32; 4] {
+        [self.left, self.top, self.width, self.height]
+    }
+
     /// The centre of the box.
     pub fn center(&self) -> Point {
         Point::new(self.left + self.width / 2.0, self.top + self.height / 2.0)

@@ -242,7 +242,7 @@ impl BoxCalibration {
 /// `[left, top, width, height]` of the box around `points`, when it has an area.
 fn points_rect(points: &[kp_data::Point]) -> Option<[f32; 4]> {
     let r = BBox::around(points)?;
-    (r.width > 0.0 && r.height > 0.0).then_some([r.left, r.top, r.width, r.height])
+    (r.width > 0.0 && r.height > 0.0).then_some(r.ltwh())
 }
 
 /// Intersection over union of two boxes.
@@ -351,7 +351,7 @@ mod tests {
                 ];
                 let r = BBox::around(&pts).unwrap();
                 let mut f = kp_data::Face::new("a.png", pts);
-                f.bbox = Some(truth.apply_rect([r.left, r.top, r.width, r.height]));
+                f.bbox = Some(truth.apply_rect(r.ltwh()));
                 f
             })
             .collect();

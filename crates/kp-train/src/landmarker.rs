@@ -230,7 +230,7 @@ impl Landmarker {
         Ok(points
             .into_iter()
             .map(|keypoints| FaceLandmarks {
-                bbox: bbox.map(|b| [b.left, b.top, b.width, b.height]),
+                bbox: bbox.map(|b| b.ltwh()),
                 score: None,
                 points5: None,
                 keypoints,

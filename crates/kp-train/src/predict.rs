@@ -395,7 +395,7 @@ impl FaceRecord {
                 let face = &prepared.dataset.faces[i];
                 FaceRecord {
                     image: face.image.clone(),
-                    bbox: face.bbox.map(|b| [b.left, b.top, b.width, b.height]),
+                    bbox: face.bbox.map(|b| b.ltwh()),
                     truth: xy(&prepared.cache[i].original),
                     pred: xy(&ev.predictions[j]),
                     nme: ev.errors.nme.get(j).copied(),

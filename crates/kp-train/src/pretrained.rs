@@ -2,8 +2,9 @@
 //! binary, so `kp predict group.jpg` works on a fresh clone with no training and no download.
 //!
 //! Each is one seeded run of a 300-W recipe on 1,061 of the 1,326 training crops, with 265
-//! held out (the faces of the accuracy numbers), stored in `models/landmarks/<name>/` as the run's `config.json` and
-//! its weights in f16 (half the size of f32; they load into f32 variables):
+//! held out (the faces of the accuracy numbers), stored in `models/landmarks/<name>/` as the
+//! run's `config.json` and its weights in f16 (half the size of f32; they load into f32
+//! variables):
 //!
 //! - [`ReadyModel::Compact`] (the default, `ibug68-compact`): `kp train --task ibug --recipe
 //!   compact`, the compact depthwise-separable network at 128x128 (`kp_models::CompactNet`),
