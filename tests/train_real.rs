@@ -3,7 +3,7 @@
 
 use kp_tests::{assert_same_files, data_dir, imm_dir, train_losses};
 use kp_train::augment::AugmentPreset;
-use kp_train::config::{LrSchedule, Task, TrainConfig};
+use kp_train::config::{LrSchedule, SplitKind, Task, TrainConfig};
 use kp_train::figures;
 use kp_train::loss::Loss;
 use kp_train::predict::{EvalSplit, Predictor};
@@ -192,6 +192,52 @@ fn wing_loss_trains_differently_and_logs_the_mse() {
     assert!(w.iter().all(|&l| l < 1.0), "not a normalised MSE: {w:?}");
     let cfg = TrainConfig::load(&tmp.path().join("w/config.json")).unwrap();
     assert_eq!(cfg.loss, Loss::Wing);
+}
+
+/// The split seed fixes the held-out faces whatever the training seed (the spread over seeds
+/// on one validation set); without it the training seed draws the split, as it always did.
+#[test]
+fn a_split_seed_holds_out_the_same_faces_under_any_training_seed() {
+    let val = |seed: u64, split_seed: Option<u64>| {
+        let mut c = nose_config(40, 1);
+        c.split = SplitKind::Random { val_fraction: 0.25 };
+        (c.seed, c.split_seed) = (seed, split_seed);
+        kp_train::trainer::prepare_data(&c).unwrap().val
+    };
+    let seed0 = val(0, None);
+    assert_eq!(seed0.len(), 10);
+    assert_ne!(
+        val(1, None),
+        seed0,
+        "the training seed draws the split by default"
+    );
+    assert_eq!(val(1, Some(0)), seed0);
+    assert_eq!(val(5, Some(0)), seed0);
+}
+
+/// The heatmap regulariser changes the training of a heatmap network while the metrics still
+/// log the coordinates' MSE: the first step logs the same value with and without it.
+#[test]
+fn the_heatmap_regulariser_trains_differently_and_logs_the_mse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = |reg: f64| {
+        let mut c = TrainConfig::compact(Task::Ibug, data_dir());
+        (c.limit, c.epochs, c.batch_size, c.seed, c.heatmap_reg) = (Some(12), 1, 4, 3, reg);
+        c
+    };
+    let (plain, reg) = (tmp.path().join("plain"), tmp.path().join("reg"));
+    let sp = train(cfg(0.0), &plain, &TrainOptions::default()).unwrap();
+    let sr = train(cfg(5.0), &reg, &TrainOptions::default()).unwrap();
+    assert_ne!(sp, sr);
+    let (p, r) = (train_losses(&plain), train_losses(&reg));
+    assert_eq!(p[0], r[0]);
+    assert_ne!(p[1], r[1]);
+    assert_eq!(
+        TrainConfig::load(&reg.join("config.json"))
+            .unwrap()
+            .heatmap_reg,
+        5.0
+    );
 }
 
 #[test]

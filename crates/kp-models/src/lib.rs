@@ -67,7 +67,8 @@ pub use models::compact::{CompactConfig, CompactNet};
 pub use models::convmlp::{ConvMlpFamily, ConvMlpNet};
 pub use models::face::{FaceKeypointNet, FaceKeypointNetConfig};
 pub use models::heatmap::{
-    gaussian_heatmaps, soft_argmax, soft_argmax_predict, HeatmapConfig, HeatmapGrid, HeatmapNet,
+    gaussian_heatmaps, soft_argmax, soft_argmax_predict, DecodedHeatmaps, HeatmapConfig,
+    HeatmapGrid, HeatmapNet,
 };
 pub use models::nose::{NoseTipNet, NoseTipNetConfig};
 pub use models::registry::{build_model, KeypointModel, ModelConfig, ModelKind};

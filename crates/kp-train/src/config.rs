@@ -199,6 +199,10 @@ fn is_one(v: &f64) -> bool {
     *v == 1.0
 }
 
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 /// Everything a training run needs; saved as `config.json` in the run folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -226,6 +230,11 @@ pub struct TrainConfig {
     /// Training objective on the coordinates (`mse`, the seed's, in older runs).
     #[serde(default)]
     pub loss: Loss,
+    /// Weight of the heatmap regulariser added to the loss (heatmap networks only): the
+    /// divergence of each soft-argmax map from a Gaussian at its point
+    /// ([`crate::loss::objective`]); 0, the default, adds nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heatmap_reg: f64,
     /// Augmentation used for training: a preset or a TOML/JSON pipeline file.
     pub augment: AugmentSpec,
     /// Deterministic preprocessing for validation, evaluation and prediction (preset or file).
@@ -248,6 +257,11 @@ pub struct TrainConfig {
     pub keypoints: Option<Vec<usize>>,
     /// Train/validation split.
     pub split: SplitKind,
+    /// Seed of a random split (`None`: the training [`Self::seed`], as before this field
+    /// existed). Runs with other training seeds and the same split seed score the same
+    /// held-out faces: the spread over seeds on one validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
     /// Points per face the model predicts (filled in when training starts).
     #[serde(default)]
     pub num_keypoints: Option<usize>,
@@ -282,6 +296,10 @@ pub struct TrainOverrides {
     /// to ship) and validates on the training faces.
     #[cfg_attr(feature = "clap", arg(long))]
     pub val_fraction: Option<f64>,
+    /// Seed of the random split (default: --seed), e.g. `--seed 1 --split-seed 0` trains with
+    /// seed 1 and holds out the same faces as seed 0's run.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub split_seed: Option<u64>,
     /// Learning-rate schedule: constant (the seed's) or cosine (annealed to zero per step).
     #[cfg_attr(feature = "clap", arg(long, value_enum))]
     pub lr_schedule: Option<LrSchedule>,
@@ -289,6 +307,10 @@ pub struct TrainOverrides {
     /// wing (both in input pixels; Wing with w = 10, epsilon = 2).
     #[cfg_attr(feature = "clap", arg(long, value_enum))]
     pub loss: Option<Loss>,
+    /// Add the heatmap regulariser with this weight (heatmap-resnet18 and compact only): each
+    /// soft-argmax map is pulled towards a Gaussian of 1 cell at its point (DSNT's), e.g. 1.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub heatmap_reg: Option<f64>,
     /// Augmentation: a preset (none, seed-shift, shift-rotate, shift-rotate-jitter, nose-tuned,
     /// face-tuned, ibug, ibug-eval, ibug-detector, ibug-strong) or a kp-augment TOML/JSON
     /// pipeline file.
@@ -334,8 +356,12 @@ impl TrainOverrides {
         if let Some(v) = self.val_fraction {
             cfg.split = SplitKind::Random { val_fraction: v };
         }
+        if let Some(v) = self.split_seed {
+            cfg.split_seed = Some(v);
+        }
         set(&mut cfg.lr_schedule, &self.lr_schedule);
         set(&mut cfg.loss, &self.loss);
+        set(&mut cfg.heatmap_reg, &self.heatmap_reg);
         set(&mut cfg.augment, &self.augment);
         set(&mut cfg.model, &self.model);
         set(&mut cfg.channel_multiplier, &self.channel_multiplier);
@@ -516,6 +542,25 @@ impl TrainConfig {
             Err(kp_models::Error::Config(m)) => return bad(m),
             Err(e) => return bad(e.to_string()),
             Ok(()) => {}
+        }
+        if !(self.heatmap_reg.is_finite() && self.heatmap_reg >= 0.0) {
+            return bad(format!(
+                "heatmap regulariser weight must be 0 or more, got {}",
+                self.heatmap_reg
+            ));
+        }
+        if self.heatmap_reg > 0.0 && !self.model.decodes_heatmaps() {
+            return bad(format!(
+                "the heatmap regulariser needs a heatmap model (heatmap-resnet18 or compact); {} \
+                 regresses coordinates",
+                self.model
+            ));
+        }
+        if let (Some(seed), SplitKind::ImmStandard) = (self.split_seed, self.split) {
+            return bad(format!(
+                "a split seed ({seed}) needs a random split (--val-fraction); the IMM standard \
+                 split is fixed"
+            ));
         }
         if let SplitKind::Random { val_fraction } = self.split {
             if !(0.0..1.0).contains(&val_fraction) {
@@ -707,6 +752,28 @@ mod tests {
             e.contains("only the compact model") && e.contains("nosetipnet") && e.contains("1.5"),
             "{e}"
         );
+        let mut c = TrainConfig::recipe(Task::Ibug, "d");
+        c.heatmap_reg = 1.0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("needs a heatmap model") && e.contains("resnet18"),
+            "{e}"
+        );
+        let mut c = TrainConfig::compact(Task::Ibug, "d");
+        c.heatmap_reg = f64::NAN;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("heatmap regulariser weight") && e.contains("NaN"),
+            "{e}"
+        );
+        c.heatmap_reg = 1.0;
+        c.validate().unwrap();
+        c.split_seed = Some(0);
+        c.validate().unwrap();
+        let mut c = TrainConfig::recipe(Task::Nose, "d");
+        c.split_seed = Some(4);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("split seed (4) needs a random split"), "{e}");
         let mut c = TrainConfig::compact(Task::Ibug, "d");
         c.channel_multiplier = 1.5;
         c.validate().unwrap();
@@ -740,6 +807,12 @@ mod tests {
         assert_eq!(c.weight_decay, 0.0);
         assert_eq!(c.loss, Loss::Mse);
         assert_eq!(c.channel_multiplier, 1.0);
+        assert_eq!(c.heatmap_reg, 0.0);
+        assert_eq!(c.split_seed, None);
+        // And a configuration without the regulariser or a split seed is written as before
+        // they existed.
+        let v = serde_json::to_value(TrainConfig::compact(Task::Ibug, "d")).unwrap();
+        assert!(v.get("heatmap_reg").is_none() && v.get("split_seed").is_none());
     }
 
     #[test]
@@ -762,9 +835,11 @@ mod tests {
             loss: Some(Loss::L1),
             device: Some(DeviceKind::Cuda),
             skip_bad: true,
+            split_seed: Some(7),
             ..Default::default()
         };
         o.apply(&mut c);
+        assert_eq!(c.split_seed, Some(7));
         assert_eq!(
             (c.epochs, c.split, c.loss, c.device, c.skip_bad),
             (

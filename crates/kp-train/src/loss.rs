@@ -73,6 +73,33 @@ impl Loss {
     }
 }
 
+/// The Gaussian's width, in heatmap cells, that the heatmap regulariser pulls each map towards
+/// (DSNT's 1 cell: 4 input pixels for kp's heatmap networks).
+pub const HEATMAP_REG_SIGMA: f64 = 1.0;
+
+/// The training objective of one batch: `loss` on the coordinates `pred` against `target` (both
+/// `(B, 2K)` normalised, for a `(width, height)`-pixel input), plus `heatmap_reg` times the
+/// heatmap regulariser ([`kp_models::DecodedHeatmaps::gaussian_divergence`] with
+/// [`HEATMAP_REG_SIGMA`]) when the weight is positive. A positive weight without heatmaps is
+/// refused (configurations are checked before training: `TrainConfig::validate`).
+pub fn objective(
+    loss: Loss,
+    heatmap_reg: f64,
+    (pred, heatmaps): (&Tensor, Option<&kp_models::DecodedHeatmaps>),
+    target: &Tensor,
+    input: (usize, usize),
+) -> Result<Tensor> {
+    let coords = loss.compute(pred, target, input)?;
+    if heatmap_reg == 0.0 {
+        return Ok(coords);
+    }
+    let hm = heatmaps.ok_or_else(|| {
+        Error::Config("the heatmap regulariser needs a network that decodes heatmaps".into())
+    })?;
+    let reg = hm.gaussian_divergence(target, HEATMAP_REG_SIGMA)?;
+    Ok((coords + (reg * heatmap_reg)?)?)
+}
+
 /// `diff` (normalised, `(B, 2K)`) in input pixels: x columns times the width, y times the height.
 fn pixel_errors(diff: &Tensor, (w, h): (usize, usize)) -> Result<Tensor> {
     let cols = diff.dim(1)?;
@@ -152,6 +179,30 @@ mod tests {
             assert!(report.passed(), "{loss:?}: {}", report.describe());
             assert_eq!(report.checked, values.len());
         }
+    }
+
+    #[test]
+    fn the_objective_adds_the_weighted_heatmap_regulariser_only_when_asked() {
+        let d = Device::Cpu;
+        let grid = kp_models::HeatmapGrid::new((8, 8), (32, 32));
+        let target = Tensor::new(&[[0.4f32, 0.6]], &d).unwrap();
+        let pred = Tensor::new(&[[0.45f32, 0.5]], &d).unwrap();
+        let hm = kp_models::DecodedHeatmaps {
+            logits: Tensor::zeros((1, 1, 8, 8), DType::F32, &d).unwrap(),
+            beta: 1.0,
+            grid,
+        };
+        let value = |w: f64, hm: Option<&kp_models::DecodedHeatmaps>| {
+            objective(Loss::Wing, w, (&pred, hm), &target, (32, 32)).map(|t| scalar(&t).unwrap())
+        };
+        let wing = scalar(&Loss::Wing.compute(&pred, &target, (32, 32)).unwrap()).unwrap();
+        let reg = scalar(&hm.gaussian_divergence(&target, HEATMAP_REG_SIGMA).unwrap()).unwrap();
+        assert!(reg > 0.5, "a flat map is far from a 1-cell Gaussian: {reg}");
+        assert_eq!(value(0.0, Some(&hm)).unwrap(), wing);
+        assert_eq!(value(0.0, None).unwrap(), wing);
+        assert!((value(2.0, Some(&hm)).unwrap() - (wing + 2.0 * reg)).abs() < 1e-4);
+        let e = value(2.0, None).unwrap_err().to_string();
+        assert!(e.contains("heatmap regulariser"), "{e}");
     }
 
     #[test]

@@ -125,7 +125,8 @@ pub fn prepare_data(cfg: &TrainConfig) -> Result<PreparedData> {
     let split = match cfg.split {
         SplitKind::ImmStandard => kp_data::split::Split::imm_standard(&dataset)?,
         SplitKind::Random { val_fraction } => {
-            kp_data::split::Split::random(dataset.len(), val_fraction, cfg.seed)?
+            let seed = cfg.split_seed.unwrap_or(cfg.seed);
+            kp_data::split::Split::random(dataset.len(), val_fraction, seed)?
         }
     };
     let (train, mut val) = (split.train, split.val);
@@ -538,15 +539,19 @@ fn run_epoch(
             if b > 0 {
                 let x = Tensor::from_slice(&batch.images, (b, 1, h, w), e.device)?;
                 let t = Tensor::from_slice(&batch.targets, (b, batch.targets.len() / b), e.device)?;
-                let y = model.model.forward(&x, true)?;
-                let objective = cfg.loss.compute(&y, &t, (w, h))?;
+                let (y, hm) = match cfg.heatmap_reg > 0.0 {
+                    true => model.model.forward_decoded(&x, true)?,
+                    false => (model.model.forward(&x, true)?, None),
+                };
+                let objective =
+                    loss::objective(cfg.loss, cfg.heatmap_reg, (&y, hm.as_ref()), &t, (w, h))?;
                 let value = loss::scalar(&objective)?;
                 if dp.is_none() && !value.is_finite() {
                     diverged = Some((*step, value));
                     return Ok(());
                 }
                 let mse = match cfg.loss {
-                    Loss::Mse => value,
+                    Loss::Mse if cfg.heatmap_reg == 0.0 => value,
                     _ => loss::scalar(&Loss::Mse.compute(&y, &t, (w, h))?)?,
                 };
                 local = (value, mse, Some(objective));

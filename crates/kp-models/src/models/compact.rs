@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::models::heatmap::{
-    heatmap_layer, soft_argmax, soft_argmax_predict, soft_argmax_to_onnx, HeatmapGrid,
+    heatmap_layer, soft_argmax, soft_argmax_predict, soft_argmax_to_onnx, DecodedHeatmaps,
+    HeatmapGrid,
 };
 use crate::nn::batchnorm::{BatchNorm2d, BatchNormConfig};
 use crate::nn::conv::{Conv2d, Conv2dConfig, ConvInit};
@@ -391,6 +392,16 @@ impl CompactNet {
             return soft_argmax_predict(&hm, self.config.beta, self.config.grid());
         }
         soft_argmax(&hm, self.config.beta, self.config.grid())
+    }
+
+    /// [`Self::forward`] and the heatmaps it decoded (the training path: [`soft_argmax`]).
+    pub fn forward_decoded(&self, x: &Tensor, train: bool) -> Result<(Tensor, DecodedHeatmaps)> {
+        let hm = DecodedHeatmaps {
+            logits: self.forward_heatmaps(x, train)?,
+            beta: self.config.beta,
+            grid: self.config.grid(),
+        };
+        Ok((soft_argmax(&hm.logits, hm.beta, hm.grid)?, hm))
     }
 
     /// [`Self::forward`] in evaluation mode as ONNX nodes, from the [`Self::folded`] network

@@ -269,6 +269,53 @@ pub fn gaussian_heatmaps(points: &Tensor, grid: HeatmapGrid, sigma: f64) -> Resu
     Ok((d2 * (-0.5 / (sigma * sigma)))?.exp()?)
 }
 
+/// Heatmap logits `(B, K, h, w)` with how a network decodes them ([`soft_argmax`] of `beta`
+/// times the logits over `grid`): what [`crate::KeypointModel::forward_decoded`] returns beside
+/// the coordinates, for a loss on the heatmaps' shape.
+#[derive(Debug, Clone)]
+pub struct DecodedHeatmaps {
+    /// The logits, `(B, K, h, w)`.
+    pub logits: Tensor,
+    /// Softmax sharpness.
+    pub beta: f64,
+    /// The heatmap's place on the input.
+    pub grid: HeatmapGrid,
+}
+
+impl DecodedHeatmaps {
+    /// Mean over faces and keypoints of `KL(G || softmax(beta * logits))`, where `G` is the
+    /// Gaussian of `sigma` cells around the target point (normalised points `(B, 2K)` as
+    /// [`gaussian_heatmaps`] reads them), scaled to sum 1 over the map. Differentiable in the
+    /// logits; 0 when the softmax is that Gaussian.
+    ///
+    /// Why: soft-argmax trains only the mean of each map, and many maps have the right mean (a
+    /// blob at the point, or two blobs either side of it, or a wide smear). DSNT's regulariser
+    /// (Nibali et al. 2018, "Numerical coordinate regression with convolutional neural
+    /// networks", sigma 1 cell) pulls each map towards one peak at the point. They measured the
+    /// Jensen-Shannon form; this is the KL form, whose gradient in the logits is simply
+    /// `beta (softmax - G) / (B K)`. A point far outside the map has a Gaussian that underflows
+    /// to zero: it adds nothing.
+    pub fn gaussian_divergence(&self, points: &Tensor, sigma: f64) -> Result<Tensor> {
+        let (b, k, h, w) = self.logits.dims4()?;
+        if (w, h) != self.grid.heatmap {
+            return Err(Error::Shape(format!(
+                "heatmap divergence: heatmaps are {w}x{h}, the grid says {:?}",
+                self.grid.heatmap
+            )));
+        }
+        let target = gaussian_heatmaps(points, self.grid, sigma)?
+            .to_dtype(self.logits.dtype())?
+            .reshape((b, k, h * w))?;
+        let mass = (target.sum_keepdim(2)? + 1e-30)?;
+        let target = target.broadcast_div(&mass)?.detach();
+        let logits = (self.logits.reshape((b, k, h * w))? * self.beta)?;
+        let log_p = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let log_t = (&target + 1e-30)?.log()?;
+        let kl = (&target * (log_t - log_p)?)?.sum(2)?; // (B, K)
+        Ok(kl.mean_all()?)
+    }
+}
+
 /// The 1x1 convolution (with bias, PyTorch's default initialisation) that turns `channels`
 /// features into one heatmap logit per keypoint: the last layer of every heatmap network.
 pub(crate) fn heatmap_layer(vb: VarBuilder, channels: usize, keypoints: usize) -> Result<Conv2d> {
@@ -447,8 +494,17 @@ impl HeatmapNet {
     /// Normalised coordinates `(B, 2K)` decoded with [`soft_argmax`] (relative to the real,
     /// unpadded input).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let hm = self.forward_heatmaps(x, train)?;
-        soft_argmax(&hm, self.config.beta, self.config.grid())
+        Ok(self.forward_decoded(x, train)?.0)
+    }
+
+    /// [`Self::forward`] and the heatmaps it decoded.
+    pub fn forward_decoded(&self, x: &Tensor, train: bool) -> Result<(Tensor, DecodedHeatmaps)> {
+        let hm = DecodedHeatmaps {
+            logits: self.forward_heatmaps(x, train)?,
+            beta: self.config.beta,
+            grid: self.config.grid(),
+        };
+        Ok((soft_argmax(&hm.logits, hm.beta, hm.grid)?, hm))
     }
 
     /// [`Self::forward`] in evaluation mode as ONNX nodes: `Pad` (when the input is not a
@@ -496,6 +552,79 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
+
+    #[test]
+    fn heatmap_divergence_is_zero_at_the_target_gaussian_and_grows_away_from_it() {
+        let dev = Device::Cpu;
+        let grid = HeatmapGrid::new((16, 12), (64, 48));
+        let pts = Tensor::new(&[[0.3f64, 0.6, 0.7, 0.4], [0.5, 0.5, 0.2, 0.8]], &dev).unwrap();
+        let decoded = |logits: Tensor| DecodedHeatmaps {
+            logits,
+            beta: 1.0,
+            grid,
+        };
+        let kl = |logits: Tensor| {
+            decoded(logits)
+                .gaussian_divergence(&pts, 1.0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        // Logits equal to the Gaussian's logarithm: the softmax is the normalised Gaussian.
+        let g = gaussian_heatmaps(&pts, grid, 1.0).unwrap();
+        assert!(kl(g.log().unwrap()).abs() < 1e-9);
+        // A flat map, a peak one cell off, a peak at the point but wider: all worse, the flat
+        // map the worst.
+        let flat = kl(Tensor::zeros((2, 2, 12, 16), DType::F64, &dev).unwrap());
+        let off = kl(gaussian_heatmaps(&(&pts + 1.0 / 16.0).unwrap(), grid, 1.0)
+            .unwrap()
+            .log()
+            .unwrap());
+        let wide = kl(gaussian_heatmaps(&pts, grid, 2.5).unwrap().log().unwrap());
+        assert!(
+            off > 0.1 && wide > 0.1 && flat > off.max(wide),
+            "{off} {wide} {flat}"
+        );
+        // A point far outside the map has no Gaussian on it: it adds nothing (the other points
+        // sit at their targets, so the sum stays zero), and no NaN.
+        let far = Tensor::new(&[[0.3f64, 0.6, 40.0, -40.0], [0.5, 0.5, 0.2, 0.8]], &dev).unwrap();
+        let v = decoded(g.log().unwrap())
+            .gaussian_divergence(&far, 1.0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(v.is_finite() && v.abs() < 1e-9, "{v}");
+        // The wrong grid is refused.
+        let bad = DecodedHeatmaps {
+            grid: HeatmapGrid::new((8, 6), (64, 48)),
+            ..decoded(g.clone())
+        };
+        assert!(bad.gaussian_divergence(&pts, 1.0).is_err());
+    }
+
+    #[test]
+    fn heatmap_divergence_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let grid = HeatmapGrid::new((6, 5), (24, 20));
+        let pts = Tensor::new(&[[0.4f64, 0.55]], &dev).unwrap();
+        let values: Vec<f64> = (0..30).map(|i| ((i * 7 % 11) as f64 - 5.0) * 0.3).collect();
+        let v = Var::from_vec(values, (1, 1, 5, 6), &dev).unwrap();
+        let objective = || {
+            let hm = DecodedHeatmaps {
+                logits: v.as_tensor().clone(),
+                beta: 1.7,
+                grid,
+            };
+            Ok(hm.gaussian_divergence(&pts, 1.0).unwrap())
+        };
+        let config = crate::GradCheckConfig {
+            eps: 1e-6,
+            max_entries: 30,
+            ..Default::default()
+        };
+        let report = crate::check_gradients(&[("logits", &v)], objective, &config).unwrap();
+        assert!(report.passed(), "{}", report.describe());
+    }
 
     #[test]
     fn grid_round_trip_and_centres() {

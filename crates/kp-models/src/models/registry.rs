@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::models::compact::{CompactConfig, CompactNet};
 use crate::models::convmlp::{ConvMlpFamily, ConvMlpNet};
 use crate::models::face::FaceKeypointNetConfig;
-use crate::models::heatmap::{HeatmapConfig, HeatmapNet};
+use crate::models::heatmap::{DecodedHeatmaps, HeatmapConfig, HeatmapNet};
 use crate::models::nose::NoseTipNetConfig;
 use crate::models::resnet::{ResNet18, ResNet18Config};
 use crate::onnx::graph::OnnxGraph;
@@ -23,6 +23,16 @@ pub trait KeypointModel: Send + Sync {
     /// Predicts coordinates; `train` selects batch statistics (and updates running statistics)
     /// in batch-norm layers.
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// [`Self::forward`] and, for a network that decodes heatmaps by soft-argmax, the heatmaps
+    /// it decoded (for a loss on their shape: kp-train's heatmap regulariser); `None` for a
+    /// network regressing coordinates directly. [`ModelKind::decodes_heatmaps`] says which.
+    fn forward_decoded(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Option<DecodedHeatmaps>)> {
+        Ok((self.forward(x, train)?, None))
+    }
     /// Keypoints `K` predicted.
     fn num_keypoints(&self) -> usize;
     /// Expected input `(width, height)`.
@@ -148,6 +158,13 @@ impl ModelKind {
             Self::HeatmapResNet18 => "heatmap-resnet18",
             Self::Compact => "compact",
         }
+    }
+
+    /// Whether the network decodes heatmaps by soft-argmax (its
+    /// [`KeypointModel::forward_decoded`] returns them): the heatmap ResNet18 and the compact
+    /// family.
+    pub fn decodes_heatmaps(self) -> bool {
+        matches!(self, Self::HeatmapResNet18 | Self::Compact)
     }
 
     /// The registered names, comma separated (for messages).
@@ -331,6 +348,14 @@ impl KeypointModel for HeatmapNet {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         HeatmapNet::forward(self, x, train)
     }
+    fn forward_decoded(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Option<DecodedHeatmaps>)> {
+        let (y, hm) = HeatmapNet::forward_decoded(self, x, train)?;
+        Ok((y, Some(hm)))
+    }
     fn num_keypoints(&self) -> usize {
         self.config().num_keypoints
     }
@@ -356,6 +381,17 @@ impl KeypointModel for CompactNet {
             ));
         }
         CompactNet::forward(self, x, train)
+    }
+    fn forward_decoded(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Option<DecodedHeatmaps>)> {
+        if self.is_folded() {
+            return Ok((KeypointModel::forward(self, x, train)?, None));
+        }
+        let (y, hm) = CompactNet::forward_decoded(self, x, train)?;
+        Ok((y, Some(hm)))
     }
     fn num_keypoints(&self) -> usize {
         self.config().num_keypoints
