@@ -18,7 +18,7 @@ overlaps kp's box most, the convention dlib's model was trained with; faces it d
 (IoU < 0.3) are counted and left out of both systems' rows, so both are scored on the same faces.
 
 Prints a Markdown table; `--json` writes {"faces", "dlib_boxes", "missed", "rows": [{"system", "nme", "fr_8", "auc_8",
-"auc_10", "mean_px"}]}, `--errors` one CSV row per face (image,kp_nme,dlib_nme) for CED curves.
+"fr_10", "auc_10", "mean_px"}]}, `--errors` one CSV row per face (image,kp_nme,dlib_nme) for CED curves.
 dlib's model was trained on all of 300-W, very likely on these faces too.
 """
 
@@ -51,9 +51,9 @@ def iou(a, b):
 def stats(errors):
     n = len(errors)
     out = {"nme": sum(e for e, _ in errors) / n, "mean_px": sum(p for _, p in errors) / n}
-    out["fr_8"] = sum(1 for e, _ in errors if not e <= 0.08) / n
     for t in (0.08, 0.10):
-        out[f"auc_{int(t * 100)}"] = sum(max(0.0, 1 - e / t) for e, _ in errors) / n
+        out[f"fr_{round(t * 100)}"] = sum(1 for e, _ in errors if not e <= t) / n
+        out[f"auc_{round(t * 100)}"] = sum(max(0.0, 1 - e / t) for e, _ in errors) / n
     return out
 
 
@@ -108,11 +108,12 @@ def main() -> int:
     table = [dict(system="kp", **stats(kp_err)), dict(system="dlib", **stats(dlib_err))]
     print(f"{len(kp_err)} faces from {a.faces}"
           + (f" ({missed} not found by dlib's HOG detector, left out)" if hog else ""))
-    print("| system | NME | FR@8% | AUC@8% | AUC@10% | mean error px |")
-    print("|---|---|---|---|---|---|")
+    print("| system | NME | FR@8% | AUC@8% | FR@10% | AUC@10% | mean error px |")
+    print("|---|---|---|---|---|---|---|")
     for r in table:
         print(f"| {r['system']} | {r['nme'] * 100:.2f}% | {r['fr_8'] * 100:.2f}% | "
-              f"{r['auc_8']:.4f} | {r['auc_10']:.4f} | {r['mean_px']:.2f} |")
+              f"{r['auc_8']:.4f} | {r['fr_10'] * 100:.2f}% | {r['auc_10']:.4f} | "
+              f"{r['mean_px']:.2f} |")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"faces": len(kp_err), "dlib_boxes": a.dlib_boxes, "missed": missed,

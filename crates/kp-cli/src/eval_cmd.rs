@@ -127,6 +127,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             println!("failure rate @8%   {:.2}%", fr * 100.0);
             println!("AUC @8%            {:.4}", auc);
         }
+        if let (Some(fr), Some(auc)) = (m.failure_rate_10, m.auc_10) {
+            println!("failure rate @10%  {:.2}%", fr * 100.0);
+            println!("AUC @10%           {:.4}", auc);
+        }
     }
     Ok(())
 }

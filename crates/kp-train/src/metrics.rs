@@ -1,10 +1,14 @@
-//! Landmark accuracy metrics: MSE, mean point error, per-coordinate MAE, NME, failure rate, AUC.
+//! Landmark accuracy metrics: MSE, mean point error, per-coordinate MAE, NME, and the failure
+//! rate and AUC at 8% (the common 300-W threshold) and at 10% (the other one papers report).
 
 use kp_data::Point;
 use serde::{Deserialize, Serialize};
 
 /// NME threshold above which a face counts as a failure (8% of the inter-ocular distance).
 pub const FAILURE_THRESHOLD: f64 = 0.08;
+
+/// The second threshold papers report failure rates and AUC at (10%).
+pub const FAILURE_THRESHOLD_10: f64 = 0.10;
 
 /// Metrics over a set of faces. Pixel figures are in the original image's pixels unless the
 /// name says `input` (pixels of the network's input).
@@ -26,6 +30,12 @@ pub struct Metrics {
     pub failure_rate: Option<f64>,
     /// Area under the CED curve up to [`FAILURE_THRESHOLD`], divided by the threshold.
     pub auc: Option<f64>,
+    /// Fraction of faces with NME above [`FAILURE_THRESHOLD_10`] (absent in older files).
+    #[serde(default)]
+    pub failure_rate_10: Option<f64>,
+    /// Area under the CED curve up to [`FAILURE_THRESHOLD_10`], divided by the threshold.
+    #[serde(default)]
+    pub auc_10: Option<f64>,
 }
 
 /// Per-face errors, kept so figures (CED curves, worst faces) can be drawn from them.
@@ -90,23 +100,12 @@ pub fn compute(
         }
     }
     let div = |a: f64, n: usize| if n == 0 { f64::NAN } else { a / n as f64 };
-    let (nme, failure_rate, auc) = if errors.nme.is_empty() {
-        (None, None, None)
-    } else {
-        let n = errors.nme.len() as f64;
-        (
-            Some(errors.nme.iter().sum::<f64>() / n),
-            Some(
-                errors
-                    .nme
-                    .iter()
-                    .filter(|&&e| e > FAILURE_THRESHOLD)
-                    .count() as f64
-                    / n,
-            ),
-            Some(auc(&errors.nme, FAILURE_THRESHOLD)),
-        )
-    };
+    let n = errors.nme.len() as f64;
+    let scored = !errors.nme.is_empty();
+    let nme = scored.then(|| errors.nme.iter().sum::<f64>() / n);
+    let failures =
+        |t: f64| scored.then(|| errors.nme.iter().filter(|&&e| e > t).count() as f64 / n);
+    let area = |t: f64| scored.then(|| auc(&errors.nme, t));
     let metrics = Metrics {
         faces: faces.len(),
         mse: div(se, n_coord),
@@ -114,8 +113,10 @@ pub fn compute(
         mean_px_error: div(px, n_pts),
         mae: div(ae, 2 * n_pts),
         nme,
-        failure_rate,
-        auc,
+        failure_rate: failures(FAILURE_THRESHOLD),
+        auc: area(FAILURE_THRESHOLD),
+        failure_rate_10: failures(FAILURE_THRESHOLD_10),
+        auc_10: area(FAILURE_THRESHOLD_10),
     };
     (metrics, errors)
 }
@@ -176,6 +177,28 @@ mod tests {
     }
 
     #[test]
+    fn a_face_between_8_and_10_percent_fails_only_the_8_percent_threshold() {
+        let truth = pts(&[(0.0, 0.0), (100.0, 0.0)]);
+        let (off9, off2) = (
+            pts(&[(0.0, 9.0), (100.0, 9.0)]),
+            pts(&[(0.0, 2.0), (100.0, 2.0)]),
+        );
+        let face = |pred| Scored {
+            pred,
+            truth: &truth,
+            pred_input: pred,
+            truth_input: &truth,
+        };
+        let (m, _) = compute(&[face(&off9), face(&off2)], 100, 100, Some((0, 1)));
+        assert!((m.nme.unwrap() - 0.055).abs() < 1e-9);
+        assert_eq!((m.failure_rate, m.failure_rate_10), (Some(0.5), Some(0.0)));
+        let (a8, a10) = (m.auc.unwrap(), m.auc_10.unwrap());
+        assert!((a8 - auc(&[0.09, 0.02], 0.08)).abs() < 1e-12);
+        assert!((a10 - auc(&[0.09, 0.02], 0.10)).abs() < 1e-12);
+        assert!(a10 > a8, "{a10} {a8}");
+    }
+
+    #[test]
     fn no_nme_without_eye_corners() {
         let p = pts(&[(1.0, 1.0)]);
         let s = Scored {
@@ -185,7 +208,7 @@ mod tests {
             truth_input: &p,
         };
         let (m, _) = compute(&[s], 80, 60, None);
-        assert_eq!(m.nme, None);
+        assert_eq!((m.nme, m.failure_rate_10, m.auc_10), (None, None, None));
         assert_eq!(m.mean_px_error, 0.0);
     }
 }
