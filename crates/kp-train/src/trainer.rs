@@ -539,10 +539,7 @@ fn run_epoch(
             if b > 0 {
                 let x = Tensor::from_slice(&batch.images, (b, 1, h, w), e.device)?;
                 let t = Tensor::from_slice(&batch.targets, (b, batch.targets.len() / b), e.device)?;
-                let (y, hm) = match cfg.heatmap_reg > 0.0 {
-                    true => model.model.forward_decoded(&x, true)?,
-                    false => (model.model.forward(&x, true)?, None),
-                };
+                let (y, hm) = model.model.forward_decoded(&x, true)?;
                 let objective =
                     loss::objective(cfg.loss, cfg.heatmap_reg, (&y, hm.as_ref()), &t, (w, h))?;
                 let value = loss::scalar(&objective)?;

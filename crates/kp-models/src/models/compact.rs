@@ -396,12 +396,11 @@ impl CompactNet {
 
     /// [`Self::forward`] and the heatmaps it decoded (the training path: [`soft_argmax`]).
     pub fn forward_decoded(&self, x: &Tensor, train: bool) -> Result<(Tensor, DecodedHeatmaps)> {
-        let hm = DecodedHeatmaps {
-            logits: self.forward_heatmaps(x, train)?,
-            beta: self.config.beta,
-            grid: self.config.grid(),
-        };
-        Ok((soft_argmax(&hm.logits, hm.beta, hm.grid)?, hm))
+        DecodedHeatmaps::decode(
+            self.forward_heatmaps(x, train)?,
+            self.config.beta,
+            self.config.grid(),
+        )
     }
 
     /// [`Self::forward`] in evaluation mode as ONNX nodes, from the [`Self::folded`] network

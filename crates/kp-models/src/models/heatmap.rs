@@ -283,6 +283,13 @@ pub struct DecodedHeatmaps {
 }
 
 impl DecodedHeatmaps {
+    /// The coordinates [`soft_argmax`] decodes from `logits` (normalised, `(B, 2K)`), and the
+    /// heatmaps as decoded: what every heatmap network's `forward_decoded` returns.
+    pub fn decode(logits: Tensor, beta: f64, grid: HeatmapGrid) -> Result<(Tensor, Self)> {
+        let coords = soft_argmax(&logits, beta, grid)?;
+        Ok((coords, Self { logits, beta, grid }))
+    }
+
     /// Mean over faces and keypoints of `KL(G || softmax(beta * logits))`, where `G` is the
     /// Gaussian of `sigma` cells around the target point (normalised points `(B, 2K)` as
     /// [`gaussian_heatmaps`] reads them), scaled to sum 1 over the map. Differentiable in the
@@ -499,12 +506,11 @@ impl HeatmapNet {
 
     /// [`Self::forward`] and the heatmaps it decoded.
     pub fn forward_decoded(&self, x: &Tensor, train: bool) -> Result<(Tensor, DecodedHeatmaps)> {
-        let hm = DecodedHeatmaps {
-            logits: self.forward_heatmaps(x, train)?,
-            beta: self.config.beta,
-            grid: self.config.grid(),
-        };
-        Ok((soft_argmax(&hm.logits, hm.beta, hm.grid)?, hm))
+        DecodedHeatmaps::decode(
+            self.forward_heatmaps(x, train)?,
+            self.config.beta,
+            self.config.grid(),
+        )
     }
 
     /// [`Self::forward`] in evaluation mode as ONNX nodes: `Pad` (when the input is not a
