@@ -202,7 +202,7 @@ pub fn ced_image(series: &[(String, Vec<f64>)]) -> Result<RgbImage> {
 }
 
 /// NME threshold of the CED's AUC and failure rate (the 300-W convention).
-const CED_THRESHOLD: f64 = 0.08;
+const CED_THRESHOLD: f64 = crate::metrics::FAILURE_THRESHOLD;
 
 /// The CED's x axis: 8% NME (the convention), or wider (16%, 32%, 64%) until it holds the
 /// better half of every series' faces, so that a weak run (a short quick-mode run) shows a

@@ -103,8 +103,7 @@ pub fn compute(
     let n = errors.nme.len() as f64;
     let scored = !errors.nme.is_empty();
     let nme = scored.then(|| errors.nme.iter().sum::<f64>() / n);
-    let failures =
-        |t: f64| scored.then(|| errors.nme.iter().filter(|&&e| e > t).count() as f64 / n);
+    let failures = |t: f64| scored.then(|| failure_rate(&errors.nme, t));
     let area = |t: f64| scored.then(|| auc(&errors.nme, t));
     let metrics = Metrics {
         faces: faces.len(),
@@ -128,6 +127,13 @@ pub fn compute(
 /// Exact for the step-function CED of the given errors.
 pub fn auc(errors: &[f64], threshold: f64) -> f64 {
     kp_viz::auc(errors, threshold).unwrap_or(f64::NAN)
+}
+
+/// Fraction of faces whose error is above `threshold` ([`kp_viz::failure_rate`]): a face whose
+/// error is not a number (a prediction that diverged) is a failure, not left out. NaN where it
+/// has no value (no faces, a threshold that is not positive, a negative error).
+pub fn failure_rate(errors: &[f64], threshold: f64) -> f64 {
+    kp_viz::failure_rate(errors, threshold).unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
@@ -174,6 +180,26 @@ mod tests {
         // One face at half the threshold: area 0.5 of one of two faces.
         assert!((auc(&[0.04, 1.0], 0.08) - 0.25).abs() < 1e-12);
         assert!(auc(&[], 0.08).is_nan());
+    }
+
+    #[test]
+    fn a_face_whose_prediction_is_not_a_number_counts_as_a_failure() {
+        let truth = pts(&[(0.0, 0.0), (100.0, 0.0)]);
+        let (lost, good) = (
+            pts(&[(f32::NAN, 0.0), (100.0, 0.0)]),
+            pts(&[(0.0, 2.0), (100.0, 2.0)]),
+        );
+        let face = |pred| Scored {
+            pred,
+            truth: &truth,
+            pred_input: pred,
+            truth_input: &truth,
+        };
+        let (m, e) = compute(&[face(&lost), face(&good)], 100, 100, Some((0, 1)));
+        assert_eq!(e.nme.len(), 2);
+        assert_eq!((m.failure_rate, m.failure_rate_10), (Some(0.5), Some(0.5)));
+        assert_eq!(failure_rate(&[0.02, 0.09], 0.08), 0.5);
+        assert!(failure_rate(&[], 0.08).is_nan());
     }
 
     #[test]
