@@ -182,20 +182,28 @@ mod tests {
         assert!(auc(&[], 0.08).is_nan());
     }
 
+    /// Scores two-point faces against the eye corners (0, 0) and (100, 0) of a 100x100 input
+    /// (original and input frames the same), so each face's NME is its mean point error / 100.
+    fn score_eye_pair(preds: &[&[Point]]) -> (Metrics, FaceErrors) {
+        let truth = pts(&[(0.0, 0.0), (100.0, 0.0)]);
+        let faces: Vec<Scored> = preds
+            .iter()
+            .map(|&pred| Scored {
+                pred,
+                truth: &truth,
+                pred_input: pred,
+                truth_input: &truth,
+            })
+            .collect();
+        compute(&faces, 100, 100, Some((0, 1)))
+    }
+
     #[test]
     fn a_face_whose_prediction_is_not_a_number_counts_as_a_failure() {
-        let truth = pts(&[(0.0, 0.0), (100.0, 0.0)]);
-        let (lost, good) = (
-            pts(&[(f32::NAN, 0.0), (100.0, 0.0)]),
-            pts(&[(0.0, 2.0), (100.0, 2.0)]),
-        );
-        let face = |pred| Scored {
-            pred,
-            truth: &truth,
-            pred_input: pred,
-            truth_input: &truth,
-        };
-        let (m, e) = compute(&[face(&lost), face(&good)], 100, 100, Some((0, 1)));
+        let (m, e) = score_eye_pair(&[
+            &pts(&[(f32::NAN, 0.0), (100.0, 0.0)]),
+            &pts(&[(0.0, 2.0), (100.0, 2.0)]),
+        ]);
         assert_eq!(e.nme.len(), 2);
         assert_eq!((m.failure_rate, m.failure_rate_10), (Some(0.5), Some(0.5)));
         assert_eq!(failure_rate(&[0.02, 0.09], 0.08), 0.5);
@@ -204,18 +212,10 @@ mod tests {
 
     #[test]
     fn a_face_between_8_and_10_percent_fails_only_the_8_percent_threshold() {
-        let truth = pts(&[(0.0, 0.0), (100.0, 0.0)]);
-        let (off9, off2) = (
-            pts(&[(0.0, 9.0), (100.0, 9.0)]),
-            pts(&[(0.0, 2.0), (100.0, 2.0)]),
-        );
-        let face = |pred| Scored {
-            pred,
-            truth: &truth,
-            pred_input: pred,
-            truth_input: &truth,
-        };
-        let (m, _) = compute(&[face(&off9), face(&off2)], 100, 100, Some((0, 1)));
+        let (m, _) = score_eye_pair(&[
+            &pts(&[(0.0, 9.0), (100.0, 9.0)]),
+            &pts(&[(0.0, 2.0), (100.0, 2.0)]),
+        ]);
         assert!((m.nme.unwrap() - 0.055).abs() < 1e-9);
         assert_eq!((m.failure_rate, m.failure_rate_10), (Some(0.5), Some(0.0)));
         let (a8, a10) = (m.auc.unwrap(), m.auc_10.unwrap());
