@@ -125,6 +125,7 @@ impl Case {
             warmup: WARMUP,
             iters: self.iters,
             threads: self.threads,
+            input_size: None,
         }
     }
 

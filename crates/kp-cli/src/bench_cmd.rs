@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// multiple of 8), as `kp train --channel-multiplier`.
     #[arg(long, default_value_t = 1.0)]
     channel_multiplier: f64,
+    /// Input size WIDTHxHEIGHT instead of the model's default, e.g. `160x160` for the compact
+    /// model as a `width = height = 160` training configuration runs it.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(usize, usize)>,
     /// Batch sizes to time (repeat or comma separate).
     #[arg(long = "batch-size", value_delimiter = ',', default_values_t = [16usize, 64, 256])]
     batch_sizes: Vec<usize>,
@@ -67,6 +71,18 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// `WIDTHxHEIGHT`, each 1-4096 pixels.
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let bad =
+        || format!("input size {s:?} is not WIDTHxHEIGHT with each side 1-4096, e.g. 160x160");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |v: &str| match v.trim().parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(bad()),
+    };
+    Ok((side(w)?, side(h)?))
+}
+
 pub fn bench(args: BenchArgs) -> Result<()> {
     let device = kp_train::model::device(args.device)?;
     let backward = args
@@ -94,6 +110,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             warmup: args.warmup,
             iters: args.iters as usize,
             threads: args.threads,
+            input_size: args.size,
         };
         let times = bench
             .run(&device)
@@ -122,4 +139,19 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn an_input_size_is_width_x_height_and_anything_else_is_refused_with_the_value() {
+        assert_eq!(parse_size("160x160"), Ok((160, 160)));
+        assert_eq!(parse_size("128X96"), Ok((128, 96)));
+        for bad in ["160", "0x160", "160x", "x160", "-1x3", "160x99999", "axb"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
 }

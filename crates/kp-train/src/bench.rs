@@ -44,6 +44,10 @@ pub struct StepBench {
     /// Run on a pool of this many threads (`None`: the global pool, `RAYON_NUM_THREADS` or
     /// every core); named in the case as `_1thread`, `_2threads`, ...
     pub threads: Option<usize>,
+    /// Input (width, height) instead of the model's default (`None`), e.g. the compact model
+    /// at 160x160 as a `width = height = 160` configuration trains it; named in the case as
+    /// `-160x160` after the model.
+    pub input_size: Option<(usize, usize)>,
 }
 
 /// The times of one case.
@@ -75,7 +79,7 @@ pub fn median(values: &[f64]) -> f64 {
 
 impl StepBench {
     /// The case's name: `<model>_<train|infer>_b<batch>`, then `_<n>thread(s)` with
-    /// [`Self::threads`].
+    /// [`Self::threads`] (`<model>` with `-x<multiplier>` and `-<w>x<h>` where they are set).
     pub fn name(&self) -> String {
         let kind = match self.kind {
             StepKind::Train => "train",
@@ -86,10 +90,13 @@ impl StepBench {
             Some(1) => "_1thread".into(),
             Some(n) => format!("_{n}threads"),
         };
-        let model = match self.channel_multiplier {
+        let mut model = match self.channel_multiplier {
             1.0 => self.model.to_string(),
             m => format!("{}-x{m}", self.model),
         };
+        if let Some((w, h)) = self.input_size {
+            model.push_str(&format!("-{w}x{h}"));
+        }
         format!("{model}_{kind}_b{}{threads}", self.batch)
     }
 
@@ -109,9 +116,13 @@ impl StepBench {
     }
 
     fn run_here(&self, device: &Device) -> Result<StepTimes> {
+        let default = ModelConfig::for_model(self.model);
+        let (width, height) = self.input_size.unwrap_or((default.width, default.height));
         let cfg = ModelConfig {
             channel_multiplier: self.channel_multiplier,
-            ..ModelConfig::for_model(self.model)
+            width,
+            height,
+            ..default
         };
         let varmap = VarMap::new();
         let model = build_model(
@@ -169,6 +180,7 @@ mod tests {
                 warmup: 1,
                 iters: 3,
                 threads: None,
+                input_size: None,
             };
             let t = b.run(&Device::Cpu).unwrap();
             assert_eq!(t.ms.len(), 3);
@@ -183,6 +195,7 @@ mod tests {
             warmup: 0,
             iters: 0,
             threads: None,
+            input_size: None,
         };
         assert_eq!(b.name(), "nosetipnet_train_b4");
         let one = StepBench {
@@ -200,6 +213,12 @@ mod tests {
         };
         assert_eq!(wide.name(), "compact-x1.5_infer_b4_1thread");
         assert_eq!(wide.run(&Device::Cpu).unwrap().ms.len(), 1);
+        let larger = StepBench {
+            input_size: Some((160, 160)),
+            ..one.clone()
+        };
+        assert_eq!(larger.name(), "compact-160x160_infer_b4_1thread");
+        assert_eq!(larger.run(&Device::Cpu).unwrap().ms.len(), 1);
         assert_eq!(
             StepBench {
                 threads: Some(2),
