@@ -106,7 +106,7 @@ fn cases() -> Result<Vec<Case>> {
             predictor,
         });
     }
-    for ready in [ReadyModel::Compact, ReadyModel::Resnet18] {
+    for ready in ReadyModel::ALL {
         cases.push(Case {
             name: format!("ready-{}", ready.name()),
             source: format!("ready:{}", ready.name()),

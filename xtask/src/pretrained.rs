@@ -1,6 +1,6 @@
-//! `cargo xtask pretrained [--ready resnet18]`: re-creates a ready model kp ships
-//! (`models/landmarks/ibug68-compact/`, or `ibug68/`; see `kp_train::pretrained`) and measures
-//! it.
+//! `cargo xtask pretrained [--ready compact-wide|resnet18]`: re-creates a ready model kp ships
+//! (`models/landmarks/ibug68-compact/`, `ibug68-compact-x1.5/` or `ibug68/`; see
+//! `kp_train::pretrained`) and measures it.
 //!
 //! It trains the model's 300-W recipe with seed 0 (`kp train --task ibug --recipe compact
 //! --seed 0`, or `--recipe tuned`; the 80/20 split, so the validation faces stay held out and the model
@@ -46,7 +46,8 @@ pub struct PretrainedArgs {
     /// A run trained with the recipe already (skips training; its config is checked).
     #[arg(long)]
     run: Option<PathBuf>,
-    /// Which ready model: compact (`--recipe compact`) or resnet18 (`--recipe tuned`).
+    /// Which ready model: compact (`--recipe compact`), compact-wide (the same with
+    /// `--channel-multiplier 1.5`) or resnet18 (`--recipe tuned`).
     #[arg(long, value_enum, default_value_t)]
     ready: ReadyModel,
     /// Where the run is trained, resumed when stopped (default: runs/pretrained-NAME).
@@ -127,7 +128,25 @@ struct Results {
 fn recipe_of(model: ReadyModel) -> Recipe {
     match model {
         ReadyModel::Resnet18 => Recipe::Tuned,
-        ReadyModel::Compact => Recipe::Compact,
+        ReadyModel::Compact | ReadyModel::CompactWide => Recipe::Compact,
+    }
+}
+
+/// The compact model's width multiplier of `model` (1 for the others).
+fn channel_multiplier_of(model: ReadyModel) -> f64 {
+    match model {
+        ReadyModel::CompactWide => 1.5,
+        ReadyModel::Compact | ReadyModel::Resnet18 => 1.0,
+    }
+}
+
+/// `model`'s `kp train` arguments after `--task ibug`: `--recipe NAME`, and the channel
+/// multiplier where it is not 1.
+fn recipe_args(model: ReadyModel) -> String {
+    let name = format!("{:?}", recipe_of(model)).to_lowercase();
+    match channel_multiplier_of(model) {
+        1.0 => format!("--recipe {name}"),
+        m => format!("--recipe {name} --channel-multiplier {m}"),
     }
 }
 
@@ -135,6 +154,7 @@ fn recipe_of(model: ReadyModel) -> Recipe {
 fn recipe(model: ReadyModel, data: &Path, seed: u64) -> TrainConfig {
     let mut cfg = TrainConfig::from_recipe(recipe_of(model), Task::Ibug, data);
     cfg.seed = seed;
+    cfg.channel_multiplier = channel_multiplier_of(model);
     cfg
 }
 
@@ -217,15 +237,15 @@ const HELD_OUT: &str = "80/20 split";
 const ALL_FACES: &str = "all faces";
 
 /// Checks that `run` finished training exactly `want` (the data path aside).
-fn check_recipe(run: &Path, want: &TrainConfig, recipe_name: &str, seed: u64) -> Result<()> {
+fn check_recipe(run: &Path, want: &TrainConfig, recipe_args: &str, seed: u64) -> Result<()> {
     let dir = RunDir::open(run)?;
     let mut saved = TrainConfig::load(&dir.config_path())?;
     saved.num_keypoints = None;
     saved.data = want.data.clone();
     if saved != *want {
         bail!(
-            "{}: not trained with the ready model's recipe (kp train --task ibug --recipe \
-             {recipe_name} --seed {seed}{})",
+            "{}: not trained with the ready model's recipe (kp train --task ibug {recipe_args} \
+             --seed {seed}{})",
             run.display(),
             match want.split {
                 kp_train::config::SplitKind::Random { val_fraction: 0.0 } => {
@@ -249,7 +269,7 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
             .context("no datasets folder: pass --data or set KP_DATA_DIR")?,
     };
     let model = args.ready;
-    let recipe_name = format!("{:?}", recipe_of(model)).to_lowercase();
+    let recipe_args = recipe_args(model);
     let run_dir = args
         .run_dir
         .clone()
@@ -261,7 +281,7 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
     let want = recipe(model, &data, args.seed);
     let run = match &args.run {
         Some(run) => {
-            check_recipe(run, &want, &recipe_name, args.seed)?;
+            check_recipe(run, &want, &recipe_args, args.seed)?;
             run.clone()
         }
         None => {
@@ -284,7 +304,7 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
         want_all.split = kp_train::config::SplitKind::Random { val_fraction: 0.0 };
         let all = match &args.all_run {
             Some(r) => {
-                check_recipe(r, &want_all, &recipe_name, args.seed)?;
+                check_recipe(r, &want_all, &recipe_args, args.seed)?;
                 r.clone()
             }
             None => {
@@ -317,7 +337,7 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
     let results = Results {
         model: model.name(),
         recipe: format!(
-            "kp train --task ibug --recipe {recipe_name}{}",
+            "kp train --task ibug {recipe_args}{}",
             if args.all_faces {
                 " --val-fraction 0"
             } else {

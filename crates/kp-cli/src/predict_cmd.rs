@@ -64,7 +64,8 @@ struct FaceOut {
 #[derive(Serialize)]
 struct PhotoOut<'a> {
     image: &'a Path,
-    /// The model: `ready:ibug68-compact`, `ready:ibug68-heatmap-resnet18` or the run folder.
+    /// The model: `ready:ibug68-compact`, `ready:ibug68-compact-x1.5`,
+    /// `ready:ibug68-heatmap-resnet18` or the run folder.
     model: &'a str,
     /// The landmark scheme of `keypoints` (`ibug68`, `imm58`): what point `i` is.
     scheme: &'a str,

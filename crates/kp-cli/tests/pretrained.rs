@@ -28,6 +28,11 @@ fn the_resnet_ready_model_puts_68_points_on_every_face_of_the_group_photo() {
     group_photo_faces(&["--ready", "resnet18"]);
 }
 
+#[test]
+fn the_wide_compact_ready_model_puts_68_points_on_every_face_of_the_group_photo() {
+    group_photo_faces(&["--ready", "compact-wide"]);
+}
+
 /// `kp predict` (with `extra` arguments) on dlib's group photo: three faces, 68 points each on
 /// the face, the eyes where the detector saw them.
 fn group_photo_faces(extra: &[&str]) {

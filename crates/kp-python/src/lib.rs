@@ -182,16 +182,17 @@ struct Landmarker {
 
 #[pymethods]
 impl Landmarker {
-    /// A ready model kp ships: `"compact"` (default) or `"resnet18"`.
+    /// A ready model kp ships: `"compact"` (default), `"compact-wide"` or `"resnet18"`.
     #[new]
     #[pyo3(signature = (model = "compact"))]
     fn new(py: Python<'_>, model: &str) -> PyResult<Self> {
         let ready = match model {
             "compact" => ReadyModel::Compact,
+            "compact-wide" => ReadyModel::CompactWide,
             "resnet18" => ReadyModel::Resnet18,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "unknown ready model `{other}` (expected compact or resnet18)"
+                    "unknown ready model `{other}` (expected compact, compact-wide or resnet18)"
                 )))
             }
         };

@@ -153,6 +153,9 @@ def test_two_threads_predicting_at_once_get_what_one_thread_gets(lm):
 
 def test_the_resnet_ready_model_and_a_run_folder_load():
     assert kp.Landmarker("resnet18").model == "ready:ibug68-heatmap-resnet18"
+    wide = kp.Landmarker("compact-wide")
+    assert wide.model == "ready:ibug68-compact-x1.5"
+    assert len(wide.predict(group_photo())) == 3
     run = ROOT / "models" / "landmarks" / "ibug68-compact"
     faces = kp.Landmarker.from_run(run).predict(group_photo())
     assert len(faces) == 3
@@ -189,7 +192,7 @@ def test_bad_boxes_models_and_run_folders_are_errors_with_kps_message(tmp_path):
     lm = kp.Landmarker()
     with pytest.raises(ValueError, match="positive"):
         lm.predict(np.zeros((50, 50, 3), np.uint8), boxes=[(0, 0, -1, 5)])
-    with pytest.raises(ValueError, match="compact or resnet18"):
+    with pytest.raises(ValueError, match="compact, compact-wide or resnet18"):
         kp.Landmarker("vgg")
     empty = tmp_path / "empty-run"
     empty.mkdir()

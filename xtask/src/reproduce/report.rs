@@ -628,7 +628,7 @@ fn ready_models_table() -> Option<Table> {
         "AUC at 8%",
         "mean px",
     ]);
-    for model in [ReadyModel::Compact, ReadyModel::Resnet18] {
+    for model in ReadyModel::ALL {
         let pct = |x: Option<f64>| fmt_opt(x.map(|x| 100.0 * x), 2);
         let rows = crate::pretrained::saved_rows(model).unwrap_or_default();
         for row in rows.iter().filter(|r| r.held_out && r.weights == "f32") {

@@ -32,7 +32,7 @@ class Landmarker:
     """The bundled face detector and a landmark model; safe to share between threads."""
 
     def __init__(self, model: str = "compact") -> None:
-        """A ready model kp ships: "compact" (default) or "resnet18"."""
+        """A ready model kp ships: "compact" (default), "compact-wide" or "resnet18"."""
     @staticmethod
     def from_run(path: Union[str, os.PathLike[str]]) -> "Landmarker":
         """The model of a run folder written by `kp train`."""
