@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use kp_train::config::{Recipe, Task, TrainConfig};
 use kp_train::landmarker::{FaceLandmarks, Landmarker as KpLandmarker};
-use kp_train::pretrained::ReadyModel;
+use kp_train::pretrained::{ReadyModel, UnknownReadyModel};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
@@ -186,16 +186,9 @@ impl Landmarker {
     #[new]
     #[pyo3(signature = (model = "compact"))]
     fn new(py: Python<'_>, model: &str) -> PyResult<Self> {
-        let ready = match model {
-            "compact" => ReadyModel::Compact,
-            "compact-wide" => ReadyModel::CompactWide,
-            "resnet18" => ReadyModel::Resnet18,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown ready model `{other}` (expected compact, compact-wide or resnet18)"
-                )))
-            }
-        };
+        let ready: ReadyModel = model
+            .parse()
+            .map_err(|e: UnknownReadyModel| PyValueError::new_err(e.to_string()))?;
         let inner = py
             .detach(|| KpLandmarker::ready(ready, None))
             .map_err(to_py)?;

@@ -83,6 +83,16 @@ impl ReadyModel {
     /// Every ready model, the default first.
     pub const ALL: [Self; 3] = [Self::Compact, Self::CompactWide, Self::Resnet18];
 
+    /// The short name users pick it by: `kp predict --ready <key>`, `kp.Landmarker("<key>")`.
+    /// clap's `ValueEnum` derives the same names from the variants (a test checks they agree).
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Compact => "compact",
+            Self::CompactWide => "compact-wide",
+            Self::Resnet18 => "resnet18",
+        }
+    }
+
     /// The model's name (in logs, `results.json` and the model card).
     pub fn name(self) -> &'static str {
         match self {
@@ -142,6 +152,33 @@ impl ReadyModel {
     }
 }
 
+/// A name that is no ready model's [`ReadyModel::key`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown ready model `{0}` (expected {keys})", keys = expected_keys())]
+pub struct UnknownReadyModel(pub String);
+
+/// "compact, compact-wide or resnet18": every key, for error messages.
+fn expected_keys() -> String {
+    let keys: Vec<&str> = ReadyModel::ALL.iter().map(|m| m.key()).collect();
+    match keys.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+impl std::str::FromStr for ReadyModel {
+    type Err = UnknownReadyModel;
+
+    /// The ready model whose [`key`](ReadyModel::key) is `s`.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.key() == s)
+            .ok_or_else(|| UnknownReadyModel(s.to_string()))
+    }
+}
+
 /// The default ready model's training configuration.
 pub fn config() -> Result<TrainConfig> {
     ReadyModel::default().config()
@@ -161,4 +198,36 @@ pub fn write_bundle(run: &Path, out: &Path, dtype: DType) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     kp_models::convert_floats(&weights, &out.join("model.safetensors"), dtype)?;
     crate::atomic::write_json(&out.join("config.json"), &config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ready_model_is_found_by_its_key() {
+        for model in ReadyModel::ALL {
+            assert_eq!(model.key().parse::<ReadyModel>(), Ok(model));
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_the_name_and_every_key() {
+        let err = "mobilenet".parse::<ReadyModel>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown ready model `mobilenet` (expected compact, compact-wide or resnet18)"
+        );
+    }
+
+    #[cfg(feature = "clap")]
+    #[test]
+    fn clap_names_the_ready_models_by_their_keys() {
+        use clap::ValueEnum;
+        for model in ReadyModel::ALL {
+            let value = model.to_possible_value().expect("every variant is a value");
+            assert_eq!(value.get_name(), model.key());
+        }
+        assert_eq!(ReadyModel::value_variants(), &ReadyModel::ALL);
+    }
 }
