@@ -675,6 +675,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_ready_models_table_has_held_out_rows_of_every_ready_model() {
+        use kp_train::pretrained::ReadyModel;
+        let t = ready_models_table().expect("the ready models' results.json are in the repository");
+        print!("{}", t.to_csv());
+        for model in ReadyModel::ALL {
+            let rows: Vec<_> = t.rows.iter().filter(|r| r[0] == model.name()).collect();
+            assert!(!rows.is_empty(), "no row for {}", model.name());
+            assert!(
+                rows.iter().all(|r| r.len() == t.n_cols() && r[3] != "-"),
+                "{} has a row without NME: {rows:?}",
+                model.name()
+            );
+        }
+    }
+
+    #[test]
     fn every_section_names_an_experiment_of_the_matrix_and_its_named_runs_exist() {
         let runs = super::super::matrix::study(Path::new("/nonexistent"), false);
         for s in &SECTIONS {
