@@ -236,13 +236,18 @@ const HELD_OUT: &str = "80/20 split";
 /// What an `--all-faces` run was trained on.
 const ALL_FACES: &str = "all faces";
 
+/// Whether `saved` (a run's or a ready model's configuration) is `want`, the data path and the
+/// keypoint count training filled in aside.
+fn is_recipe(mut saved: TrainConfig, want: &TrainConfig) -> bool {
+    saved.num_keypoints = None;
+    saved.data = want.data.clone();
+    saved == *want
+}
+
 /// Checks that `run` finished training exactly `want` (the data path aside).
 fn check_recipe(run: &Path, want: &TrainConfig, recipe_args: &str, seed: u64) -> Result<()> {
     let dir = RunDir::open(run)?;
-    let mut saved = TrainConfig::load(&dir.config_path())?;
-    saved.num_keypoints = None;
-    saved.data = want.data.clone();
-    if saved != *want {
+    if !is_recipe(TrainConfig::load(&dir.config_path())?, want) {
         bail!(
             "{}: not trained with the ready model's recipe (kp train --task ibug {recipe_args} \
              --seed {seed}{})",
@@ -374,4 +379,25 @@ pub fn run(args: PretrainedArgs) -> Result<()> {
         results.weights_bytes
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped `config.json` of each ready model is what `cargo xtask pretrained --ready
+    /// MODEL` trains (recipe, channel multiplier, seed 0, the 80/20 split), so re-creating it
+    /// cannot silently train something else.
+    #[test]
+    fn every_ready_models_shipped_configuration_is_the_recipe_this_task_trains() {
+        for model in ReadyModel::ALL {
+            let shipped = model.config().unwrap();
+            let want = recipe(model, &shipped.data, 0);
+            assert!(
+                is_recipe(shipped.clone(), &want),
+                "{}: shipped {shipped:?}, recipe {want:?}",
+                model.name()
+            );
+        }
+    }
 }
