@@ -88,6 +88,18 @@ impl Block {
     }
 }
 
+/// How [`ConvShape::blocks`] groups whole images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    /// Images spread evenly over the blocks: the forward and input-gradient passes, where a
+    /// block is only a unit of work (every output is the same sum whatever its block).
+    Even,
+    /// Full blocks and a remainder: the weight gradient, which sums block after block, so its
+    /// blocks fix the order of the additions and with it every number kp trains (the committed
+    /// quick baselines, `xtask/baseline`, were made with these).
+    Filled,
+}
+
 impl ConvShape {
     fn k_dim(&self) -> usize {
         let g = &self.geometry;
@@ -100,7 +112,13 @@ impl ConvShape {
 
     /// Cuts `n` images into blocks. Bands of one image have at least `ceil(k / stride)` rows, so
     /// bands two apart never read the same input row (what the two-phase input gradient needs).
-    fn blocks(&self, n: usize) -> Result<Vec<Block>> {
+    ///
+    /// Whole images are grouped by at most `target / per_image`: with [`Grouping::Even`] the
+    /// images are spread evenly over as many blocks as that needs (16 images in groups of at
+    /// most 5 make blocks of 4, 4, 4 and 4), with [`Grouping::Filled`] every block but the last
+    /// is full (5, 5, 5 and 1: on two threads ResNet18's layer 4 then ran 10 images on one
+    /// thread and 6 on the other, its forward 17% slower than evenly).
+    fn blocks(&self, n: usize, grouping: Grouping) -> Result<Vec<Block>> {
         let (oh, ow) = self.geometry.output_size()?;
         let target = (BLOCK_ELEMENTS / self.k_dim().max(1))
             .max(MIN_BLOCK_COLUMNS)
@@ -109,9 +127,16 @@ impl ConvShape {
         let mut blocks = Vec::new();
         if per_image <= target {
             let group = (target / per_image.max(1)).max(1);
-            for start in (0..n).step_by(group) {
+            let parts = match grouping {
+                Grouping::Even => split(n, n.div_ceil(group)),
+                Grouping::Filled => (0..n)
+                    .step_by(group)
+                    .map(|start| start..(start + group).min(n))
+                    .collect(),
+            };
+            for images in parts {
                 blocks.push(Block {
-                    images: start..(start + group).min(n),
+                    images,
                     rows: 0..oh,
                 });
             }
@@ -204,7 +229,7 @@ impl ConvShape {
         if let Some(y) = self.forward_direct(x, w, b, n) {
             return Ok(y);
         }
-        let blocks = self.blocks(n)?;
+        let blocks = self.blocks(n, Grouping::Even)?;
         // The blocks cover every (image, output row), and each writes all of its values, so
         // the output is not cleared first (a serial memset of the whole output otherwise).
         let y = crate::outbuf::filled(n * o * plane, |y| {
@@ -378,7 +403,7 @@ impl ConvShape {
         let g = self.geometry;
         let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
         let (kk, plane) = (g.kernel * g.kernel, self.input_plane());
-        let blocks = self.blocks(n)?;
+        let blocks = self.blocks(n, Grouping::Even)?;
         let mut dx = vec![T::zero(); n * g.channels * plane];
         let dxp = SyncPtr(dx.as_mut_ptr());
         for parity in 0..2 {
@@ -454,7 +479,7 @@ impl ConvShape {
         let g = self.geometry;
         let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
         let kk = g.kernel * g.kernel;
-        let blocks = self.blocks(n)?;
+        let blocks = self.blocks(n, Grouping::Filled)?;
         let chan_parts = split(g.channels, WEIGHT_GRAD_TASKS);
         let groups = if chan_parts.len() >= WEIGHT_GRAD_TASKS {
             1
@@ -1051,7 +1076,7 @@ mod tests {
                 out_channels: 8,
                 relu: false,
             };
-            let blocks = shape.blocks(2).unwrap();
+            let blocks = shape.blocks(2, Grouping::Even).unwrap();
             assert!(blocks.len() > 4, "{blocks:?}");
             for pair in blocks.windows(3) {
                 if pair[0].images == pair[2].images {
@@ -1061,6 +1086,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Whole-image blocks: both groupings cover every image once, in order; evenly grouped
+    /// blocks differ by at most one image and are no more than the filled ones.
+    #[test]
+    fn image_groups_cover_the_batch_once_and_even_groups_are_balanced() {
+        // ResNet18's layer 4 (512 channels of 7x7, groups of at most 5 images) and a
+        // small-channel layer whose groups hold many images.
+        for (channels, size) in [(512, 7), (8, 12)] {
+            let shape = ConvShape {
+                geometry: UnfoldGeometry {
+                    channels,
+                    height: size,
+                    width: size,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    ones_row: false,
+                },
+                out_channels: 16,
+                relu: false,
+            };
+            for n in [0, 1, 5, 16, 17, 31, 64] {
+                let even = shape.blocks(n, Grouping::Even).unwrap();
+                let filled = shape.blocks(n, Grouping::Filled).unwrap();
+                for blocks in [&even, &filled] {
+                    let images: Vec<usize> = blocks.iter().flat_map(|b| b.images.clone()).collect();
+                    assert_eq!(images, (0..n).collect::<Vec<_>>(), "{blocks:?}");
+                    assert!(blocks.iter().all(|b| b.rows == (0..size)));
+                }
+                assert_eq!(even.len(), filled.len(), "n = {n}");
+                let sizes: Vec<usize> = even.iter().map(|b| b.images.len()).collect();
+                let (lo, hi) = (sizes.iter().min(), sizes.iter().max());
+                assert!(hi.zip(lo).is_none_or(|(hi, lo)| hi - lo <= 1), "{sizes:?}");
+            }
+        }
+        let l4 = ConvShape {
+            geometry: UnfoldGeometry {
+                channels: 512,
+                height: 7,
+                width: 7,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                ones_row: false,
+            },
+            out_channels: 512,
+            relu: false,
+        };
+        let sizes = |g| -> Vec<usize> {
+            let blocks = l4.blocks(16, g).unwrap();
+            blocks.iter().map(|b| b.images.len()).collect()
+        };
+        assert_eq!(sizes(Grouping::Even), [4, 4, 4, 4]);
+        assert_eq!(sizes(Grouping::Filled), [5, 5, 5, 1]);
     }
 
     /// An input that is not a variable (nor computed from one) gets no gradient.
