@@ -18,9 +18,11 @@
 //! Blocks run in parallel on rayon's pool; the GEMMs are single-threaded unless there are fewer
 //! blocks than threads. Every part is tested against candle's `conv2d` and finite differences.
 //!
-//! On CPUs with AVX-512, f32 stride-1 forwards with output rows at least [`DIRECT_MIN_WIDTH`]
-//! wide (and so the stride-1 input gradients that run as forward convolutions) skip the column
-//! matrix: [`crate::direct`] convolves straight from the input.
+//! On CPUs with AVX-512, f32 stride-1 3x3 convolutions of at least 64 input and output
+//! channels run as Winograd F(2x2, 3x3) ([`crate::winograd`]: forward, weight gradient, and the
+//! input gradient as a transposed forward), and other f32 stride-1 forwards with output rows at
+//! least [`DIRECT_MIN_WIDTH`] wide (and so the stride-1 input gradients that run as forward
+//! convolutions) skip the column matrix: [`crate::direct`] convolves straight from the input.
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
@@ -226,6 +228,9 @@ impl ConvShape {
             self.output_width(),
             self.output_plane(),
         );
+        if let Some(y) = self.forward_winograd(x, w, b, n) {
+            return Ok(y);
+        }
         if let Some(y) = self.forward_direct(x, w, b, n) {
             return Ok(y);
         }
@@ -294,6 +299,41 @@ impl ConvShape {
         Ok(y)
     }
 
+    /// The Winograd form of this convolution ([`crate::winograd`]) where it applies: f32, 3x3,
+    /// stride 1, at least [`crate::winograd::MIN_CHANNELS`] input and output channels, a CPU
+    /// with AVX-512.
+    fn winograd<T: WithDType>(&self) -> Option<crate::winograd::Winograd> {
+        let g = self.geometry;
+        let wino = crate::winograd::Winograd {
+            cin: g.channels,
+            h: g.height,
+            w: g.width,
+            cout: self.out_channels,
+            pad: g.padding,
+            relu: self.relu,
+        };
+        (TypeId::of::<T>() == TypeId::of::<f32>()
+            && g.kernel == 3
+            && g.stride == 1
+            && !g.ones_row
+            && wino.applies()
+            && crate::winograd::avx512())
+        .then_some(wino)
+    }
+
+    /// [`Self::forward`] through [`crate::winograd`] where it applies.
+    fn forward_winograd<T: WithDType>(
+        &self,
+        x: &[T],
+        w: &[T],
+        b: Option<&[T]>,
+        n: usize,
+    ) -> Option<Vec<T>> {
+        let wino = self.winograd::<T>()?;
+        let y = wino.forward(f32s(x), f32s(w), b.map(f32s), n);
+        Some(from_f32s(y))
+    }
+
     /// [`Self::forward`] through [`crate::direct`] where it applies: f32, stride 1, a kernel
     /// of at most 7, output rows at least [`DIRECT_MIN_WIDTH`] wide, a CPU with AVX-512.
     #[allow(unused_variables)]
@@ -325,16 +365,8 @@ impl ConvShape {
             if !direct.applies() {
                 return None;
             }
-            let f32s = |s: &[T]| -> &[f32] {
-                // SAFETY: T is f32 (checked above).
-                unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
-            };
             let y = direct.forward(f32s(x), f32s(w), b.map(f32s), n);
-            let mut y = std::mem::ManuallyDrop::new(y);
-            // SAFETY: T is f32, so the vector's allocation and elements are a Vec<T>'s.
-            return Some(unsafe {
-                Vec::from_raw_parts(y.as_mut_ptr() as *mut T, y.len(), y.capacity())
-            });
+            return Some(from_f32s(y));
         }
         #[allow(unreachable_code)]
         None
@@ -479,6 +511,16 @@ impl ConvShape {
         let g = self.geometry;
         let (o, kd, ow) = (self.out_channels, self.k_dim(), self.output_width());
         let kk = g.kernel * g.kernel;
+        if let Some(wino) = self.winograd::<T>() {
+            let dw = wino.weight_grad(f32s(x), f32s(g_out), n);
+            let mut dwb = vec![T::zero(); o * (kd + 1)];
+            let dw: Vec<T> = from_f32s(dw);
+            for (row, src) in dwb.chunks_mut(kd + 1).zip(dw.chunks(kd)) {
+                row[..kd].copy_from_slice(src);
+            }
+            self.bias_grad(g_out, n, &mut dwb);
+            return Ok(dwb);
+        }
         let blocks = self.blocks(n, Grouping::Filled)?;
         let chan_parts = split(g.channels, WEIGHT_GRAD_TASKS);
         let groups = if chan_parts.len() >= WEIGHT_GRAD_TASKS {
@@ -536,16 +578,39 @@ impl ConvShape {
                 *d += p;
             }
         }
-        // db: per output channel, the gradient summed in a fixed order.
-        let plane = self.output_plane();
-        dw.par_chunks_mut(ld).enumerate().for_each(|(oc, row)| {
-            row[kd] = (0..n).fold(T::zero(), |sum, image| {
-                let at = (image * o + oc) * plane;
-                sum + lane_sum(&g_out[at..at + plane], T::zero(), |v| v)
-            });
-        });
+        self.bias_grad(g_out, n, &mut dw);
         Ok(dw)
     }
+
+    /// `db` into the last column of `[dW | db]`: per output channel, the gradient summed in a
+    /// fixed order.
+    fn bias_grad<T: WithDType>(&self, g_out: &[T], n: usize, dwb: &mut [T]) {
+        let (o, kd) = (self.out_channels, self.k_dim());
+        let plane = self.output_plane();
+        dwb.par_chunks_mut(kd + 1)
+            .enumerate()
+            .for_each(|(oc, row)| {
+                row[kd] = (0..n).fold(T::zero(), |sum, image| {
+                    let at = (image * o + oc) * plane;
+                    sum + lane_sum(&g_out[at..at + plane], T::zero(), |v| v)
+                });
+            });
+    }
+}
+
+/// `s` as f32s; only called where `T` is f32 (checked by the caller's `TypeId` test).
+fn f32s<T: WithDType>(s: &[T]) -> &[f32] {
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>());
+    // SAFETY: T is f32 (asserted above).
+    unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
+}
+
+/// An f32 vector as a `Vec<T>` where `T` is f32.
+fn from_f32s<T: WithDType>(v: Vec<f32>) -> Vec<T> {
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: T is f32 (asserted above), so the allocation and elements are a Vec<T>'s.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
 }
 
 /// `0..len` in `parts` nearly equal ranges.

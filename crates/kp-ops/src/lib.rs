@@ -17,6 +17,8 @@
 //!   `max_pool2d` backward is wrong).
 //! * [`depthwise`] and [`pointwise`]: the two halves of a depthwise-separable unit (the
 //!   direct 3x3 per channel, with its backward; the 1x1 as one GEMM on the input, no unfold).
+//! * `winograd` (inside [`conv_cpu`], CPUs with AVX-512): 3x3 stride-1 convolutions of 64
+//!   channels and more as Winograd F(2x2, 3x3), 2.25x fewer multiply-adds.
 //! * [`softargmax`]: soft-argmax decoding in one pass per heatmap, for prediction.
 //! * [`reduce`]: the fixed-order lane sums every kernel accumulates with (results do not depend
 //!   on the number of threads).
@@ -72,3 +74,4 @@ pub mod relu;
 pub mod softargmax;
 pub mod upsample;
 mod vector;
+mod winograd;
