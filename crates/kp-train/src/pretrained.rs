@@ -59,23 +59,37 @@ pub enum ReadyModel {
     Resnet18,
 }
 
-/// `(config.json, model.safetensors)` of each ready model, embedded.
-macro_rules! bundle {
-    ($folder:literal) => {
-        (
-            include_str!(concat!(
+/// What the repository holds of one ready model, in one place: the names users and files know
+/// it by, and its folder's two files, embedded.
+struct Spec {
+    key: &'static str,
+    name: &'static str,
+    folder: &'static str,
+    config_json: &'static str,
+    weights: &'static [u8],
+}
+
+/// A [`Spec`] from the key, the name and the folder under `models/landmarks/`; the folder
+/// gives both the path errors name and the files embedded.
+macro_rules! spec {
+    ($key:literal, $name:literal, $folder:literal) => {
+        Spec {
+            key: $key,
+            name: $name,
+            folder: concat!("models/landmarks/", $folder),
+            config_json: include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../../models/landmarks/",
                 $folder,
                 "/config.json"
             )),
-            include_bytes!(concat!(
+            weights: include_bytes!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../../models/landmarks/",
                 $folder,
                 "/model.safetensors"
-            )) as &[u8],
-        )
+            )),
+        }
     };
 }
 
@@ -83,50 +97,42 @@ impl ReadyModel {
     /// Every ready model, the default first.
     pub const ALL: [Self; 3] = [Self::Compact, Self::CompactWide, Self::Resnet18];
 
+    fn spec(self) -> &'static Spec {
+        const COMPACT: Spec = spec!("compact", "ibug68-compact", "ibug68-compact");
+        const COMPACT_WIDE: Spec =
+            spec!("compact-wide", "ibug68-compact-x1.5", "ibug68-compact-x1.5");
+        const RESNET18: Spec = spec!("resnet18", "ibug68-heatmap-resnet18", "ibug68");
+        match self {
+            Self::Compact => &COMPACT,
+            Self::CompactWide => &COMPACT_WIDE,
+            Self::Resnet18 => &RESNET18,
+        }
+    }
+
     /// The short name users pick it by: `kp predict --ready <key>`, `kp.Landmarker("<key>")`.
     /// clap's `ValueEnum` derives the same names from the variants (a test checks they agree).
     pub fn key(self) -> &'static str {
-        match self {
-            Self::Compact => "compact",
-            Self::CompactWide => "compact-wide",
-            Self::Resnet18 => "resnet18",
-        }
+        self.spec().key
     }
 
     /// The model's name (in logs, `results.json` and the model card).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Compact => "ibug68-compact",
-            Self::CompactWide => "ibug68-compact-x1.5",
-            Self::Resnet18 => "ibug68-heatmap-resnet18",
-        }
+        self.spec().name
     }
 
     /// Its folder, relative to the repository root.
     pub fn folder(self) -> &'static str {
-        match self {
-            Self::Compact => "models/landmarks/ibug68-compact",
-            Self::CompactWide => "models/landmarks/ibug68-compact-x1.5",
-            Self::Resnet18 => "models/landmarks/ibug68",
-        }
-    }
-
-    fn bundle(self) -> (&'static str, &'static [u8]) {
-        match self {
-            Self::Compact => bundle!("ibug68-compact"),
-            Self::CompactWide => bundle!("ibug68-compact-x1.5"),
-            Self::Resnet18 => bundle!("ibug68"),
-        }
+        self.spec().folder
     }
 
     /// The run's configuration, as `kp train` wrote it (its data path made relative).
     pub fn config_json(self) -> &'static str {
-        self.bundle().0
+        self.spec().config_json
     }
 
     /// The weights (safetensors, f16).
     pub fn weights(self) -> &'static [u8] {
-        self.bundle().1
+        self.spec().weights
     }
 
     /// Where errors say the embedded file `file` comes from.
@@ -218,6 +224,18 @@ mod tests {
             err.to_string(),
             "unknown ready model `mobilenet` (expected compact, compact-wide or resnet18)"
         );
+    }
+
+    #[test]
+    fn each_ready_models_folder_holds_the_files_embedded_for_it() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for model in ReadyModel::ALL {
+            let folder = root.join(model.folder());
+            let config = std::fs::read_to_string(folder.join("config.json")).unwrap();
+            assert_eq!(config, model.config_json(), "{}", model.folder());
+            let weights = std::fs::read(folder.join("model.safetensors")).unwrap();
+            assert!(weights == model.weights(), "{}", model.folder());
+        }
     }
 
     #[cfg(feature = "clap")]
