@@ -39,10 +39,8 @@ pub struct ModelArgs {
     /// Run folder written by `kp train` (default: a ready 68-point model kp ships, --ready).
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Which ready model runs when no --run is given: compact (the default: fast on a CPU,
-    /// models/landmarks/ibug68-compact), compact-wide (1.5x the channels: 6% more accurate,
-    /// 1.6-1.8x slower, models/landmarks/ibug68-compact-x1.5) or resnet18 (the first one, 20x
-    /// slower, models/landmarks/ibug68).
+    /// Which ready model runs when no --run is given (`--help` describes each; their model
+    /// cards are under models/landmarks/).
     #[arg(long, value_enum, default_value_t, conflicts_with = "run")]
     pub ready: ReadyModel,
     /// cpu or cuda (default: the run's device; the CPU for the ready model).
