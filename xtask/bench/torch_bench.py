@@ -144,6 +144,12 @@ class CompactNet(nn.Module):
 
 MODELS = {
     "compact": (CompactNet, (128, 128), 136),
+    # kp's ready model compact-wide: every width times 1.5, rounded to a multiple of 8.
+    "compact-x1.5": (
+        lambda: CompactNet(stem=24, chans=(48, 96, 192, 384), head=48),
+        (128, 128),
+        136,
+    ),
     "nosetipnet": (NoseTipNet, (60, 80), 2),
     "facekeypointnet": (FaceKeypointNet, (120, 160), 116),
     "resnet18": (ResNet18, (224, 224), 136),

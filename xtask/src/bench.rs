@@ -98,6 +98,8 @@ struct Case {
     iters: usize,
     /// Threads of the case's own pool (`None`: `--threads`); named in the case.
     threads: Option<usize>,
+    /// The compact model's width multiplier (1 for every other model); named in the case.
+    channel_multiplier: f64,
 }
 
 impl Case {
@@ -116,7 +118,7 @@ impl Case {
                 .model
                 .parse()
                 .expect("train and infer cases name registry models"),
-            channel_multiplier: 1.0,
+            channel_multiplier: self.channel_multiplier,
             batch: self.batch,
             kind: match self.kind {
                 Kind::Train => StepKind::Train,
@@ -144,9 +146,12 @@ impl Case {
             Kind::Load | Kind::Detect | Kind::Predict => return None,
         };
         let threads = self.threads.map_or(String::new(), |n| format!(":{n}"));
+        // The model as kp's case names it (`compact-x1.5`): torch_bench.py knows both.
+        let model = self.step_bench().name();
+        let model = model.split('_').next().unwrap_or(self.model);
         Some(format!(
-            "{}:{}:{mode}:{}{threads}",
-            self.model, self.batch, self.iters
+            "{model}:{}:{mode}:{}{threads}",
+            self.batch, self.iters
         ))
     }
 }
@@ -160,10 +165,16 @@ fn cases(quick: bool) -> Vec<Case> {
         kind,
         iters: it(iters),
         threads: None,
+        channel_multiplier: 1.0,
     };
     let compact = |batch, threads, iters| Case {
         threads: Some(threads),
         ..c("compact", batch, Kind::Infer, iters)
+    };
+    // The ready model `compact-wide` (models/landmarks/ibug68-compact-x1.5).
+    let wide = |batch, threads, iters| Case {
+        channel_multiplier: 1.5,
+        ..compact(batch, threads, iters)
     };
     vec![
         c("nosetipnet", 1, Kind::Train, 50),
@@ -178,6 +189,10 @@ fn cases(quick: bool) -> Vec<Case> {
         compact(1, 2, 200),
         compact(64, 1, 5),
         compact(64, 2, 5),
+        wide(1, 1, 200),
+        wide(1, 2, 200),
+        wide(64, 1, 5),
+        wide(64, 2, 5),
         c("face", 1, Kind::Load, 24),
         c("ibug", 1, Kind::Load, 48),
         c("yunet", 1, Kind::Detect, 50),
@@ -671,6 +686,22 @@ mod tests {
         assert!(cases(false).iter().any(|c| c.name() == "load_augment_ibug"));
         assert!(cases(false).iter().any(|c| c.name() == "yunet_640x480"));
         assert!(cases(false).iter().any(|c| c.name() == "predict_640x480"));
+        let wide = cases(false)
+            .into_iter()
+            .find(|c| c.name() == "compact-x1.5_infer_b64_2threads")
+            .expect("the wide ready model's batch-64 case");
+        assert_eq!(wide.torch_spec().unwrap(), "compact-x1.5:64:infer:5:2");
+        // Every model a case hands to torch_bench.py is one of its MODELS.
+        let script = std::fs::read_to_string(
+            crate::fetch::workspace_root().join("xtask/bench/torch_bench.py"),
+        )
+        .unwrap();
+        for case in cases(false) {
+            if let Some(spec) = case.torch_spec() {
+                let model = spec.split(':').next().unwrap();
+                assert!(script.contains(&format!("\"{model}\": (")), "{model}");
+            }
+        }
     }
 
     #[test]
