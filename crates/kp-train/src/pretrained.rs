@@ -13,7 +13,7 @@
 //!   channels (`--channel-multiplier 1.5`), 0.8 MB, the most accurate (6% relative) and 1.6-1.8
 //!   times slower, past the real-time 2 ms per face on a slow CPU, so not the default;
 //! - [`ReadyModel::Resnet18`] (`ibug68`): `--recipe tuned`, the heatmap ResNet18 at 224x224,
-//!   6.5 MB, about 20 times slower and less accurate (trained for 20 epochs only).
+//!   6.5 MB, about 50 times slower a face and less accurate (trained for 20 epochs only).
 //!
 //! All are predicted with test-time mirroring. Each folder's `README.md` is the model card:
 //! data, recipe, the accuracy measured on the held-out faces with the dataset's boxes and with
@@ -55,7 +55,7 @@ pub enum ReadyModel {
     /// and 1.6-1.8 times slower.
     CompactWide,
     /// `ibug68-heatmap-resnet18` (`models/landmarks/ibug68`): the heatmap ResNet18 at 224x224,
-    /// trained for 20 epochs only, about 20 times slower.
+    /// trained for 20 epochs only, about 50 times slower a face.
     Resnet18,
 }
 
