@@ -35,6 +35,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::im2col::{contiguous, UnfoldGeometry};
+use crate::outbuf::SyncPtr;
 use crate::reduce::lane_sum;
 use crate::relu::ReluGrad;
 use candle_core::{Error, Result};
@@ -666,20 +667,6 @@ fn gemm_parallelism(blocks: usize) -> Parallelism {
         Parallelism::None
     } else {
         Parallelism::Rayon(threads)
-    }
-}
-
-/// A raw pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
-
-// SAFETY: every use writes a region no other task touches at the same time (see the callers).
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
-
-impl<T> SyncPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
     }
 }
 

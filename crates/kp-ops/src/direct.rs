@@ -24,6 +24,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use crate::outbuf::SyncPtr;
+
 /// Largest kernel the direct path takes.
 pub(crate) const MAX_KERNEL: usize = 7;
 
@@ -43,20 +45,6 @@ pub(crate) struct Direct {
     pub k: usize,
     pub pad: usize,
     pub relu: bool,
-}
-
-/// A pointer the tasks share; each writes disjoint output rows.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint (image, channel, row) parts of the output through it.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The pointer (a method, so closures capture the `Send` wrapper, not its field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 impl Direct {
@@ -119,7 +107,7 @@ impl Direct {
             .div_ceil(4 * rayon::current_num_threads().max(1))
             .max(1);
         crate::outbuf::filled(len, |out| {
-            let o = Out(out.as_mut_ptr() as *mut f32);
+            let o = SyncPtr(out.as_mut_ptr() as *mut f32);
             (0..units.div_ceil(per_task))
                 .into_par_iter()
                 .for_each(|task| {

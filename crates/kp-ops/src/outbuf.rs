@@ -45,6 +45,22 @@ pub(crate) fn filled<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) ->
     out
 }
 
+/// A raw pointer shared by tasks that write disjoint parts of one buffer (the kernels'
+/// outputs and scratch), so a rayon closure can carry it.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+
+// SAFETY: every use writes a region no other task touches at the same time (see the callers).
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not its field).
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

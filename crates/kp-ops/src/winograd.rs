@@ -17,6 +17,8 @@
 //!
 //! The weight gradient is the same in reverse: the output gradient's tiles transformed by
 //! `A dY Aᵀ`, `dU_pos += dM_pos · V_posᵀ` chunk after chunk (a fixed order), and `dW = Gᵀ dU G`.
+//! It transforms the input again rather than keep the forward's `V` (16 values per 4 inputs of
+//! every layer until the backward pass).
 //! The input gradient of a stride-1 convolution is itself a stride-1 convolution
 //! (`conv_cpu`'s transposed form), so it takes [`Winograd::forward`] too.
 //!
@@ -31,6 +33,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use rayon::prelude::*;
+
+use crate::outbuf::SyncPtr;
 
 /// Transformed values per chunk (`16 · channels · tiles`): 1 Mi f32, 4 MiB.
 pub(crate) const CHUNK_FLOATS: usize = 1 << 20;
@@ -51,18 +55,6 @@ pub(crate) struct Winograd {
     pub cout: usize,
     pub pad: usize,
     pub relu: bool,
-}
-
-/// A pointer tasks share, each writing its own part.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: every use writes a region no other task touches at the same time.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-impl Shared {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Tile rows `(image, tile row)` of one chunk, in order.
@@ -185,7 +177,14 @@ impl Winograd {
     /// values and `ld` is at least the chunk's tile count rounded up to [`LANES`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input(&self, x: &[f32], chunk: Chunk, c: usize, v: Shared, ld: usize) {
+    unsafe fn transform_input(
+        &self,
+        x: &[f32],
+        chunk: Chunk,
+        c: usize,
+        v: SyncPtr<f32>,
+        ld: usize,
+    ) {
         let (th, tw) = self.tiles();
         let (h, p) = (self.h as isize, self.pad);
         let width = 2 * tw + 2;
@@ -253,6 +252,17 @@ impl Winograd {
         });
     }
 
+    /// `V` of the chunk's tiles for every input channel, in parallel: `v[pos][c][t]`, the
+    /// forward's and the weight gradient's shared first step.
+    fn input_tiles(&self, x: &[f32], chunk: Chunk, v: &mut [f32], ld: usize) {
+        assert!(avx512() && v.len() >= 16 * self.cin * ld);
+        let vp = SyncPtr(v.as_mut_ptr());
+        // SAFETY: AVX-512 (asserted); each channel writes its own rows of v, within its length.
+        (0..self.cin)
+            .into_par_iter()
+            .for_each(|ic| unsafe { self.transform_input(x, chunk, ic, vp, ld) });
+    }
+
     /// `Y = Aᵀ M A` of the chunk's tiles for output channel `oc` (`m[pos][oc][t]`, row stride
     /// `ld`), plus the bias and the ReLU, into `y`.
     ///
@@ -267,7 +277,7 @@ impl Winograd {
         chunk: Chunk,
         oc: usize,
         bias: f32,
-        y: Shared,
+        y: SyncPtr<f32>,
         ld: usize,
     ) {
         let (oh, ow) = self.out_size();
@@ -339,7 +349,14 @@ impl Winograd {
     /// As [`Self::transform_input`]; this task alone writes rows `(pos, oc)` of `dm`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_grad(&self, g: &[f32], chunk: Chunk, oc: usize, dm: Shared, ld: usize) {
+    unsafe fn transform_grad(
+        &self,
+        g: &[f32],
+        chunk: Chunk,
+        oc: usize,
+        dm: SyncPtr<f32>,
+        ld: usize,
+    ) {
         let (oh, ow) = self.out_size();
         let (th, tw) = self.tiles();
         let o = self.cout;
@@ -428,17 +445,13 @@ impl Winograd {
         let u = self.transform_weights(wt);
         let chunks = self.chunks(n);
         crate::outbuf::filled(len, |y| {
-            let yp = Shared(y.as_mut_ptr() as *mut f32);
+            let yp = SyncPtr(y.as_mut_ptr() as *mut f32);
             chunks.par_iter().for_each(|&chunk| {
                 let tc = chunk.rows * tw;
                 let ld = tc.next_multiple_of(LANES);
                 with_scratch(16 * c * ld, 16 * o * ld, |v, m| {
-                    let vp = Shared(v.as_mut_ptr());
-                    // SAFETY: AVX-512 (asserted); each channel writes its own rows of v.
-                    (0..c)
-                        .into_par_iter()
-                        .for_each(|ic| unsafe { self.transform_input(x, chunk, ic, vp, ld) });
-                    let mp = Shared(m.as_mut_ptr());
+                    self.input_tiles(x, chunk, v, ld);
+                    let mp = SyncPtr(m.as_mut_ptr());
                     (0..16).into_par_iter().for_each(|pos| {
                         // SAFETY: m_pos is o x tc (row stride ld), u_pos is o x c, v_pos is
                         // c x tc (row stride ld); each position writes its own m_pos.
@@ -497,17 +510,13 @@ impl Winograd {
             let tc = chunk.rows * tw;
             let ld = tc.next_multiple_of(LANES);
             with_scratch(16 * c * ld, 16 * o * ld, |v, dm| {
-                let vp = Shared(v.as_mut_ptr());
-                // SAFETY: AVX-512 (asserted); each channel writes its own rows of v.
-                (0..c)
-                    .into_par_iter()
-                    .for_each(|ic| unsafe { self.transform_input(x, chunk, ic, vp, ld) });
-                let dmp = Shared(dm.as_mut_ptr());
+                self.input_tiles(x, chunk, v, ld);
+                let dmp = SyncPtr(dm.as_mut_ptr());
                 // SAFETY: AVX-512 (asserted); each output channel writes its own rows of dm.
                 (0..o)
                     .into_par_iter()
                     .for_each(|oc| unsafe { self.transform_grad(g, chunk, oc, dmp, ld) });
-                let dup = Shared(du.as_mut_ptr());
+                let dup = SyncPtr(du.as_mut_ptr());
                 let (v, dm): (&[f32], &[f32]) = (v, dm);
                 (0..16).into_par_iter().for_each(|pos| {
                     // SAFETY: du_pos is o x c, dm_pos is o x tc (row stride ld), v_posᵀ is
